@@ -1,0 +1,1 @@
+//! The LDLM lock engine (being written).

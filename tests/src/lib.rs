@@ -1,0 +1,1 @@
+//! LDLM end-to-end tests (work in progress: see the issue tracker).

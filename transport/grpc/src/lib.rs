@@ -1,0 +1,1 @@
+//! The LDLM gRPC transport (tonic) (work in progress: see the issue tracker).
