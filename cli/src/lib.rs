@@ -1,1 +1,8 @@
-//! LDLM binaries: ldlm-server, ldlm-lock, ldlm-bench, and configuration loading (work in progress: see the issue tracker).
+//! LDLM binaries (`ldlm-server`, `ldlm-lock`, `ldlm-bench`) and what they share.
+//!
+//! - [`config`]: the `ldlm-server` configuration (flags, `LDLM_*` environment variables and a
+//!   JSON/YAML config file, merged as default < file < environment < flag).
+//! - [`duration`]: Go-syntax durations (`300ms`, `1h30m`) as used by that configuration.
+
+pub mod config;
+pub mod duration;

@@ -1,1 +1,6 @@
-//! What every LDLM transport shares: timer driver, wait futures, TLS, password (work in progress: see the issue tracker).
+//! What every LDLM transport (gRPC, REST, IPC) shares: the timer driver, wait futures and
+//! sessions (added separately), TLS configuration ([`tls`]) and the password check
+//! ([`password`]).
+
+pub mod password;
+pub mod tls;

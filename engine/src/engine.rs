@@ -1,0 +1,452 @@
+//! The engine: a sharded table of named locks behind a `&self`, thread-safe API.
+//!
+//! Method families (the order in which a transport uses them):
+//!
+//! - **owners**: [`Engine::new_owner`] per gRPC connection, [`Engine::new_session`] per REST
+//!   session (idle expiry on the wheel, kept alive by [`Engine::touch_session`]), and
+//!   [`Engine::release_owner`] when the connection or session ends;
+//! - **requests**: [`Engine::lock`], [`Engine::try_lock`], [`Engine::unlock`],
+//!   [`Engine::refresh`], [`Engine::force_unlock`] (admin);
+//! - **time**: a driver sleeps until [`Engine::next_deadline`] (or until
+//!   [`Engine::deadline_changes`] signals an earlier one) and calls [`Engine::advance`];
+//! - **state**: [`Engine::list`], [`Engine::stats`], [`Engine::restore`], [`Engine::shutdown`].
+//!
+//! Every call that needs time takes `now`; the engine never reads a clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use crate::config::{ConfigError, EngineConfig};
+use crate::error::{LockError, RestoreError};
+use crate::owner::{Owner, OwnerId};
+use crate::pending::Pending;
+use crate::shard::{Alarm, Ctx, Shard, ShardStats};
+use crate::time::Tick;
+use crate::types::{AdvanceReport, EventSink, Grant, HoldInfo, HoldRecord, LockKey, LockRequest, TryLockOutcome};
+use crate::wheel::TimerWheel;
+
+/// What a blocking Lock did.
+#[derive(Debug)]
+pub enum LockOutcome {
+    /// A slot was free and nobody was waiting: it is ours.
+    Acquired(Grant),
+    /// Queued: the grant (or a timeout or cancellation) arrives through the handle.
+    Waiting(Pending),
+}
+
+/// What [`Engine::release_owner`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseSummary {
+    /// Holds released (their slots passed on to waiters).
+    pub released: usize,
+    /// Holds kept because the engine keeps holds of ended owners (`no_clear_on_disconnect`).
+    pub kept: usize,
+    /// Waiters cancelled.
+    pub waiters_cancelled: usize,
+}
+
+/// The lock table. Cheap to clone: clones share the same table.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    config: EngineConfig,
+    hasher: foldhash::fast::RandomState,
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    /// The next fencing token to hand out; tokens start at 1 (0 means "not locked").
+    tokens: AtomicU64,
+    next_owner: AtomicU64,
+    /// Idle expiry of session owners (REST). Separate from the shards: sessions span shards.
+    sessions: Mutex<TimerWheel<Owner>>,
+    alarm: Alarm,
+    events: Option<Arc<dyn EventSink>>,
+    shut_down: AtomicBool,
+}
+
+impl Inner {
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            config: &self.config,
+            hasher: &self.hasher,
+            tokens: &self.tokens,
+            events: self.events.as_deref(),
+            alarm: &self.alarm,
+        }
+    }
+
+    fn hash(&self, name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(name)
+    }
+
+    /// Picks a shard from bits 40.. of the hash: hashbrown uses the low bits for the bucket and
+    /// the top seven for its tag, so these are independent of both.
+    fn shard(&self, hash: u64) -> usize {
+        ((hash >> 40) as usize) & (self.shards.len() - 1)
+    }
+
+    pub(crate) fn cancel_waiter(&self, shard: usize, hash: u64, name: &str, waiter: u64, rx: &flume::Receiver<crate::shard::WaitResult>) {
+        self.shards[shard].lock().cancel_waiter(&self.ctx(), hash, name, waiter, rx);
+    }
+}
+
+/// Checked form of a Lock/TryLock request.
+struct Validated {
+    size: u32,
+    lease: Option<u32>,
+    wait: Option<u32>,
+}
+
+impl Engine {
+    /// An empty engine whose time starts at `now`.
+    pub fn new(config: EngineConfig, now: Tick) -> Result<Engine, ConfigError> {
+        Self::build(config, now, None)
+    }
+
+    /// An empty engine that reports every grant and release to `sink` (e.g. a state file).
+    pub fn with_event_sink(config: EngineConfig, now: Tick, sink: Arc<dyn EventSink>) -> Result<Engine, ConfigError> {
+        Self::build(config, now, Some(sink))
+    }
+
+    fn build(config: EngineConfig, now: Tick, events: Option<Arc<dyn EventSink>>) -> Result<Engine, ConfigError> {
+        config.validate()?;
+        let shards = (0..config.shards)
+            .map(|_| CachePadded::new(Mutex::new(Shard::new(now, config.gc_interval))))
+            .collect();
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                hasher: foldhash::fast::RandomState::default(),
+                shards,
+                tokens: AtomicU64::new(1),
+                next_owner: AtomicU64::new(1),
+                sessions: Mutex::new(TimerWheel::starting_at(now.as_millis())),
+                alarm: Alarm::new(),
+                events,
+                shut_down: AtomicBool::new(false),
+                config,
+            }),
+        })
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// A new owner for a connection (released explicitly with [`Engine::release_owner`]).
+    pub fn new_owner(&self) -> Owner {
+        let id = OwnerId(self.inner.next_owner.fetch_add(1, Ordering::Relaxed));
+        Owner::new(id, 0, u64::MAX)
+    }
+
+    /// A new session owner that is released automatically after `idle` without a
+    /// [`Engine::touch_session`].
+    pub fn new_session(&self, idle: Duration, now: Tick) -> Owner {
+        let id = OwnerId(self.inner.next_owner.fetch_add(1, Ordering::Relaxed));
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX).max(1);
+        let deadline = now.after(idle);
+        let owner = Owner::new(id, idle_ms, deadline.as_millis());
+        self.inner.alarm.arm(deadline);
+        self.inner.sessions.lock().insert(deadline.as_millis(), owner.clone());
+        owner
+    }
+
+    /// Restarts a session's idle timer. False if the session has already ended.
+    pub fn touch_session(&self, owner: &Owner, now: Tick) -> bool {
+        let timeout = owner.state.idle_timeout_ms;
+        if timeout != 0 {
+            let deadline = now.as_millis().saturating_add(timeout);
+            owner.state.idle_deadline.fetch_max(deadline, Ordering::AcqRel);
+        }
+        !owner.has_ended()
+    }
+
+    fn validate(&self, request: &LockRequest<'_>, blocking: bool) -> Result<Validated, LockError> {
+        // go-ldlm's order (reference §2.5): lock timeout, wait timeout, name, size.
+        let lease = match request.lock_timeout_seconds {
+            Some(secs) if secs < 0 => return Err(LockError::InvalidLockTimeout),
+            Some(secs) if secs > 0 => Some(secs as u32),
+            _ => None,
+        };
+        let wait = match request.wait_timeout_seconds {
+            Some(secs) if blocking && secs < 0 => return Err(LockError::InvalidWaitTimeout),
+            Some(secs) if blocking && secs > 0 => Some(secs as u32),
+            _ => None,
+        };
+        if request.name.is_empty() {
+            return Err(LockError::EmptyName);
+        }
+        if request.name.len() > self.inner.config.max_name_bytes {
+            return Err(LockError::NameTooLong {
+                limit: self.inner.config.max_name_bytes,
+            });
+        }
+        let size = request.size.unwrap_or(1);
+        if size <= 0 {
+            return Err(LockError::InvalidLockSize);
+        }
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return Err(LockError::Shutdown);
+        }
+        Ok(Validated {
+            size: size as u32,
+            lease,
+            wait,
+        })
+    }
+
+    /// TryLock: a free slot now, or [`TryLockOutcome::Busy`]. Never waits, never barges past
+    /// waiters. `request.wait_timeout_seconds` is ignored.
+    pub fn try_lock(&self, owner: &Owner, request: &LockRequest<'_>, now: Tick) -> Result<TryLockOutcome, LockError> {
+        let v = self.validate(request, false)?;
+        let hash = self.inner.hash(request.name);
+        let shard = self.inner.shard(hash);
+        self.inner.shards[shard]
+            .lock()
+            .try_lock(&self.inner.ctx(), owner, hash, request.name, v.size, v.lease, now)
+    }
+
+    /// Lock: a free slot now, or a place in the lock's FIFO queue. Dropping the returned
+    /// [`Pending`] leaves the queue (and gives back a grant that raced with the drop).
+    pub fn lock(&self, owner: &Owner, request: &LockRequest<'_>, now: Tick) -> Result<LockOutcome, LockError> {
+        let v = self.validate(request, true)?;
+        let hash = self.inner.hash(request.name);
+        let shard = self.inner.shard(hash);
+        let queued = self.inner.shards[shard].lock().lock(
+            &self.inner.ctx(),
+            owner,
+            hash,
+            request.name,
+            v.size,
+            v.lease,
+            v.wait,
+            now,
+        )?;
+        Ok(match queued {
+            Ok(grant) => LockOutcome::Acquired(grant),
+            Err((waiter, name, rx)) => LockOutcome::Waiting(Pending::new(self.inner.clone(), shard, hash, name, waiter, rx)),
+        })
+    }
+
+    /// Unlock: whoever presents name + key releases that hold; the slot goes to the oldest
+    /// waiter.
+    pub fn unlock(&self, name: &str, key: &str, now: Tick) -> Result<(), LockError> {
+        let hash = self.inner.hash(name);
+        let shard = self.inner.shard(hash);
+        self.inner.shards[shard].lock().unlock(&self.inner.ctx(), hash, name, key, now)
+    }
+
+    /// Refresh (a.k.a. Renew): the hold's lease becomes `lock_timeout_seconds` from `now`. A hold
+    /// without a lease gets one (DESIGN §4.11).
+    pub fn refresh(&self, name: &str, key: &str, lock_timeout_seconds: i32, now: Tick) -> Result<Grant, LockError> {
+        if lock_timeout_seconds <= 0 {
+            return Err(LockError::InvalidLockTimeout);
+        }
+        let hash = self.inner.hash(name);
+        let shard = self.inner.shard(hash);
+        self.inner.shards[shard]
+            .lock()
+            .refresh(&self.inner.ctx(), hash, name, key, lock_timeout_seconds as u32, now)
+    }
+
+    /// Admin unlock: by key, or without a key the only holder (several holders is an error
+    /// listing their keys). Returns the key released.
+    pub fn force_unlock(&self, name: &str, key: Option<&str>, now: Tick) -> Result<LockKey, LockError> {
+        let hash = self.inner.hash(name);
+        let shard = self.inner.shard(hash);
+        self.inner.shards[shard]
+            .lock()
+            .force_unlock(&self.inner.ctx(), hash, name, key, now)
+    }
+
+    /// Ends an owner: from now on it can be granted nothing; its waiters are cancelled; its holds
+    /// are released (or kept and still listed under it, if the engine keeps holds of ended
+    /// owners). Idempotent.
+    pub fn release_owner(&self, owner: &Owner, now: Tick) -> ReleaseSummary {
+        if owner.state.ended.swap(true, Ordering::AcqRel) {
+            return ReleaseSummary::default();
+        }
+        // The flag is set before any shard is visited: a grant racing with this either happened
+        // before its shard is swept below, or sees the flag under the shard mutex and refuses.
+        let ctx = self.inner.ctx();
+        let mut summary = ReleaseSummary::default();
+        for shard in self.inner.shards.iter() {
+            let (released, kept, cancelled) = shard.lock().release_owner(&ctx, owner.id(), now);
+            summary.released += released;
+            summary.kept += kept;
+            summary.waiters_cancelled += cancelled;
+        }
+        summary
+    }
+
+    /// Fires everything due by `now`: lease expiries (slots passed on), wait timeouts, lock GC
+    /// and idle session expiry (sessions released).
+    pub fn advance(&self, now: Tick) -> AdvanceReport {
+        let mut report = AdvanceReport::default();
+        let expired: Vec<Owner> = {
+            let mut sessions = self.inner.sessions.lock();
+            let mut expired = Vec::new();
+            while let Some((owner, _)) = sessions.poll(now.as_millis()) {
+                if owner.has_ended() {
+                    continue;
+                }
+                let deadline = owner.state.idle_deadline.load(Ordering::Acquire);
+                if deadline > now.as_millis() {
+                    // Touched since it was filed: re-file at the new deadline (lazy reschedule).
+                    sessions.insert(deadline, owner);
+                } else {
+                    expired.push(owner);
+                }
+            }
+            expired
+        };
+        for owner in expired {
+            self.release_owner(&owner, now);
+            report.sessions_expired.push(owner.id());
+        }
+        let ctx = self.inner.ctx();
+        for shard in self.inner.shards.iter() {
+            shard.lock().advance(&ctx, now, &mut report);
+        }
+        report
+    }
+
+    /// When [`Engine::advance`] next has work (a lower bound), or `None` if no timer is set.
+    pub fn next_deadline(&self) -> Option<Tick> {
+        let alarm = &self.inner.alarm;
+        alarm.armed.store(u64::MAX, Ordering::SeqCst);
+        let mut next = self.inner.sessions.lock().next_deadline().map(Tick::from_millis);
+        for shard in self.inner.shards.iter() {
+            if let Some(deadline) = shard.lock().next_deadline() {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            }
+        }
+        if let Some(deadline) = next {
+            alarm.armed.fetch_min(deadline.as_millis(), Ordering::AcqRel);
+        }
+        next
+    }
+
+    /// Signals (at least once) whenever a timer is set earlier than the deadline last returned
+    /// by [`Engine::next_deadline`]: the driver should then recompute it.
+    pub fn deadline_changes(&self) -> flume::Receiver<()> {
+        self.inner.alarm.rx.clone()
+    }
+
+    /// Every held slot, sorted by name and fencing token.
+    pub fn list(&self) -> Vec<HoldInfo> {
+        let mut out = Vec::new();
+        for shard in self.inner.shards.iter() {
+            shard.lock().list(&mut out);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.fencing_token.cmp(&b.fencing_token)));
+        out
+    }
+
+    /// Counts over all shards.
+    pub fn stats(&self) -> ShardStats {
+        let mut total = ShardStats::default();
+        for shard in self.inner.shards.iter() {
+            let s = shard.lock().stats();
+            total.locks += s.locks;
+            total.holds += s.holds;
+            total.waiters += s.waiters;
+            total.timers += s.timers;
+        }
+        total
+    }
+
+    /// The highest fencing token handed out so far (0 if none).
+    pub fn max_fencing_token(&self) -> u64 {
+        self.inner.tokens.load(Ordering::Acquire) - 1
+    }
+
+    /// Fills an empty engine with stored holds, each with a lease of `lease` from `now` (`None`:
+    /// no lease), owned by [`OwnerId::RESTORED`]. Fencing tokens continue above both
+    /// `fencing_floor` and every stored token. All records are checked first: on any conflict
+    /// nothing is restored.
+    pub fn restore(&self, records: &[HoldRecord], lease: Option<Duration>, fencing_floor: u64, now: Tick) -> Result<usize, RestoreError> {
+        if self.stats().locks != 0 {
+            return Err(RestoreError::NotEmpty);
+        }
+        let shown = |name: &str| name.chars().take(80).collect::<String>();
+        let mut seen: hashbrown::HashMap<&str, (u32, Vec<LockKey>), foldhash::fast::RandomState> = hashbrown::HashMap::default();
+        let mut max_token = fencing_floor;
+        for record in records {
+            if record.name.is_empty() || record.name.len() > self.inner.config.max_name_bytes {
+                return Err(RestoreError::InvalidName {
+                    name: shown(&record.name),
+                });
+            }
+            if record.size == 0 {
+                return Err(RestoreError::InvalidSize {
+                    name: shown(&record.name),
+                });
+            }
+            let (size, keys) = seen.entry(&record.name).or_insert((record.size, Vec::new()));
+            if *size != record.size {
+                return Err(RestoreError::SizeConflict {
+                    name: shown(&record.name),
+                    first: *size,
+                    second: record.size,
+                });
+            }
+            if keys.contains(&record.key) {
+                return Err(RestoreError::DuplicateKey {
+                    name: shown(&record.name),
+                    key: record.key.to_string(),
+                });
+            }
+            keys.push(record.key);
+            if keys.len() > *size as usize {
+                return Err(RestoreError::TooManyHolders {
+                    name: shown(&record.name),
+                    size: *size,
+                });
+            }
+            max_token = max_token.max(record.fencing_token);
+        }
+        for record in records {
+            let hash = self.inner.hash(&record.name);
+            let shard = self.inner.shard(hash);
+            self.inner.shards[shard].lock().restore_hold(
+                hash,
+                &record.name,
+                record.size,
+                record.key,
+                record.fencing_token,
+                lease,
+                now,
+            );
+        }
+        self.inner.tokens.fetch_max(max_token.saturating_add(1), Ordering::AcqRel);
+        if let Some(lease) = lease {
+            self.inner.alarm.arm(now.after(lease));
+        }
+        Ok(records.len())
+    }
+
+    /// Stops granting: new Lock/TryLock calls fail with `Shutdown` and every waiter is told so.
+    /// Holds stay (and stay in the state file: DESIGN §4.4).
+    pub fn shutdown(&self) {
+        self.inner.shut_down.store(true, Ordering::Release);
+        for shard in self.inner.shards.iter() {
+            shard.lock().cancel_all_waiters();
+        }
+    }
+}

@@ -1,0 +1,747 @@
+//! One shard of the lock table: its locks, its timer wheel and its owner index, all behind the
+//! shard's mutex (held by the caller of every method here).
+//!
+//! # Ground rules
+//!
+//! - Everything about a lock — holders, waiters, leases, wait timeouts — changes only under its
+//!   shard's mutex, so a hand-off (release + grant to the next waiter) is atomic.
+//! - Invariant: a lock has waiters only while all of its slots are held. Releasing a slot
+//!   therefore always serves the queue first ([`serve_waiters`]); TryLock can never barge.
+//! - Every lease and wait timeout in the wheel belongs to a live hold or a queued waiter: removing
+//!   one cancels the other. Timer payloads carry the lock's name so expiry can find it.
+//! - The owner index maps each owner to the keys it holds and the waiters it has queued here, so
+//!   releasing an owner costs O(its holds), not O(table).
+//! - The event sink, when there is one, sees every grant and release of this shard in order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hashbrown::{HashMap, HashTable};
+use smallvec::SmallVec;
+
+use crate::config::EngineConfig;
+use crate::error::LockError;
+use crate::owner::{Owner, OwnerId};
+use crate::time::Tick;
+use crate::types::{Event, EventSink, Grant, HoldInfo, LockKey, TryLockOutcome};
+use crate::wheel::{TimerId, TimerWheel};
+
+/// What a waiter eventually receives through its channel.
+pub(crate) type WaitResult = Result<Grant, LockError>;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// Everything a shard needs from the engine while its mutex is held.
+pub(crate) struct Ctx<'a> {
+    pub(crate) config: &'a EngineConfig,
+    pub(crate) hasher: &'a foldhash::fast::RandomState,
+    pub(crate) tokens: &'a AtomicU64,
+    pub(crate) events: Option<&'a dyn EventSink>,
+    pub(crate) alarm: &'a Alarm,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn hash(&self, name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(name)
+    }
+}
+
+/// Tells the timer driver when a new deadline is earlier than the one it is sleeping towards.
+///
+/// The driver sets `armed` to `u64::MAX` before it computes the next deadline and to that
+/// deadline afterwards; a timer inserted in between sees `MAX` and signals, so no deadline is
+/// ever missed (at worst the driver wakes once for nothing).
+pub(crate) struct Alarm {
+    pub(crate) armed: AtomicU64,
+    pub(crate) tx: flume::Sender<()>,
+    pub(crate) rx: flume::Receiver<()>,
+}
+
+impl Alarm {
+    pub(crate) fn new() -> Alarm {
+        let (tx, rx) = flume::bounded(1);
+        Alarm {
+            armed: AtomicU64::new(u64::MAX),
+            tx,
+            rx,
+        }
+    }
+
+    pub(crate) fn arm(&self, when: Tick) {
+        let when = when.as_millis();
+        if when < self.armed.load(Ordering::Relaxed) {
+            self.armed.fetch_min(when, Ordering::AcqRel);
+            // A full channel already carries a wake-up: nothing is lost.
+            let _ = self.tx.try_send(());
+        }
+    }
+}
+
+/// What a timer in a shard's wheel is for.
+#[derive(Debug)]
+enum Timer {
+    Lease { name: Arc<str>, hash: u64, key: LockKey },
+    Wait { name: Arc<str>, hash: u64, waiter: u64 },
+    Gc,
+}
+
+#[derive(Debug)]
+struct Hold {
+    key: LockKey,
+    owner: OwnerId,
+    token: u64,
+    lease: Option<TimerId>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    owner: Owner,
+    tx: flume::Sender<WaitResult>,
+    timer: Option<TimerId>,
+    lock_timeout: Option<u32>,
+}
+
+/// One named lock.
+#[derive(Debug)]
+struct LockState {
+    size: u32,
+    last_used: Tick,
+    /// In acquisition order. Inline for the common size-1 lock.
+    holders: SmallVec<[Hold; 1]>,
+    /// FIFO; `None` when empty (saves memory on the million idle locks).
+    waiters: Option<Box<VecDeque<Waiter>>>,
+}
+
+#[derive(Debug)]
+struct LockEntry {
+    name: Arc<str>,
+    hash: u64,
+    state: LockState,
+}
+
+#[derive(Debug, Default)]
+struct OwnerIndex {
+    holds: FastMap<LockKey, Arc<str>>,
+    waiters: FastMap<u64, Arc<str>>,
+}
+
+/// Counts for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Lock objects (held or idle).
+    pub locks: usize,
+    /// Held slots.
+    pub holds: usize,
+    /// Queued waiters.
+    pub waiters: usize,
+    /// Live timers (leases, wait timeouts, GC).
+    pub timers: usize,
+}
+
+/// One shard. See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    locks: HashTable<LockEntry>,
+    wheel: TimerWheel<Timer>,
+    owners: FastMap<OwnerId, OwnerIndex>,
+    next_waiter: u64,
+    /// The latest time this shard has been told; time never goes backwards inside a shard.
+    latest: Tick,
+}
+
+fn find<'t>(locks: &'t mut HashTable<LockEntry>, hash: u64, name: &str) -> Option<&'t mut LockEntry> {
+    locks.find_mut(hash, |e| e.hash == hash && *e.name == *name)
+}
+
+impl Shard {
+    pub(crate) fn new(now: Tick, gc_interval: Duration) -> Shard {
+        let mut wheel = TimerWheel::starting_at(now.as_millis());
+        if !gc_interval.is_zero() {
+            wheel.insert(now.after(gc_interval).as_millis(), Timer::Gc);
+        }
+        Shard {
+            locks: HashTable::new(),
+            wheel,
+            owners: FastMap::default(),
+            next_waiter: 0,
+            latest: now,
+        }
+    }
+
+    /// Clamps `now` so shard time never goes backwards (callers read clocks outside the mutex).
+    fn observe(&mut self, now: Tick) -> Tick {
+        self.latest = self.latest.max(now).max(Tick::from_millis(self.wheel.elapsed()));
+        self.latest
+    }
+
+    fn find_or_create<'s>(
+        locks: &'s mut HashTable<LockEntry>,
+        hash: u64,
+        name: &str,
+        size: u32,
+        now: Tick,
+    ) -> Result<&'s mut LockEntry, LockError> {
+        let entry = match locks.entry(hash, |e| e.hash == hash && *e.name == *name, |e| e.hash) {
+            hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(LockEntry {
+                    name: Arc::from(name),
+                    hash,
+                    state: LockState {
+                        size,
+                        last_used: now,
+                        holders: SmallVec::new(),
+                        waiters: None,
+                    },
+                })
+                .into_mut()
+            }
+        };
+        // Any request that finds the lock counts as a use, even a failed one (as go-ldlm).
+        entry.state.last_used = now;
+        if entry.state.size != size {
+            return Err(LockError::LockSizeMismatch);
+        }
+        Ok(entry)
+    }
+
+    pub(crate) fn try_lock(
+        &mut self,
+        ctx: &Ctx<'_>,
+        owner: &Owner,
+        hash: u64,
+        name: &str,
+        size: u32,
+        lease: Option<u32>,
+        now: Tick,
+    ) -> Result<TryLockOutcome, LockError> {
+        let now = self.observe(now);
+        if owner.has_ended() {
+            return Err(LockError::SessionEnded);
+        }
+        let Shard {
+            locks, wheel, owners, ..
+        } = self;
+        let entry = Self::find_or_create(locks, hash, name, size, now)?;
+        if entry.state.holders.len() < size as usize && entry.state.waiters.is_none() {
+            Ok(TryLockOutcome::Acquired(grant(ctx, wheel, owners, entry, owner.id(), lease, now)))
+        } else {
+            Ok(TryLockOutcome::Busy)
+        }
+    }
+
+    /// A blocking Lock: a grant now, or a queued waiter `(id, name, receiver)`.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    pub(crate) fn lock(
+        &mut self,
+        ctx: &Ctx<'_>,
+        owner: &Owner,
+        hash: u64,
+        name: &str,
+        size: u32,
+        lease: Option<u32>,
+        wait: Option<u32>,
+        now: Tick,
+    ) -> Result<Result<Grant, (u64, Arc<str>, flume::Receiver<WaitResult>)>, LockError> {
+        let now = self.observe(now);
+        if owner.has_ended() {
+            return Err(LockError::SessionEnded);
+        }
+        let id = self.next_waiter;
+        let Shard {
+            locks, wheel, owners, ..
+        } = self;
+        let entry = Self::find_or_create(locks, hash, name, size, now)?;
+        if entry.state.holders.len() < size as usize && entry.state.waiters.is_none() {
+            return Ok(Ok(grant(ctx, wheel, owners, entry, owner.id(), lease, now)));
+        }
+        let queued = entry.state.waiters.as_ref().map_or(0, |w| w.len());
+        if queued >= ctx.config.max_waiters_per_lock {
+            return Err(LockError::TooManyWaiters {
+                limit: ctx.config.max_waiters_per_lock,
+            });
+        }
+        self.next_waiter += 1;
+        let (tx, rx) = flume::bounded(1);
+        let timer = wait.map(|secs| {
+            let when = now.after_secs(secs);
+            ctx.alarm.arm(when);
+            wheel.insert(
+                when.as_millis(),
+                Timer::Wait {
+                    name: entry.name.clone(),
+                    hash,
+                    waiter: id,
+                },
+            )
+        });
+        owners
+            .entry(owner.id())
+            .or_default()
+            .waiters
+            .insert(id, entry.name.clone());
+        entry
+            .state
+            .waiters
+            .get_or_insert_with(Default::default)
+            .push_back(Waiter {
+                id,
+                owner: owner.clone(),
+                tx,
+                timer,
+                lock_timeout: lease,
+            });
+        Ok(Err((id, entry.name.clone(), rx)))
+    }
+
+    pub(crate) fn unlock(&mut self, ctx: &Ctx<'_>, hash: u64, name: &str, key: &str, now: Tick) -> Result<(), LockError> {
+        let now = self.observe(now);
+        let Shard {
+            locks, wheel, owners, ..
+        } = self;
+        let entry = find(locks, hash, name).ok_or(LockError::LockDoesNotExist)?;
+        entry.state.last_used = now;
+        let index = LockKey::parse(key)
+            .and_then(|key| entry.state.holders.iter().position(|h| h.key == key))
+            .ok_or(LockError::InvalidLockKey)?;
+        take_hold(ctx, wheel, owners, entry, index);
+        serve_waiters(ctx, wheel, owners, entry, now);
+        Ok(())
+    }
+
+    pub(crate) fn refresh(
+        &mut self,
+        ctx: &Ctx<'_>,
+        hash: u64,
+        name: &str,
+        key: &str,
+        secs: u32,
+        now: Tick,
+    ) -> Result<Grant, LockError> {
+        let now = self.observe(now);
+        let Shard { locks, wheel, .. } = self;
+        let entry = find(locks, hash, name).ok_or(LockError::LockDoesNotExistOrInvalidKey)?;
+        let hold = LockKey::parse(key)
+            .and_then(|key| entry.state.holders.iter_mut().find(|h| h.key == key))
+            .ok_or(LockError::LockDoesNotExistOrInvalidKey)?;
+        entry.state.last_used = now;
+        let when = now.after_secs(secs);
+        ctx.alarm.arm(when);
+        match hold.lease {
+            Some(timer) if wheel.reschedule(timer, when.as_millis()) => {}
+            _ => {
+                // No lease yet (DESIGN §4.11: refresh adds one).
+                hold.lease = Some(wheel.insert(
+                    when.as_millis(),
+                    Timer::Lease {
+                        name: entry.name.clone(),
+                        hash,
+                        key: hold.key,
+                    },
+                ));
+            }
+        }
+        Ok(Grant {
+            key: hold.key,
+            fencing_token: hold.token,
+            lease_deadline: Some(when),
+            durable_seq: 0,
+        })
+    }
+
+    /// Admin unlock: by key, or the only holder when no key is given.
+    pub(crate) fn force_unlock(
+        &mut self,
+        ctx: &Ctx<'_>,
+        hash: u64,
+        name: &str,
+        key: Option<&str>,
+        now: Tick,
+    ) -> Result<LockKey, LockError> {
+        let now = self.observe(now);
+        let Shard {
+            locks, wheel, owners, ..
+        } = self;
+        let entry = find(locks, hash, name).ok_or(LockError::LockDoesNotExist)?;
+        let holders = &entry.state.holders;
+        let index = match key {
+            Some(key) => LockKey::parse(key)
+                .and_then(|key| holders.iter().position(|h| h.key == key))
+                .ok_or(LockError::InvalidLockKey)?,
+            None => match holders.len() {
+                0 => return Err(LockError::LockDoesNotExist),
+                1 => 0,
+                _ => {
+                    return Err(LockError::AmbiguousUnlock {
+                        keys: holders.iter().map(|h| h.key.to_string()).collect(),
+                    });
+                }
+            },
+        };
+        entry.state.last_used = now;
+        let hold = take_hold(ctx, wheel, owners, entry, index);
+        serve_waiters(ctx, wheel, owners, entry, now);
+        Ok(hold.key)
+    }
+
+    /// Removes a waiter whose pending handle went away. If it was already granted the lock, the
+    /// grant sitting in its channel is taken back and passed on.
+    pub(crate) fn cancel_waiter(
+        &mut self,
+        ctx: &Ctx<'_>,
+        hash: u64,
+        name: &str,
+        waiter: u64,
+        rx: &flume::Receiver<WaitResult>,
+    ) {
+        let now = self.observe(self.latest);
+        let Shard {
+            locks, wheel, owners, ..
+        } = self;
+        let Some(entry) = find(locks, hash, name) else {
+            return;
+        };
+        if let Some(w) = remove_waiter(entry, waiter) {
+            if let Some(timer) = w.timer {
+                wheel.cancel(timer);
+            }
+            unindex_waiter(owners, w.owner.id(), w.id);
+            return;
+        }
+        // Not queued any more: it was served (grant in the channel) or ended (error in it).
+        // Grants are sent under this mutex, so whatever was sent is in the channel now.
+        if let Ok(Ok(grant)) = rx.try_recv() {
+            if let Some(index) = entry.state.holders.iter().position(|h| h.key == grant.key) {
+                take_hold(ctx, wheel, owners, entry, index);
+                serve_waiters(ctx, wheel, owners, entry, now);
+            }
+        }
+    }
+
+    /// Cancels the owner's waiters here and releases (or keeps) its holds. Returns
+    /// `(holds released, holds kept, waiters cancelled)`.
+    pub(crate) fn release_owner(&mut self, ctx: &Ctx<'_>, owner: OwnerId, now: Tick) -> (usize, usize, usize) {
+        let now = self.observe(now);
+        let Shard {
+            locks, wheel, owners, ..
+        } = self;
+        let Some(index) = owners.remove(&owner) else {
+            return (0, 0, 0);
+        };
+        let cancelled = index.waiters.len();
+        for (waiter, name) in index.waiters {
+            let hash = ctx.hash(&name);
+            if let Some(entry) = find(locks, hash, &name) {
+                if let Some(w) = remove_waiter(entry, waiter) {
+                    if let Some(timer) = w.timer {
+                        wheel.cancel(timer);
+                    }
+                    let _ = w.tx.try_send(Err(LockError::SessionEnded));
+                }
+            }
+        }
+        if !ctx.config.release_on_owner_end {
+            let kept = index.holds.len();
+            if kept > 0 {
+                owners.insert(
+                    owner,
+                    OwnerIndex {
+                        holds: index.holds,
+                        waiters: FastMap::default(),
+                    },
+                );
+            }
+            return (0, kept, cancelled);
+        }
+        let mut released = 0;
+        for (key, name) in index.holds {
+            let hash = ctx.hash(&name);
+            let Some(entry) = find(locks, hash, &name) else {
+                continue;
+            };
+            if let Some(position) = entry.state.holders.iter().position(|h| h.key == key) {
+                take_hold(ctx, wheel, owners, entry, position);
+                entry.state.last_used = now;
+                serve_waiters(ctx, wheel, owners, entry, now);
+                released += 1;
+            }
+        }
+        (released, 0, cancelled)
+    }
+
+    /// Fires every timer due by `now`: lease expiry, wait timeouts, GC.
+    pub(crate) fn advance(&mut self, ctx: &Ctx<'_>, now: Tick, report: &mut crate::AdvanceReport) {
+        let now = self.observe(now);
+        while let Some((timer, _)) = self.wheel.poll(now.as_millis()) {
+            let Shard {
+                locks, wheel, owners, ..
+            } = self;
+            match timer {
+                Timer::Lease { name, hash, key } => {
+                    let Some(entry) = find(locks, hash, &name) else {
+                        continue;
+                    };
+                    if let Some(index) = entry.state.holders.iter().position(|h| h.key == key) {
+                        // The timer has fired: it is no longer in the wheel.
+                        entry.state.holders[index].lease = None;
+                        take_hold(ctx, wheel, owners, entry, index);
+                        entry.state.last_used = now;
+                        serve_waiters(ctx, wheel, owners, entry, now);
+                        report.leases_expired += 1;
+                    }
+                }
+                Timer::Wait { name, hash, waiter } => {
+                    let Some(entry) = find(locks, hash, &name) else {
+                        continue;
+                    };
+                    if let Some(w) = remove_waiter(entry, waiter) {
+                        unindex_waiter(owners, w.owner.id(), w.id);
+                        entry.state.last_used = now;
+                        let _ = w.tx.try_send(Err(LockError::LockWaitTimeout));
+                        report.waits_timed_out += 1;
+                    }
+                }
+                Timer::Gc => {
+                    report.locks_collected += self.collect_idle(ctx.config.gc_min_idle, now);
+                    self.wheel.insert(now.after(ctx.config.gc_interval).as_millis(), Timer::Gc);
+                }
+            }
+        }
+    }
+
+    /// Drops locks nobody holds or waits for that have been idle for at least `min_idle`.
+    /// Nothing else refers to such a lock (no timer, no owner index entry), so dropping it only
+    /// forgets its size.
+    fn collect_idle(&mut self, min_idle: Duration, now: Tick) -> usize {
+        let before = self.locks.len();
+        self.locks.retain(|e| {
+            !(e.state.holders.is_empty() && e.state.waiters.is_none() && now.since(e.state.last_used) >= min_idle)
+        });
+        if self.locks.capacity() > 64 && self.locks.len() < self.locks.capacity() / 4 {
+            self.locks.shrink_to_fit(|e| e.hash);
+        }
+        before - self.locks.len()
+    }
+
+    /// Ends every wait with `Shutdown`.
+    pub(crate) fn cancel_all_waiters(&mut self) {
+        let Shard {
+            locks, wheel, owners, ..
+        } = self;
+        for entry in locks.iter_mut() {
+            for w in entry.state.waiters.take().into_iter().flat_map(|w| w.into_iter()) {
+                if let Some(timer) = w.timer {
+                    wheel.cancel(timer);
+                }
+                unindex_waiter(owners, w.owner.id(), w.id);
+                let _ = w.tx.try_send(Err(LockError::Shutdown));
+            }
+        }
+    }
+
+    /// Puts back a stored hold (validated by the caller) with the given lease.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore_hold(
+        &mut self,
+        hash: u64,
+        name: &str,
+        size: u32,
+        key: LockKey,
+        token: u64,
+        lease: Option<Duration>,
+        now: Tick,
+    ) {
+        let now = self.observe(now);
+        let Shard { locks, wheel, .. } = self;
+        let entry = Self::find_or_create(locks, hash, name, size, now).expect("sizes validated by restore");
+        let lease = lease.map(|d| {
+            wheel.insert(
+                now.after(d).as_millis(),
+                Timer::Lease {
+                    name: entry.name.clone(),
+                    hash,
+                    key,
+                },
+            )
+        });
+        entry.state.holders.push(Hold {
+            key,
+            owner: OwnerId::RESTORED,
+            token,
+            lease,
+        });
+    }
+
+    pub(crate) fn list(&self, out: &mut Vec<HoldInfo>) {
+        for entry in self.locks.iter() {
+            for hold in &entry.state.holders {
+                out.push(HoldInfo {
+                    name: entry.name.clone(),
+                    key: hold.key,
+                    size: entry.state.size,
+                    owner: hold.owner,
+                    fencing_token: hold.token,
+                    lease_deadline: hold
+                        .lease
+                        .and_then(|t| self.wheel.deadline(t))
+                        .map(Tick::from_millis),
+                });
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ShardStats {
+        let mut stats = ShardStats {
+            locks: self.locks.len(),
+            timers: self.wheel.len(),
+            ..ShardStats::default()
+        };
+        for entry in self.locks.iter() {
+            stats.holds += entry.state.holders.len();
+            stats.waiters += entry.state.waiters.as_ref().map_or(0, |w| w.len());
+        }
+        stats
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Tick> {
+        self.wheel.next_deadline().map(Tick::from_millis)
+    }
+}
+
+/// Grants a free slot of `entry` to `owner`. The caller has checked that a slot is free.
+fn grant(
+    ctx: &Ctx<'_>,
+    wheel: &mut TimerWheel<Timer>,
+    owners: &mut FastMap<OwnerId, OwnerIndex>,
+    entry: &mut LockEntry,
+    owner: OwnerId,
+    lease: Option<u32>,
+    now: Tick,
+) -> Grant {
+    debug_assert!(entry.state.holders.len() < entry.state.size as usize);
+    let key = LockKey::generate();
+    // Tokens are taken under the shard mutex, so for any one name they strictly increase.
+    let token = ctx.tokens.fetch_add(1, Ordering::Relaxed);
+    let lease = lease.map(|secs| {
+        let when = now.after_secs(secs);
+        ctx.alarm.arm(when);
+        let timer = wheel.insert(
+            when.as_millis(),
+            Timer::Lease {
+                name: entry.name.clone(),
+                hash: entry.hash,
+                key,
+            },
+        );
+        (when, timer)
+    });
+    entry.state.holders.push(Hold {
+        key,
+        owner,
+        token,
+        lease: lease.map(|(_, timer)| timer),
+    });
+    owners.entry(owner).or_default().holds.insert(key, entry.name.clone());
+    let durable_seq = ctx.events.map_or(0, |sink| {
+        sink.record(Event::Granted {
+            name: &entry.name,
+            key,
+            size: entry.state.size,
+            owner,
+            fencing_token: token,
+        })
+    });
+    Grant {
+        key,
+        fencing_token: token,
+        lease_deadline: lease.map(|(when, _)| when),
+        durable_seq,
+    }
+}
+
+/// Removes hold `index` of `entry` with its lease and index entry. Does not serve waiters.
+fn take_hold(
+    ctx: &Ctx<'_>,
+    wheel: &mut TimerWheel<Timer>,
+    owners: &mut FastMap<OwnerId, OwnerIndex>,
+    entry: &mut LockEntry,
+    index: usize,
+) -> Hold {
+    let hold = entry.state.holders.remove(index);
+    if let Some(timer) = hold.lease {
+        wheel.cancel(timer);
+    }
+    if let Some(owner_index) = owners.get_mut(&hold.owner) {
+        owner_index.holds.remove(&hold.key);
+        if owner_index.holds.is_empty() && owner_index.waiters.is_empty() {
+            owners.remove(&hold.owner);
+        }
+    }
+    if let Some(sink) = ctx.events {
+        sink.record(Event::Released {
+            name: &entry.name,
+            key: hold.key,
+        });
+    }
+    hold
+}
+
+/// Hands free slots to the oldest live waiters. Waiters whose owner ended or whose handle is
+/// gone are skipped; a grant whose receiver vanished between the check and the send is taken
+/// back and passed on. Restores the invariant "waiters only while every slot is held".
+fn serve_waiters(
+    ctx: &Ctx<'_>,
+    wheel: &mut TimerWheel<Timer>,
+    owners: &mut FastMap<OwnerId, OwnerIndex>,
+    entry: &mut LockEntry,
+    now: Tick,
+) {
+    while entry.state.holders.len() < entry.state.size as usize {
+        let Some(waiter) = entry.state.waiters.as_mut().and_then(|w| w.pop_front()) else {
+            break;
+        };
+        if let Some(timer) = waiter.timer {
+            wheel.cancel(timer);
+        }
+        unindex_waiter(owners, waiter.owner.id(), waiter.id);
+        if waiter.owner.has_ended() {
+            let _ = waiter.tx.try_send(Err(LockError::SessionEnded));
+            continue;
+        }
+        if waiter.tx.is_disconnected() {
+            continue;
+        }
+        let granted = grant(ctx, wheel, owners, entry, waiter.owner.id(), waiter.lock_timeout, now);
+        if waiter.tx.try_send(Ok(granted)).is_err() {
+            // The receiver went away after the check: hand the slot back and go on.
+            let index = entry.state.holders.len() - 1;
+            take_hold(ctx, wheel, owners, entry, index);
+        }
+    }
+    if entry.state.waiters.as_ref().is_some_and(|w| w.is_empty()) {
+        entry.state.waiters = None;
+    }
+}
+
+fn remove_waiter(entry: &mut LockEntry, waiter: u64) -> Option<Waiter> {
+    let waiters = entry.state.waiters.as_mut()?;
+    let position = waiters.iter().position(|w| w.id == waiter)?;
+    let removed = waiters.remove(position);
+    if waiters.is_empty() {
+        entry.state.waiters = None;
+    }
+    removed
+}
+
+fn unindex_waiter(owners: &mut FastMap<OwnerId, OwnerIndex>, owner: OwnerId, waiter: u64) {
+    if let Some(owner_index) = owners.get_mut(&owner) {
+        owner_index.waiters.remove(&waiter);
+        if owner_index.holds.is_empty() && owner_index.waiters.is_empty() {
+            owners.remove(&owner);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Plain data passed in and out of the engine: keys, requests, grants, listings, events.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::owner::OwnerId;
+use crate::time::Tick;
+
+/// A lock key: a random UUID v4, new for every grant. Keys are bearer tokens: whoever presents
+/// name + key may unlock or refresh that hold.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockKey(u128);
+
+impl LockKey {
+    /// A fresh random key (UUID v4 from a thread-local CSPRNG).
+    pub fn generate() -> LockKey {
+        LockKey(uuid::Uuid::new_v4().as_u128())
+    }
+
+    /// Parses the exact form the engine hands out: 36 characters, lower-case, hyphenated.
+    /// Any other spelling is not a key we issued (go-ldlm compares keys byte for byte).
+    pub fn parse(text: &str) -> Option<LockKey> {
+        if text.len() != 36 {
+            return None;
+        }
+        let uuid = uuid::Uuid::try_parse(text).ok()?;
+        let mut buf = [0u8; 36];
+        (uuid.hyphenated().encode_lower(&mut buf) == text).then_some(LockKey(uuid.as_u128()))
+    }
+
+    /// The key as a `u128` (for compact storage, e.g. the state file).
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// The key from a stored `u128`.
+    pub const fn from_u128(value: u128) -> LockKey {
+        LockKey(value)
+    }
+
+    /// Writes the key's text form into `buf` without allocating.
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        uuid::Uuid::from_u128(self.0).hyphenated().encode_lower(buf)
+    }
+}
+
+impl fmt::Display for LockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 36];
+        f.write_str(self.encode(&mut buf))
+    }
+}
+
+impl fmt::Debug for LockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A Lock or TryLock request, with go-ldlm's raw field values (presence matters: an absent size
+/// means 1, an explicit 0 is an error; a timeout of 0 or absent means none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockRequest<'a> {
+    /// The lock's name: any non-empty UTF-8 string up to the configured length.
+    pub name: &'a str,
+    /// Slots of the lock (a counting semaphore); absent means 1.
+    pub size: Option<i32>,
+    /// Lease in whole seconds, counted from the grant; absent or 0 means no lease.
+    pub lock_timeout_seconds: Option<i32>,
+    /// Longest wait in whole seconds, counted from the request (Lock only; TryLock ignores it);
+    /// absent or 0 means wait forever.
+    pub wait_timeout_seconds: Option<i32>,
+}
+
+/// A granted slot of a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The key that unlocks or refreshes this hold.
+    pub key: LockKey,
+    /// Strictly greater than every token granted before for any name (DESIGN §3).
+    pub fencing_token: u64,
+    /// When the lease ends unless refreshed; `None` without a lease.
+    pub lease_deadline: Option<Tick>,
+    /// The event sink's sequence number for this grant (0 without a sink): a durable store
+    /// tells the client "locked" only once this sequence number is on disk.
+    pub durable_seq: u64,
+}
+
+/// What TryLock did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TryLockOutcome {
+    /// A slot was free and nobody was waiting: it is ours.
+    Acquired(Grant),
+    /// Every slot is held, or others are already waiting.
+    Busy,
+}
+
+/// One held slot, as listed for the admin CLI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldInfo {
+    /// Lock name.
+    pub name: Arc<str>,
+    /// The hold's key.
+    pub key: LockKey,
+    /// The lock's size.
+    pub size: u32,
+    /// Who holds it (its connection or session, or [`OwnerId::RESTORED`]).
+    pub owner: OwnerId,
+    /// The grant's fencing token.
+    pub fencing_token: u64,
+    /// When its lease ends, if it has one.
+    pub lease_deadline: Option<Tick>,
+}
+
+/// A hold as stored by a persistence layer and given back to [`crate::Engine::restore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRecord {
+    /// Lock name.
+    pub name: String,
+    /// The hold's key.
+    pub key: LockKey,
+    /// The lock's size.
+    pub size: u32,
+    /// The grant's fencing token.
+    pub fencing_token: u64,
+}
+
+/// A change to the set of holds, reported to an [`EventSink`] in the order it happened for each
+/// name (the sink is called under the lock's shard mutex).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A slot was granted (directly, by hand-off, or not at all for restores, which are silent).
+    Granted {
+        /// Lock name.
+        name: &'a str,
+        /// The new hold's key.
+        key: LockKey,
+        /// The lock's size.
+        size: u32,
+        /// The new holder.
+        owner: OwnerId,
+        /// The grant's fencing token.
+        fencing_token: u64,
+    },
+    /// A hold ended: unlocked, expired, released with its owner, or handed back.
+    Released {
+        /// Lock name.
+        name: &'a str,
+        /// The ended hold's key.
+        key: LockKey,
+    },
+}
+
+/// Receives every change to the set of holds, e.g. to persist it.
+///
+/// `record` is called while the engine holds a shard mutex: it must be quick and must not call
+/// back into the engine. It returns a sequence number that ends up in [`Grant::durable_seq`].
+pub trait EventSink: Send + Sync {
+    /// Records one event and returns its sequence number.
+    fn record(&self, event: Event<'_>) -> u64;
+}
+
+/// What one [`crate::Engine::advance`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AdvanceReport {
+    /// Leases that ended.
+    pub leases_expired: usize,
+    /// Waits that timed out.
+    pub waits_timed_out: usize,
+    /// Idle, unheld locks dropped by GC.
+    pub locks_collected: usize,
+    /// Session owners whose idle timeout passed (already released).
+    pub sessions_expired: Vec<OwnerId>,
+}
