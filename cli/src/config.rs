@@ -246,7 +246,8 @@ impl ServerConfig {
     /// Checks the rules of the [module docs](self#validation). The loader calls this (and adds
     /// to the message where the offending value came from).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.check().map_err(|invalid| ConfigError::usage(invalid.message))
+        self.check()
+            .map_err(|invalid| ConfigError::usage(invalid.message))
     }
 
     fn check(&self) -> Result<(), Invalid> {
@@ -259,7 +260,10 @@ impl ServerConfig {
         ];
         for (option, value) in positive {
             if value.is_zero() {
-                return Err(Invalid::new(option, format!("{option} must be greater than 0")));
+                return Err(Invalid::new(
+                    option,
+                    format!("{option} must be greater than 0"),
+                ));
             }
         }
         let limits: [(&'static str, usize); 6] = [
@@ -429,7 +433,13 @@ pub fn load_from(
     let args: Vec<OsString> = args
         .into_iter()
         .enumerate()
-        .map(|(i, arg)| if i > 0 && arg == "-help" { "--help".into() } else { arg })
+        .map(|(i, arg)| {
+            if i > 0 && arg == "-help" {
+                "--help".into()
+            } else {
+                arg
+            }
+        })
         .collect();
     let matches = match command().try_get_matches_from(args) {
         Ok(matches) => matches,
@@ -488,10 +498,11 @@ pub fn load_from(
                 )));
             }
             if key == VERSION {
-                if let Some(value) = value {
-                    if parse_version(&value, &source)? && !version_decided {
-                        return Ok(Loaded::Version(version_text()));
-                    }
+                if let Some(value) = value
+                    && parse_version(&value, &source)?
+                    && !version_decided
+                {
+                    return Ok(Loaded::Version(version_text()));
                 }
                 continue;
             }
@@ -507,12 +518,24 @@ pub fn load_from(
     }
     for spec in OPTIONS {
         if let Some((var, value)) = env_value(spec.name) {
-            apply(&mut config, &mut origins, spec, &Raw::Text(value), Source::Env(var))?;
+            apply(
+                &mut config,
+                &mut origins,
+                spec,
+                &Raw::Text(value),
+                Source::Env(var),
+            )?;
         }
     }
     for spec in OPTIONS {
         if let Some(value) = flag(spec.name) {
-            apply(&mut config, &mut origins, spec, &Raw::Text(value), Source::Flag(spec.name))?;
+            apply(
+                &mut config,
+                &mut origins,
+                spec,
+                &Raw::Text(value),
+                Source::Flag(spec.name),
+            )?;
         }
     }
     config.config_file = config_file;
@@ -602,12 +625,8 @@ impl Raw {
 
     fn uint<T: TryFrom<u64>>(&self) -> Result<T, String> {
         let value: u64 = match self {
-            Self::Text(s) => {
-                if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-                    s.parse().map_err(|_| "number too large".to_owned())?
-                } else {
-                    return Err("expected a non-negative integer".into());
-                }
+            Self::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().map_err(|_| "number too large".to_owned())?
             }
             Self::Int(i) if *i >= 0 => u64::try_from(*i).map_err(|_| "number too large")?,
             _ => return Err("expected a non-negative integer".into()),
@@ -1088,8 +1107,8 @@ fn read_config_file(path: &Path) -> Result<Vec<(String, Option<Raw>)>, ConfigErr
         || file_error("expected a mapping of option names to values at the top level".into());
     let mut entries = Vec::new();
     if is_json {
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| file_error(format!("invalid JSON: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| file_error(format!("invalid JSON: {e}")))?;
         let serde_json::Value::Object(map) = value else {
             return Err(not_a_mapping());
         };
@@ -1111,8 +1130,8 @@ fn read_config_file(path: &Path) -> Result<Vec<(String, Option<Raw>)>, ConfigErr
         if text.trim().is_empty() {
             return Ok(entries);
         }
-        let value: serde_norway::Value = serde_norway::from_str(&text)
-            .map_err(|e| file_error(format!("invalid YAML: {e}")))?;
+        let value: serde_norway::Value =
+            serde_norway::from_str(&text).map_err(|e| file_error(format!("invalid YAML: {e}")))?;
         let map = match value {
             serde_norway::Value::Null => return Ok(entries),
             serde_norway::Value::Mapping(map) => map,
@@ -1120,7 +1139,9 @@ fn read_config_file(path: &Path) -> Result<Vec<(String, Option<Raw>)>, ConfigErr
         };
         for (key, value) in map {
             let serde_norway::Value::String(key) = key else {
-                return Err(file_error(format!("keys must be option names, not {key:?}")));
+                return Err(file_error(format!(
+                    "keys must be option names, not {key:?}"
+                )));
             };
             let raw = match value {
                 serde_norway::Value::Null => None,

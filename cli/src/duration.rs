@@ -267,30 +267,65 @@ mod tests {
 
     #[test]
     fn rejects_invalid() {
-        for input in ["", "3", "-", "s", ".", ".s", "+.s", "1d", "1.5x", " 1s", "1s ", "1 s", "x1s", "1s2"] {
-            assert!(parse_go_duration(input).is_err(), "input {input:?} should fail");
+        for input in [
+            "", "3", "-", "s", ".", ".s", "+.s", "1d", "1.5x", " 1s", "1s ", "1 s", "x1s", "1s2",
+        ] {
+            assert!(
+                parse_go_duration(input).is_err(),
+                "input {input:?} should fail"
+            );
         }
     }
 
     #[test]
     fn error_kinds_and_messages() {
-        assert_eq!(parse_go_duration(""), Err(DurationError::Invalid(String::new())));
-        assert_eq!(parse_go_duration(".s"), Err(DurationError::Invalid(".s".into())));
-        assert_eq!(parse_go_duration("30"), Err(DurationError::MissingUnit("30".into())));
-        assert_eq!(parse_go_duration("1h30"), Err(DurationError::MissingUnit("1h30".into())));
+        assert_eq!(
+            parse_go_duration(""),
+            Err(DurationError::Invalid(String::new()))
+        );
+        assert_eq!(
+            parse_go_duration(".s"),
+            Err(DurationError::Invalid(".s".into()))
+        );
+        assert_eq!(
+            parse_go_duration("30"),
+            Err(DurationError::MissingUnit("30".into()))
+        );
+        assert_eq!(
+            parse_go_duration("1h30"),
+            Err(DurationError::MissingUnit("1h30".into()))
+        );
         assert_eq!(
             parse_go_duration("3d"),
-            Err(DurationError::UnknownUnit { unit: "d".into(), input: "3d".into() })
+            Err(DurationError::UnknownUnit {
+                unit: "d".into(),
+                input: "3d".into()
+            })
         );
         assert_eq!(
             parse_go_duration("1sec"),
-            Err(DurationError::UnknownUnit { unit: "sec".into(), input: "1sec".into() })
+            Err(DurationError::UnknownUnit {
+                unit: "sec".into(),
+                input: "1sec".into()
+            })
         );
-        assert_eq!(parse_go_duration("-1s"), Err(DurationError::Negative("-1s".into())));
-        assert_eq!(parse_go_duration("-0"), Err(DurationError::Negative("-0".into())));
-        assert_eq!(parse_go_duration("-"), Err(DurationError::Invalid("-".into())));
+        assert_eq!(
+            parse_go_duration("-1s"),
+            Err(DurationError::Negative("-1s".into()))
+        );
+        assert_eq!(
+            parse_go_duration("-0"),
+            Err(DurationError::Negative("-0".into()))
+        );
+        assert_eq!(
+            parse_go_duration("-"),
+            Err(DurationError::Invalid("-".into()))
+        );
         let msg = parse_go_duration("30").unwrap_err().to_string();
-        assert!(msg.contains("missing unit") && msg.contains("\"30s\""), "{msg}");
+        assert!(
+            msg.contains("missing unit") && msg.contains("\"30s\""),
+            "{msg}"
+        );
         let msg = parse_go_duration("abc").unwrap_err().to_string();
         assert_eq!(msg, "invalid duration \"abc\"");
         let msg = parse_go_duration("3d").unwrap_err().to_string();
@@ -350,7 +385,11 @@ mod tests {
     fn format_round_trips() {
         let mut n: u64 = 1;
         while n < i64::MAX as u64 / 7 {
-            for d in [Duration::from_nanos(n), Duration::from_nanos(n + 1), Duration::from_nanos(n * 3 + 17)] {
+            for d in [
+                Duration::from_nanos(n),
+                Duration::from_nanos(n + 1),
+                Duration::from_nanos(n * 3 + 17),
+            ] {
                 let text = format_go_duration(d);
                 assert_eq!(parse_go_duration(&text), Ok(d), "text {text:?}");
             }

@@ -441,6 +441,12 @@ impl Engine {
         Ok(records.len())
     }
 
+    /// True once [`Engine::shutdown`] was called. Transports check it before releasing the
+    /// owner of a closing connection, so a graceful shutdown keeps held locks (DESIGN §4.4).
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.shut_down.load(Ordering::Acquire)
+    }
+
     /// Stops granting: new Lock/TryLock calls fail with `Shutdown` and every waiter is told so.
     /// Holds stay (and stay in the state file: DESIGN §4.4).
     pub fn shutdown(&self) {

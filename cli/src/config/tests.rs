@@ -95,8 +95,27 @@ fn short_flags() {
     let (_dir, path) = file("yaml", "state_file: /from/file\n");
     let c = config(
         &[
-            "-c", &path, "-v", "debug", "-g", "1m", "-m", "2m", "-d", "3m", "-n", "-s",
-            "/tmp/state", "-k", "4s", "-t", "5s", "-l", "0.0.0.0:1", "-r", "127.0.0.1:2",
+            "-c",
+            &path,
+            "-v",
+            "debug",
+            "-g",
+            "1m",
+            "-m",
+            "2m",
+            "-d",
+            "3m",
+            "-n",
+            "-s",
+            "/tmp/state",
+            "-k",
+            "4s",
+            "-t",
+            "5s",
+            "-l",
+            "0.0.0.0:1",
+            "-r",
+            "127.0.0.1:2",
         ],
         &[],
     );
@@ -291,7 +310,13 @@ fn empty_env_var_is_unset() {
 #[test]
 fn flags_override_env() {
     let c = config(
-        &["-l", "flag:1", "--shards", "2", "--no_clear_on_disconnect=false"],
+        &[
+            "-l",
+            "flag:1",
+            "--shards",
+            "2",
+            "--no_clear_on_disconnect=false",
+        ],
         &[
             ("LDLM_LISTEN_ADDRESS", "env:1"),
             ("LDLM_SHARDS", "8"),
@@ -320,10 +345,7 @@ fn env_overrides_file_and_file_overrides_defaults() {
     assert_eq!(c.shards, 64);
     assert_eq!(c.rest_listen_address.as_deref(), Some("file:2"));
     // And a flag beats both.
-    let c = config(
-        &["-c", &path, "--shards", "128"],
-        &[("LDLM_SHARDS", "64")],
-    );
+    let c = config(&["-c", &path, "--shards", "128"], &[("LDLM_SHARDS", "64")]);
     assert_eq!(c.shards, 128);
 }
 
@@ -484,15 +506,27 @@ fn bad_extension() {
 #[test]
 fn missing_and_malformed_files() {
     let e = error(&["-c", "/nonexistent/ldlm.yaml"], &[]);
-    assert_contains(e.message(), &["cannot read config file", "/nonexistent/ldlm.yaml"]);
+    assert_contains(
+        e.message(),
+        &["cannot read config file", "/nonexistent/ldlm.yaml"],
+    );
     let (_dir, path) = file("json", "{\"shards\": ");
-    assert_contains(error(&["-c", &path], &[]).message(), &["invalid JSON", &path]);
+    assert_contains(
+        error(&["-c", &path], &[]).message(),
+        &["invalid JSON", &path],
+    );
     let (_dir, path) = file("yaml", "shards: [1, 2\n");
-    assert_contains(error(&["-c", &path], &[]).message(), &["invalid YAML", &path]);
+    assert_contains(
+        error(&["-c", &path], &[]).message(),
+        &["invalid YAML", &path],
+    );
     let (_dir, path) = file("yaml", "- a\n- b\n");
     assert_contains(error(&["-c", &path], &[]).message(), &["mapping", &path]);
     let (_dir, path) = file("yaml", "shards: [1, 2]\n");
-    assert_contains(error(&["-c", &path], &[]).message(), &["\"shards\"", "single value"]);
+    assert_contains(
+        error(&["-c", &path], &[]).message(),
+        &["\"shards\"", "single value"],
+    );
     let (_dir, path) = file("json", "[]");
     assert_contains(error(&["-c", &path], &[]).message(), &["mapping"]);
 }
@@ -503,7 +537,11 @@ fn unknown_file_key() {
     let e = error(&["-c", &path], &[]);
     assert_contains(
         e.message(),
-        &["unknown configuration file field", "\"lock_gc_intervall\"", &path],
+        &[
+            "unknown configuration file field",
+            "\"lock_gc_intervall\"",
+            &path,
+        ],
     );
     let (_dir, path) = file("json", "{\"ListenAddress\": \"x:1\"}");
     assert_contains(error(&["-c", &path], &[]).message(), &["\"ListenAddress\""]);
@@ -517,7 +555,12 @@ fn bad_duration_in_file() {
     let e = error(&["-c", &path], &[]);
     assert_contains(
         e.message(),
-        &["lock_gc_interval", "config file", &path, "use a duration like \"30s\""],
+        &[
+            "lock_gc_interval",
+            "config file",
+            &path,
+            "use a duration like \"30s\"",
+        ],
     );
     let (_dir, path) = file("json", "{\"keepalive_timeout\": 1.5}");
     assert_contains(
@@ -536,10 +579,18 @@ fn bad_duration_in_env() {
     let e = error(&[], &[("LDLM_LOCK_GC_MIN_IDLE", "5x")]);
     assert_contains(
         e.message(),
-        &["lock_gc_min_idle", "environment variable LDLM_LOCK_GC_MIN_IDLE", "\"5x\"", "unknown unit"],
+        &[
+            "lock_gc_min_idle",
+            "environment variable LDLM_LOCK_GC_MIN_IDLE",
+            "\"5x\"",
+            "unknown unit",
+        ],
     );
     let e = error(&[], &[("LDLM_KEEPALIVE_INTERVAL", "-1s")]);
-    assert_contains(e.message(), &["keepalive_interval", "LDLM_KEEPALIVE_INTERVAL", "negative"]);
+    assert_contains(
+        e.message(),
+        &["keepalive_interval", "LDLM_KEEPALIVE_INTERVAL", "negative"],
+    );
 }
 
 #[test]
@@ -547,10 +598,21 @@ fn bad_duration_in_flag() {
     let e = error(&["-d", "10"], &[]);
     assert_contains(
         e.message(),
-        &["default_lock_timeout", "command line flag --default_lock_timeout", "missing unit"],
+        &[
+            "default_lock_timeout",
+            "command line flag --default_lock_timeout",
+            "missing unit",
+        ],
     );
     let e = error(&["--rest_session_timeout="], &[]);
-    assert_contains(e.message(), &["rest_session_timeout", "--rest_session_timeout", "invalid duration"]);
+    assert_contains(
+        e.message(),
+        &[
+            "rest_session_timeout",
+            "--rest_session_timeout",
+            "invalid duration",
+        ],
+    );
 }
 
 #[test]
@@ -572,7 +634,10 @@ fn bad_other_values() {
         &["shards", "too large"],
     );
     let (_dir, path) = file("yaml", "max_connections: -1\n");
-    assert_contains(error(&["-c", &path], &[]).message(), &["max_connections", &path]);
+    assert_contains(
+        error(&["-c", &path], &[]).message(),
+        &["max_connections", &path],
+    );
     let (_dir, path) = file("yaml", "no_clear_on_disconnect: yes please\n");
     assert_contains(
         error(&["-c", &path], &[]).message(),
@@ -619,14 +684,20 @@ fn help() {
         );
         assert!(text.ends_with('\n'));
         for spec in OPTIONS {
-            assert_contains(&text, &[&format!("--{}", spec.name), &env_var_name(spec.name)]);
+            assert_contains(
+                &text,
+                &[&format!("--{}", spec.name), &env_var_name(spec.name)],
+            );
             if let Some(short) = spec.short {
                 assert_contains(&text, &[&format!("-{short}, --{}", spec.name)]);
             }
         }
     }
-    // Help wins over a bad value given after it is seen? clap stops at --help.
-    assert!(matches!(load_with(&["--help", "--shards", "3"], &[]), Ok(Loaded::Help(_))));
+    // Help is answered before any value is parsed or checked.
+    assert!(matches!(
+        load_with(&["--help", "--shards", "3"], &[]),
+        Ok(Loaded::Help(_))
+    ));
 }
 
 #[test]
@@ -634,15 +705,28 @@ fn version() {
     let want = format!(
         "Version: {}\nCommit: {}\nBuilt: {}\n",
         env!("CARGO_PKG_VERSION"),
-        option_env!("LDLM_GIT_COMMIT").filter(|s| !s.is_empty()).unwrap_or("none"),
-        option_env!("LDLM_BUILD_DATE").filter(|s| !s.is_empty()).unwrap_or("unknown"),
+        option_env!("LDLM_GIT_COMMIT")
+            .filter(|s| !s.is_empty())
+            .unwrap_or("none"),
+        option_env!("LDLM_BUILD_DATE")
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown"),
     );
     assert_eq!(version_text(), want);
-    assert_eq!(load_with(&["--version"], &[]), Ok(Loaded::Version(want.clone())));
-    assert_eq!(load_with(&["--version=true"], &[]), Ok(Loaded::Version(want.clone())));
+    assert_eq!(
+        load_with(&["--version"], &[]),
+        Ok(Loaded::Version(want.clone()))
+    );
+    assert_eq!(
+        load_with(&["--version=true"], &[]),
+        Ok(Loaded::Version(want.clone()))
+    );
     // Answered without reading the rest of the configuration.
     assert_eq!(
-        load_with(&["--version", "--shards", "3"], &[("LDLM_CONFIG_FILE", "/nope.yaml")]),
+        load_with(
+            &["--version", "--shards", "3"],
+            &[("LDLM_CONFIG_FILE", "/nope.yaml")]
+        ),
         Ok(Loaded::Version(want.clone()))
     );
     assert_eq!(
@@ -653,7 +737,10 @@ fn version() {
     assert_eq!(load_with(&["-c", &path], &[]), Ok(Loaded::Version(want)));
     // The flag beats the environment and the file.
     assert!(matches!(
-        load_with(&["--version=false", "-c", &path], &[("LDLM_VERSION", "true")]),
+        load_with(
+            &["--version=false", "-c", &path],
+            &[("LDLM_VERSION", "true")]
+        ),
         Ok(Loaded::Run(_))
     ));
     assert_contains(
@@ -678,7 +765,10 @@ fn client_verification_without_cert() {
     const MSG: &str = "client TLS certificate verification requires server TLS to be configured";
     let e = error(&["--client_ca", "ca.pem"], &[]);
     assert!(e.message().starts_with(MSG), "{e}");
-    assert_contains(e.message(), &["client_ca set by command line flag --client_ca"]);
+    assert_contains(
+        e.message(),
+        &["client_ca set by command line flag --client_ca"],
+    );
     let e = error(&[], &[("LDLM_CLIENT_CERT_VERIFY", "true")]);
     assert!(e.message().starts_with(MSG), "{e}");
     assert_contains(e.message(), &["LDLM_CLIENT_CERT_VERIFY"]);
@@ -723,10 +813,11 @@ fn bool_forms() {
     assert!(config(&["--no_clear_on_disconnect"], &[]).no_clear_on_disconnect);
     assert!(config(&["-n"], &[]).no_clear_on_disconnect);
     // The flag alone beats a false environment value, and `=false` beats a true one.
-    assert!(
-        config(&["-n"], &[("LDLM_NO_CLEAR_ON_DISCONNECT", "false")]).no_clear_on_disconnect
+    assert!(config(&["-n"], &[("LDLM_NO_CLEAR_ON_DISCONNECT", "false")]).no_clear_on_disconnect);
+    let (_dir, path) = file(
+        "yaml",
+        "no_clear_on_disconnect: 1\nclient_cert_verify: false\n",
     );
-    let (_dir, path) = file("yaml", "no_clear_on_disconnect: 1\nclient_cert_verify: false\n");
     assert!(config(&["-c", &path], &[]).no_clear_on_disconnect);
 }
 
@@ -748,13 +839,22 @@ fn log_level_any_case() {
 #[test]
 fn ipc_socket_file_empty_means_off() {
     assert_eq!(config(&["--ipc_socket_file="], &[]).ipc_socket_file, None);
-    assert_eq!(config(&["--ipc_socket_file", ""], &[]).ipc_socket_file, None);
+    assert_eq!(
+        config(&["--ipc_socket_file", ""], &[]).ipc_socket_file,
+        None
+    );
     // The flag beats a non-empty environment variable.
-    let c = config(&["--ipc_socket_file="], &[("LDLM_IPC_SOCKET_FILE", "/x.sock")]);
+    let c = config(
+        &["--ipc_socket_file="],
+        &[("LDLM_IPC_SOCKET_FILE", "/x.sock")],
+    );
     assert_eq!(c.ipc_socket_file, None);
     let (_dir, path) = file("yaml", "ipc_socket_file: \"\"\n");
     assert_eq!(config(&["-c", &path], &[]).ipc_socket_file, None);
-    let (_dir, path) = file("json", "{\"ipc_socket_file\": \"\", \"rest_listen_address\": \"\"}");
+    let (_dir, path) = file(
+        "json",
+        "{\"ipc_socket_file\": \"\", \"rest_listen_address\": \"\"}",
+    );
     let c = config(&["-c", &path], &[]);
     assert_eq!((c.ipc_socket_file, c.rest_listen_address), (None, None));
     // An empty password is no password.
@@ -770,7 +870,11 @@ fn shards_validation() {
         let e = error(&["--shards", bad], &[]);
         assert_contains(
             e.message(),
-            &["shards must be a power of two between 1 and 65536", bad, "--shards"],
+            &[
+                "shards must be a power of two between 1 and 65536",
+                bad,
+                "--shards",
+            ],
         );
     }
     let e = error(&[], &[("LDLM_SHARDS", "3")]);
@@ -801,7 +905,10 @@ fn zero_values_rejected_where_meaningless() {
         assert_contains(e.message(), &[&format!("{option} must be at least 1")]);
     }
     assert_eq!(config(&["-m", "0"], &[]).lock_gc_min_idle, Duration::ZERO);
-    assert_contains(error(&["-l", ""], &[]).message(), &["listen_address must not be empty"]);
+    assert_contains(
+        error(&["-l", ""], &[]).message(),
+        &["listen_address must not be empty"],
+    );
 }
 
 #[test]
@@ -829,5 +936,8 @@ fn validate_on_hand_built_config() {
 #[test]
 fn env_var_names() {
     assert_eq!(env_var_name("config_file"), "LDLM_CONFIG_FILE");
-    assert_eq!(env_var_name("grpc_max_message_bytes"), "LDLM_GRPC_MAX_MESSAGE_BYTES");
+    assert_eq!(
+        env_var_name("grpc_max_message_bytes"),
+        "LDLM_GRPC_MAX_MESSAGE_BYTES"
+    );
 }

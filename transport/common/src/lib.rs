@@ -2,5 +2,6 @@
 //! sessions (added separately), TLS configuration ([`tls`]) and the password check
 //! ([`password`]).
 
+pub mod driver;
 pub mod password;
 pub mod tls;

@@ -1,0 +1,114 @@
+//! The clock and the timer driver: the only place where the engine meets real time.
+//!
+//! [`Clock`] turns `Instant`s into engine [`Tick`]s (milliseconds since the server started).
+//! [`spawn_timer_driver`] runs one task that sleeps until the engine's next deadline — or until
+//! the engine signals that an earlier deadline was set — and then calls `advance(now)`: quinn's
+//! `drive_timer` shape. Everything that expires (leases, wait timeouts, lock GC, idle REST
+//! sessions) is driven from here.
+
+use std::time::{Duration, Instant};
+
+use ldlm_engine::{AdvanceReport, Engine, Tick};
+
+/// Real time for the engine: milliseconds since the clock was made.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    origin: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock {
+    /// A clock whose tick 0 is now.
+    pub fn new() -> Clock {
+        Clock { origin: Instant::now() }
+    }
+
+    /// The current tick.
+    pub fn now(&self) -> Tick {
+        Tick::from_millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The instant a tick stands for.
+    pub fn instant_of(&self, tick: Tick) -> Instant {
+        // Far-future ticks saturate to about a century: the driver simply wakes up then.
+        let ms = tick.as_millis().min(100 * 365 * 24 * 3600 * 1000);
+        self.origin + Duration::from_millis(ms)
+    }
+}
+
+/// Spawns the task that drives the engine's timers. `on_report` sees every non-empty
+/// [`AdvanceReport`] (for logging, and for REST to forget expired sessions). Abort the returned
+/// handle to stop it.
+pub fn spawn_timer_driver(
+    engine: Engine,
+    clock: Clock,
+    mut on_report: impl FnMut(AdvanceReport) + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let changes = engine.deadline_changes();
+        loop {
+            let report = engine.advance(clock.now());
+            if report != AdvanceReport::default() {
+                on_report(report);
+            }
+            let next = engine.next_deadline();
+            let sleep = async {
+                match next {
+                    Some(deadline) => {
+                        // Deadlines are whole milliseconds: wake on or just after the tick.
+                        tokio::time::sleep_until(clock.instant_of(deadline).into()).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = sleep => {}
+                _ = changes.recv_async() => {}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ldlm_engine::{EngineConfig, LockRequest, TryLockOutcome};
+
+    /// A lease set after the driver went to sleep (with nothing else scheduled) still expires
+    /// on time: the engine's deadline signal wakes the driver.
+    #[tokio::test]
+    async fn driver_wakes_for_a_new_earlier_deadline() {
+        let clock = Clock::new();
+        let config = EngineConfig {
+            gc_interval: Duration::ZERO,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(config, clock.now()).expect("config");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = spawn_timer_driver(engine.clone(), clock, move |report| {
+            let _ = tx.send(report);
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let owner = engine.new_owner();
+        let request = LockRequest {
+            name: "lease",
+            lock_timeout_seconds: Some(1),
+            ..LockRequest::default()
+        };
+        let TryLockOutcome::Acquired(_) = engine.try_lock(&owner, &request, clock.now()).expect("valid") else {
+            panic!("a new lock is free");
+        };
+        let report = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .expect("the lease expires within 3 s")
+            .expect("driver alive");
+        assert_eq!(report.leases_expired, 1);
+        assert!(engine.list().is_empty());
+        driver.abort();
+    }
+}
