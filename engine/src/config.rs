@@ -59,7 +59,9 @@ impl EngineConfig {
             return Err(ConfigError("max_name_bytes must be at least 1".into()));
         }
         if self.max_waiters_per_lock == 0 {
-            return Err(ConfigError("max_waiters_per_lock must be at least 1".into()));
+            return Err(ConfigError(
+                "max_waiters_per_lock must be at least 1".into(),
+            ));
         }
         Ok(())
     }

@@ -24,9 +24,11 @@ use crate::config::{ConfigError, EngineConfig};
 use crate::error::{LockError, RestoreError};
 use crate::owner::{Owner, OwnerId};
 use crate::pending::Pending;
-use crate::shard::{Alarm, Ctx, Shard, ShardStats};
+use crate::shard::{Alarm, Ctx, Shard, ShardStats, Want};
 use crate::time::Tick;
-use crate::types::{AdvanceReport, EventSink, Grant, HoldInfo, HoldRecord, LockKey, LockRequest, TryLockOutcome};
+use crate::types::{
+    AdvanceReport, EventSink, Grant, HoldInfo, HoldRecord, LockKey, LockRequest, TryLockOutcome,
+};
 use crate::wheel::TimerWheel;
 
 /// What a blocking Lock did.
@@ -100,16 +102,18 @@ impl Inner {
         ((hash >> 40) as usize) & (self.shards.len() - 1)
     }
 
-    pub(crate) fn cancel_waiter(&self, shard: usize, hash: u64, name: &str, waiter: u64, rx: &flume::Receiver<crate::shard::WaitResult>) {
-        self.shards[shard].lock().cancel_waiter(&self.ctx(), hash, name, waiter, rx);
+    pub(crate) fn cancel_waiter(
+        &self,
+        shard: usize,
+        hash: u64,
+        name: &str,
+        waiter: u64,
+        rx: &flume::Receiver<crate::shard::WaitResult>,
+    ) {
+        self.shards[shard]
+            .lock()
+            .cancel_waiter(&self.ctx(), hash, name, waiter, rx);
     }
-}
-
-/// Checked form of a Lock/TryLock request.
-struct Validated {
-    size: u32,
-    lease: Option<u32>,
-    wait: Option<u32>,
 }
 
 impl Engine {
@@ -119,11 +123,19 @@ impl Engine {
     }
 
     /// An empty engine that reports every grant and release to `sink` (e.g. a state file).
-    pub fn with_event_sink(config: EngineConfig, now: Tick, sink: Arc<dyn EventSink>) -> Result<Engine, ConfigError> {
+    pub fn with_event_sink(
+        config: EngineConfig,
+        now: Tick,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Engine, ConfigError> {
         Self::build(config, now, Some(sink))
     }
 
-    fn build(config: EngineConfig, now: Tick, events: Option<Arc<dyn EventSink>>) -> Result<Engine, ConfigError> {
+    fn build(
+        config: EngineConfig,
+        now: Tick,
+        events: Option<Arc<dyn EventSink>>,
+    ) -> Result<Engine, ConfigError> {
         config.validate()?;
         let shards = (0..config.shards)
             .map(|_| CachePadded::new(Mutex::new(Shard::new(now, config.gc_interval))))
@@ -162,7 +174,10 @@ impl Engine {
         let deadline = now.after(idle);
         let owner = Owner::new(id, idle_ms, deadline.as_millis());
         self.inner.alarm.arm(deadline);
-        self.inner.sessions.lock().insert(deadline.as_millis(), owner.clone());
+        self.inner
+            .sessions
+            .lock()
+            .insert(deadline.as_millis(), owner.clone());
         owner
     }
 
@@ -171,12 +186,15 @@ impl Engine {
         let timeout = owner.state.idle_timeout_ms;
         if timeout != 0 {
             let deadline = now.as_millis().saturating_add(timeout);
-            owner.state.idle_deadline.fetch_max(deadline, Ordering::AcqRel);
+            owner
+                .state
+                .idle_deadline
+                .fetch_max(deadline, Ordering::AcqRel);
         }
         !owner.has_ended()
     }
 
-    fn validate(&self, request: &LockRequest<'_>, blocking: bool) -> Result<Validated, LockError> {
+    fn validate(&self, request: &LockRequest<'_>, blocking: bool) -> Result<Want, LockError> {
         // go-ldlm's order (reference §2.5): lock timeout, wait timeout, name, size.
         let lease = match request.lock_timeout_seconds {
             Some(secs) if secs < 0 => return Err(LockError::InvalidLockTimeout),
@@ -203,7 +221,7 @@ impl Engine {
         if self.inner.shut_down.load(Ordering::Acquire) {
             return Err(LockError::Shutdown);
         }
-        Ok(Validated {
+        Ok(Want {
             size: size as u32,
             lease,
             wait,
@@ -212,18 +230,33 @@ impl Engine {
 
     /// TryLock: a free slot now, or [`TryLockOutcome::Busy`]. Never waits, never barges past
     /// waiters. `request.wait_timeout_seconds` is ignored.
-    pub fn try_lock(&self, owner: &Owner, request: &LockRequest<'_>, now: Tick) -> Result<TryLockOutcome, LockError> {
+    pub fn try_lock(
+        &self,
+        owner: &Owner,
+        request: &LockRequest<'_>,
+        now: Tick,
+    ) -> Result<TryLockOutcome, LockError> {
         let v = self.validate(request, false)?;
         let hash = self.inner.hash(request.name);
         let shard = self.inner.shard(hash);
-        self.inner.shards[shard]
-            .lock()
-            .try_lock(&self.inner.ctx(), owner, hash, request.name, v.size, v.lease, now)
+        self.inner.shards[shard].lock().try_lock(
+            &self.inner.ctx(),
+            owner,
+            hash,
+            request.name,
+            v,
+            now,
+        )
     }
 
     /// Lock: a free slot now, or a place in the lock's FIFO queue. Dropping the returned
     /// [`Pending`] leaves the queue (and gives back a grant that raced with the drop).
-    pub fn lock(&self, owner: &Owner, request: &LockRequest<'_>, now: Tick) -> Result<LockOutcome, LockError> {
+    pub fn lock(
+        &self,
+        owner: &Owner,
+        request: &LockRequest<'_>,
+        now: Tick,
+    ) -> Result<LockOutcome, LockError> {
         let v = self.validate(request, true)?;
         let hash = self.inner.hash(request.name);
         let shard = self.inner.shard(hash);
@@ -232,14 +265,19 @@ impl Engine {
             owner,
             hash,
             request.name,
-            v.size,
-            v.lease,
-            v.wait,
+            v,
             now,
         )?;
         Ok(match queued {
             Ok(grant) => LockOutcome::Acquired(grant),
-            Err((waiter, name, rx)) => LockOutcome::Waiting(Pending::new(self.inner.clone(), shard, hash, name, waiter, rx)),
+            Err((waiter, name, rx)) => LockOutcome::Waiting(Pending::new(
+                self.inner.clone(),
+                shard,
+                hash,
+                name,
+                waiter,
+                rx,
+            )),
         })
     }
 
@@ -248,25 +286,43 @@ impl Engine {
     pub fn unlock(&self, name: &str, key: &str, now: Tick) -> Result<(), LockError> {
         let hash = self.inner.hash(name);
         let shard = self.inner.shard(hash);
-        self.inner.shards[shard].lock().unlock(&self.inner.ctx(), hash, name, key, now)
+        self.inner.shards[shard]
+            .lock()
+            .unlock(&self.inner.ctx(), hash, name, key, now)
     }
 
     /// Refresh (a.k.a. Renew): the hold's lease becomes `lock_timeout_seconds` from `now`. A hold
     /// without a lease gets one (DESIGN §4.11).
-    pub fn refresh(&self, name: &str, key: &str, lock_timeout_seconds: i32, now: Tick) -> Result<Grant, LockError> {
+    pub fn refresh(
+        &self,
+        name: &str,
+        key: &str,
+        lock_timeout_seconds: i32,
+        now: Tick,
+    ) -> Result<Grant, LockError> {
         if lock_timeout_seconds <= 0 {
             return Err(LockError::InvalidLockTimeout);
         }
         let hash = self.inner.hash(name);
         let shard = self.inner.shard(hash);
-        self.inner.shards[shard]
-            .lock()
-            .refresh(&self.inner.ctx(), hash, name, key, lock_timeout_seconds as u32, now)
+        self.inner.shards[shard].lock().refresh(
+            &self.inner.ctx(),
+            hash,
+            name,
+            key,
+            lock_timeout_seconds as u32,
+            now,
+        )
     }
 
     /// Admin unlock: by key, or without a key the only holder (several holders is an error
     /// listing their keys). Returns the key released.
-    pub fn force_unlock(&self, name: &str, key: Option<&str>, now: Tick) -> Result<LockKey, LockError> {
+    pub fn force_unlock(
+        &self,
+        name: &str,
+        key: Option<&str>,
+        now: Tick,
+    ) -> Result<LockKey, LockError> {
         let hash = self.inner.hash(name);
         let shard = self.inner.shard(hash);
         self.inner.shards[shard]
@@ -330,14 +386,21 @@ impl Engine {
     pub fn next_deadline(&self) -> Option<Tick> {
         let alarm = &self.inner.alarm;
         alarm.armed.store(u64::MAX, Ordering::SeqCst);
-        let mut next = self.inner.sessions.lock().next_deadline().map(Tick::from_millis);
+        let mut next = self
+            .inner
+            .sessions
+            .lock()
+            .next_deadline()
+            .map(Tick::from_millis);
         for shard in self.inner.shards.iter() {
             if let Some(deadline) = shard.lock().next_deadline() {
                 next = Some(next.map_or(deadline, |n| n.min(deadline)));
             }
         }
         if let Some(deadline) = next {
-            alarm.armed.fetch_min(deadline.as_millis(), Ordering::AcqRel);
+            alarm
+                .armed
+                .fetch_min(deadline.as_millis(), Ordering::AcqRel);
         }
         next
     }
@@ -354,7 +417,11 @@ impl Engine {
         for shard in self.inner.shards.iter() {
             shard.lock().list(&mut out);
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.fencing_token.cmp(&b.fencing_token)));
+        out.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.fencing_token.cmp(&b.fencing_token))
+        });
         out
     }
 
@@ -380,12 +447,19 @@ impl Engine {
     /// no lease), owned by [`OwnerId::RESTORED`]. Fencing tokens continue above both
     /// `fencing_floor` and every stored token. All records are checked first: on any conflict
     /// nothing is restored.
-    pub fn restore(&self, records: &[HoldRecord], lease: Option<Duration>, fencing_floor: u64, now: Tick) -> Result<usize, RestoreError> {
+    pub fn restore(
+        &self,
+        records: &[HoldRecord],
+        lease: Option<Duration>,
+        fencing_floor: u64,
+        now: Tick,
+    ) -> Result<usize, RestoreError> {
         if self.stats().locks != 0 {
             return Err(RestoreError::NotEmpty);
         }
         let shown = |name: &str| name.chars().take(80).collect::<String>();
-        let mut seen: hashbrown::HashMap<&str, (u32, Vec<LockKey>), foldhash::fast::RandomState> = hashbrown::HashMap::default();
+        let mut seen: hashbrown::HashMap<&str, (u32, Vec<LockKey>), foldhash::fast::RandomState> =
+            hashbrown::HashMap::default();
         let mut max_token = fencing_floor;
         for record in records {
             if record.name.is_empty() || record.name.len() > self.inner.config.max_name_bytes {
@@ -398,7 +472,9 @@ impl Engine {
                     name: shown(&record.name),
                 });
             }
-            let (size, keys) = seen.entry(&record.name).or_insert((record.size, Vec::new()));
+            let (size, keys) = seen
+                .entry(&record.name)
+                .or_insert((record.size, Vec::new()));
             if *size != record.size {
                 return Err(RestoreError::SizeConflict {
                     name: shown(&record.name),
@@ -434,7 +510,9 @@ impl Engine {
                 now,
             );
         }
-        self.inner.tokens.fetch_max(max_token.saturating_add(1), Ordering::AcqRel);
+        self.inner
+            .tokens
+            .fetch_max(max_token.saturating_add(1), Ordering::AcqRel);
         if let Some(lease) = lease {
             self.inner.alarm.arm(now.after(lease));
         }

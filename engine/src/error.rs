@@ -113,7 +113,9 @@ impl fmt::Display for LockError {
             LockError::LockDoesNotExist => f.write_str("a lock by that name does not exist"),
             LockError::InvalidLockKey => f.write_str("invalid lock key"),
             LockError::LockWaitTimeout => f.write_str("timeout waiting to acquire lock"),
-            LockError::LockDoesNotExistOrInvalidKey => f.write_str("lock does not exist or invalid key"),
+            LockError::LockDoesNotExistOrInvalidKey => {
+                f.write_str("lock does not exist or invalid key")
+            }
             LockError::LockSizeMismatch => f.write_str("lock size mismatch"),
             LockError::InvalidLockSize => f.write_str("lock size must be greater than 0"),
             LockError::EmptyName => f.write_str("lock name cannot be empty"),
@@ -123,7 +125,10 @@ impl fmt::Display for LockError {
             LockError::InvalidLockTimeout => f.write_str("lock timeout must be greater than 0"),
             LockError::InvalidWaitTimeout => f.write_str("wait timeout must be greater than 0"),
             LockError::TooManyWaiters { limit } => {
-                write!(f, "too many clients are waiting for this lock (limit {limit})")
+                write!(
+                    f,
+                    "too many clients are waiting for this lock (limit {limit})"
+                )
             }
             LockError::SessionEnded => f.write_str("session does not exist"),
             LockError::Shutdown => f.write_str("lock manager is shutdown"),
@@ -184,11 +189,21 @@ impl fmt::Display for RestoreError {
         match self {
             RestoreError::InvalidName { name } => write!(f, "invalid lock name {name:?}"),
             RestoreError::InvalidSize { name } => write!(f, "lock {name:?} has size 0"),
-            RestoreError::SizeConflict { name, first, second } => {
-                write!(f, "lock {name:?} is stored with two sizes ({first} and {second})")
+            RestoreError::SizeConflict {
+                name,
+                first,
+                second,
+            } => {
+                write!(
+                    f,
+                    "lock {name:?} is stored with two sizes ({first} and {second})"
+                )
             }
             RestoreError::TooManyHolders { name, size } => {
-                write!(f, "lock {name:?} has more stored holders than its size {size}")
+                write!(
+                    f,
+                    "lock {name:?} has more stored holders than its size {size}"
+                )
             }
             RestoreError::DuplicateKey { name, key } => {
                 write!(f, "lock {name:?} has key {key} stored twice")
@@ -207,21 +222,61 @@ mod tests {
     #[test]
     fn messages_and_codes_match_go_ldlm() {
         let table = [
-            (LockError::LockWaitTimeout, ErrorCode::LockWaitTimeout, "timeout waiting to acquire lock"),
-            (LockError::InvalidLockKey, ErrorCode::InvalidLockKey, "invalid lock key"),
-            (LockError::LockDoesNotExist, ErrorCode::LockDoesNotExist, "a lock by that name does not exist"),
-            (LockError::LockSizeMismatch, ErrorCode::LockSizeMismatch, "lock size mismatch"),
-            (LockError::InvalidLockSize, ErrorCode::InvalidLockSize, "lock size must be greater than 0"),
+            (
+                LockError::LockWaitTimeout,
+                ErrorCode::LockWaitTimeout,
+                "timeout waiting to acquire lock",
+            ),
+            (
+                LockError::InvalidLockKey,
+                ErrorCode::InvalidLockKey,
+                "invalid lock key",
+            ),
+            (
+                LockError::LockDoesNotExist,
+                ErrorCode::LockDoesNotExist,
+                "a lock by that name does not exist",
+            ),
+            (
+                LockError::LockSizeMismatch,
+                ErrorCode::LockSizeMismatch,
+                "lock size mismatch",
+            ),
+            (
+                LockError::InvalidLockSize,
+                ErrorCode::InvalidLockSize,
+                "lock size must be greater than 0",
+            ),
             (
                 LockError::LockDoesNotExistOrInvalidKey,
                 ErrorCode::LockDoesNotExistOrInvalidKey,
                 "lock does not exist or invalid key",
             ),
-            (LockError::EmptyName, ErrorCode::Unknown, "lock name cannot be empty"),
-            (LockError::InvalidLockTimeout, ErrorCode::Unknown, "lock timeout must be greater than 0"),
-            (LockError::InvalidWaitTimeout, ErrorCode::Unknown, "wait timeout must be greater than 0"),
-            (LockError::SessionEnded, ErrorCode::Unknown, "session does not exist"),
-            (LockError::Shutdown, ErrorCode::Unknown, "lock manager is shutdown"),
+            (
+                LockError::EmptyName,
+                ErrorCode::Unknown,
+                "lock name cannot be empty",
+            ),
+            (
+                LockError::InvalidLockTimeout,
+                ErrorCode::Unknown,
+                "lock timeout must be greater than 0",
+            ),
+            (
+                LockError::InvalidWaitTimeout,
+                ErrorCode::Unknown,
+                "wait timeout must be greater than 0",
+            ),
+            (
+                LockError::SessionEnded,
+                ErrorCode::Unknown,
+                "session does not exist",
+            ),
+            (
+                LockError::Shutdown,
+                ErrorCode::Unknown,
+                "lock manager is shutdown",
+            ),
         ];
         for (error, code, message) in table {
             assert_eq!(error.code(), code, "{error:?}");
@@ -229,6 +284,10 @@ mod tests {
         }
         assert_eq!(ErrorCode::LockSizeMismatch as i32, 6);
         assert_eq!(ErrorCode::InvalidLockSize.name(), "InvalidLockSize");
-        assert!(LockError::NameTooLong { limit: 4096 }.to_string().contains("4096"));
+        assert!(
+            LockError::NameTooLong { limit: 4096 }
+                .to_string()
+                .contains("4096")
+        );
     }
 }

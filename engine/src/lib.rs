@@ -54,4 +54,7 @@ pub use owner::{Owner, OwnerId};
 pub use pending::Pending;
 pub use shard::ShardStats;
 pub use time::Tick;
-pub use types::{AdvanceReport, Event, EventSink, Grant, HoldInfo, HoldRecord, LockKey, LockRequest, TryLockOutcome};
+pub use types::{
+    AdvanceReport, Event, EventSink, Grant, HoldInfo, HoldRecord, LockKey, LockRequest,
+    TryLockOutcome,
+};

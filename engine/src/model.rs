@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::{Engine, EngineConfig, LockError, LockOutcome, LockRequest, Owner, Pending, Tick, TryLockOutcome};
+use crate::{
+    Engine, EngineConfig, LockError, LockOutcome, LockRequest, Owner, Pending, Tick, TryLockOutcome,
+};
 
 /// Number of distinct lock names the checker uses (few, to force contention).
 pub const NAMES: u8 = 3;
@@ -157,7 +159,8 @@ fn secs(v: Option<i8>) -> Option<i32> {
 
 impl Model {
     fn new(config: EngineConfig) -> Model {
-        let next_gc = (!config.gc_interval.is_zero()).then(|| config.gc_interval.as_millis() as u64);
+        let next_gc =
+            (!config.gc_interval.is_zero()).then_some(config.gc_interval.as_millis() as u64);
         Model {
             config,
             locks: BTreeMap::new(),
@@ -167,7 +170,13 @@ impl Model {
         }
     }
 
-    fn validate(&self, name: &str, size: Option<i32>, lease: Option<i32>, wait: Option<i32>) -> Result<(u32, Option<u32>, Option<u32>), LockError> {
+    fn validate(
+        &self,
+        name: &str,
+        size: Option<i32>,
+        lease: Option<i32>,
+        wait: Option<i32>,
+    ) -> Result<(u32, Option<u32>, Option<u32>), LockError> {
         if lease.is_some_and(|l| l < 0) {
             return Err(LockError::InvalidLockTimeout);
         }
@@ -256,9 +265,12 @@ impl Model {
     fn serve(&mut self, name: &str, now: u64) {
         let lock = self.locks.get_mut(name).expect("served lock exists");
         while lock.holders.len() < lock.size as usize {
-            let Some(w) = lock.waiters.pop_front() else { break };
+            let Some(w) = lock.waiters.pop_front() else {
+                break;
+            };
             if self.ended.contains(&w.owner) {
-                self.wait_ends.insert(w.id, WaitEnd::Failed(LockError::SessionEnded));
+                self.wait_ends
+                    .insert(w.id, WaitEnd::Failed(LockError::SessionEnded));
                 continue;
             }
             lock.holders.push(MHold {
@@ -340,7 +352,8 @@ impl Model {
                 !mine
             });
             for id in cancelled {
-                self.wait_ends.insert(id, WaitEnd::Failed(LockError::SessionEnded));
+                self.wait_ends
+                    .insert(id, WaitEnd::Failed(LockError::SessionEnded));
             }
             if self.config.release_on_owner_end {
                 let before = lock.holders.len();
@@ -377,7 +390,9 @@ impl Model {
             if let Some(d) = self.next_gc {
                 consider(d, 2, "", 0);
             }
-            let Some((_, kind, name, index)) = best else { return };
+            let Some((_, kind, name, index)) = best else {
+                return;
+            };
             match kind {
                 0 => {
                     let lock = self.locks.get_mut(&name).expect("exists");
@@ -389,12 +404,16 @@ impl Model {
                     let lock = self.locks.get_mut(&name).expect("exists");
                     let w = lock.waiters.remove(index).expect("exists");
                     lock.last_used = now;
-                    self.wait_ends.insert(w.id, WaitEnd::Failed(LockError::LockWaitTimeout));
+                    self.wait_ends
+                        .insert(w.id, WaitEnd::Failed(LockError::LockWaitTimeout));
                 }
                 _ => {
                     let min_idle = self.config.gc_min_idle.as_millis() as u64;
-                    self.locks
-                        .retain(|_, l| !(l.holders.is_empty() && l.waiters.is_empty() && now - l.last_used >= min_idle));
+                    self.locks.retain(|_, l| {
+                        !(l.holders.is_empty()
+                            && l.waiters.is_empty()
+                            && now - l.last_used >= min_idle)
+                    });
                     self.next_gc = Some(now + self.config.gc_interval.as_millis() as u64);
                 }
             }
@@ -417,7 +436,9 @@ fn record_grant(
 ) -> Result<(), String> {
     let last = tokens_per_name.entry(name).or_insert(0);
     if token <= *last {
-        return Err(format!("step {step}: token {token} for {name} not above {last}"));
+        return Err(format!(
+            "step {step}: token {token} for {name} not above {last}"
+        ));
     }
     if grants.iter().any(|g| g.3 == token) {
         return Err(format!("step {step}: token {token} handed out twice"));
@@ -492,10 +513,28 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
                 };
                 let waiter = next_waiter;
                 next_waiter += 1;
-                let m = model.lock(GrantId::Op(i), waiter, owner.id().0, name, request.size, request.lock_timeout_seconds, request.wait_timeout_seconds, true, now_ms);
+                let m = model.lock(
+                    GrantId::Op(i),
+                    waiter,
+                    owner.id().0,
+                    name,
+                    request.size,
+                    request.lock_timeout_seconds,
+                    request.wait_timeout_seconds,
+                    true,
+                    now_ms,
+                );
                 let e = match engine.lock(owner, &request, now) {
                     Ok(LockOutcome::Acquired(g)) => {
-                        record_grant(&mut grants, &mut tokens_per_name, i, GrantId::Op(i), name, g.key.to_string(), g.fencing_token)?;
+                        record_grant(
+                            &mut grants,
+                            &mut tokens_per_name,
+                            i,
+                            GrantId::Op(i),
+                            name,
+                            g.key.to_string(),
+                            g.fencing_token,
+                        )?;
                         Outcome::Acquired
                     }
                     Ok(LockOutcome::Waiting(p)) => {
@@ -520,10 +559,28 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
                     lock_timeout_seconds: secs(lease),
                     wait_timeout_seconds: None,
                 };
-                let m = model.lock(GrantId::Op(i), usize::MAX, owner.id().0, name, request.size, request.lock_timeout_seconds, None, false, now_ms);
+                let m = model.lock(
+                    GrantId::Op(i),
+                    usize::MAX,
+                    owner.id().0,
+                    name,
+                    request.size,
+                    request.lock_timeout_seconds,
+                    None,
+                    false,
+                    now_ms,
+                );
                 let e = match engine.try_lock(owner, &request, now) {
                     Ok(TryLockOutcome::Acquired(g)) => {
-                        record_grant(&mut grants, &mut tokens_per_name, i, GrantId::Op(i), name, g.key.to_string(), g.fencing_token)?;
+                        record_grant(
+                            &mut grants,
+                            &mut tokens_per_name,
+                            i,
+                            GrantId::Op(i),
+                            name,
+                            g.key.to_string(),
+                            g.fencing_token,
+                        )?;
                         Outcome::Acquired
                     }
                     Ok(TryLockOutcome::Busy) => Outcome::Busy,
@@ -548,7 +605,10 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
                 let e = match engine.refresh(name, &key, i32::from(lease), now) {
                     Ok(g) => {
                         if g.lease_deadline != Some(now.after_secs(lease as u32)) {
-                            return Err(format!("step {i}: refresh deadline {:?}", g.lease_deadline));
+                            return Err(format!(
+                                "step {i}: refresh deadline {:?}",
+                                g.lease_deadline
+                            ));
                         }
                         Outcome::Done
                     }
@@ -570,7 +630,10 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
                     Ok(_) => Outcome::Done,
                     Err(LockError::AmbiguousUnlock { keys }) => {
                         if keys.len() < 2 {
-                            return Err(format!("step {i}: ambiguous unlock with {} keys", keys.len()));
+                            return Err(format!(
+                                "step {i}: ambiguous unlock with {} keys",
+                                keys.len()
+                            ));
                         }
                         Outcome::Failed(LockError::AmbiguousUnlock { keys: Vec::new() })
                     }
@@ -596,7 +659,9 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
             Op::Advance { .. } => (Outcome::Done, Outcome::Done),
         };
         if engine_outcome != model_outcome {
-            return Err(format!("step {i} {op:?}: engine {engine_outcome:?}, model {model_outcome:?}"));
+            return Err(format!(
+                "step {i} {op:?}: engine {engine_outcome:?}, model {model_outcome:?}"
+            ));
         }
 
         // Every open wait: ended the same way on both sides, or still waiting on both.
@@ -606,11 +671,21 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
             match (pending.try_result(), model_end) {
                 (None, None) => still_open.push((id, name, pending)),
                 (Some(Ok(g)), Some(WaitEnd::Granted)) => {
-                    record_grant(&mut grants, &mut tokens_per_name, i, GrantId::Waiter(id), name, g.key.to_string(), g.fencing_token)?;
+                    record_grant(
+                        &mut grants,
+                        &mut tokens_per_name,
+                        i,
+                        GrantId::Waiter(id),
+                        name,
+                        g.key.to_string(),
+                        g.fencing_token,
+                    )?;
                 }
                 (Some(Err(e)), Some(WaitEnd::Failed(m))) if e == m => {}
                 (engine_end, model_end) => {
-                    return Err(format!("step {i} {op:?}: waiter {id} on {name}: engine {engine_end:?}, model {model_end:?}"));
+                    return Err(format!(
+                        "step {i} {op:?}: waiter {id} on {name}: engine {engine_end:?}, model {model_end:?}"
+                    ));
                 }
             }
         }
@@ -621,10 +696,15 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
         let mut engine_holds = Vec::new();
         for hold in engine.list() {
             let key = hold.key.to_string();
-            let gid = *by_key
-                .get(key.as_str())
-                .ok_or_else(|| format!("step {i}: engine lists unknown key {key} on {}", hold.name))?;
-            engine_holds.push((hold.name.to_string(), gid, hold.owner.0, hold.lease_deadline.map(Tick::as_millis)));
+            let gid = *by_key.get(key.as_str()).ok_or_else(|| {
+                format!("step {i}: engine lists unknown key {key} on {}", hold.name)
+            })?;
+            engine_holds.push((
+                hold.name.to_string(),
+                gid,
+                hold.owner.0,
+                hold.lease_deadline.map(Tick::as_millis),
+            ));
         }
         let mut model_holds = Vec::new();
         for (name, lock) in &model.locks {
@@ -638,7 +718,9 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
         engine_holds.sort();
         model_holds.sort();
         if engine_holds != model_holds {
-            return Err(format!("step {i} {op:?}: holds differ\n engine {engine_holds:?}\n model  {model_holds:?}"));
+            return Err(format!(
+                "step {i} {op:?}: holds differ\n engine {engine_holds:?}\n model  {model_holds:?}"
+            ));
         }
         let stats = engine.stats();
         let model_waiters: usize = model.locks.values().map(|l| l.waiters.len()).sum();
@@ -705,17 +787,59 @@ mod tests {
     #[test]
     fn a_known_sequence_agrees() {
         let ops = vec![
-            Op::Lock { owner: 0, name: 0, size: None, lease: Some(2), wait: None },
-            Op::Lock { owner: 1, name: 0, size: None, lease: None, wait: Some(5) },
-            Op::Lock { owner: 2, name: 0, size: None, lease: None, wait: None },
-            Op::TryLock { owner: 2, name: 0, size: None, lease: None },
+            Op::Lock {
+                owner: 0,
+                name: 0,
+                size: None,
+                lease: Some(2),
+                wait: None,
+            },
+            Op::Lock {
+                owner: 1,
+                name: 0,
+                size: None,
+                lease: None,
+                wait: Some(5),
+            },
+            Op::Lock {
+                owner: 2,
+                name: 0,
+                size: None,
+                lease: None,
+                wait: None,
+            },
+            Op::TryLock {
+                owner: 2,
+                name: 0,
+                size: None,
+                lease: None,
+            },
             Op::Advance { secs: 3 },
             Op::Unlock { name: 0, grant: 1 },
             Op::ReleaseOwner { owner: 2 },
-            Op::Lock { owner: 0, name: 1, size: Some(2), lease: None, wait: None },
-            Op::TryLock { owner: 1, name: 1, size: Some(2), lease: None },
-            Op::TryLock { owner: 1, name: 1, size: None, lease: None },
-            Op::ForceUnlock { name: 1, grant: None },
+            Op::Lock {
+                owner: 0,
+                name: 1,
+                size: Some(2),
+                lease: None,
+                wait: None,
+            },
+            Op::TryLock {
+                owner: 1,
+                name: 1,
+                size: Some(2),
+                lease: None,
+            },
+            Op::TryLock {
+                owner: 1,
+                name: 1,
+                size: None,
+                lease: None,
+            },
+            Op::ForceUnlock {
+                name: 1,
+                grant: None,
+            },
             Op::Advance { secs: 3 },
             Op::Advance { secs: 3 },
             Op::Advance { secs: 3 },

@@ -87,7 +87,9 @@ impl Pending {
         match self.rx.try_recv() {
             Ok(result) => Some(self.settle(Ok(result))),
             Err(flume::TryRecvError::Empty) => None,
-            Err(flume::TryRecvError::Disconnected) => Some(self.settle(Err(flume::RecvError::Disconnected))),
+            Err(flume::TryRecvError::Disconnected) => {
+                Some(self.settle(Err(flume::RecvError::Disconnected)))
+            }
         }
     }
 

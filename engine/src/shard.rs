@@ -28,6 +28,14 @@ use crate::time::Tick;
 use crate::types::{Event, EventSink, Grant, HoldInfo, LockKey, TryLockOutcome};
 use crate::wheel::{TimerId, TimerWheel};
 
+/// A validated Lock/TryLock request: the lock's size, the lease and the wait in whole seconds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Want {
+    pub(crate) size: u32,
+    pub(crate) lease: Option<u32>,
+    pub(crate) wait: Option<u32>,
+}
+
 /// What a waiter eventually receives through its channel.
 pub(crate) type WaitResult = Result<Grant, LockError>;
 
@@ -83,8 +91,16 @@ impl Alarm {
 /// What a timer in a shard's wheel is for.
 #[derive(Debug)]
 enum Timer {
-    Lease { name: Arc<str>, hash: u64, key: LockKey },
-    Wait { name: Arc<str>, hash: u64, waiter: u64 },
+    Lease {
+        name: Arc<str>,
+        hash: u64,
+        key: LockKey,
+    },
+    Wait {
+        name: Arc<str>,
+        hash: u64,
+        waiter: u64,
+    },
     Gc,
 }
 
@@ -112,7 +128,9 @@ struct LockState {
     last_used: Tick,
     /// In acquisition order. Inline for the common size-1 lock.
     holders: SmallVec<[Hold; 1]>,
-    /// FIFO; `None` when empty (saves memory on the million idle locks).
+    /// FIFO; `None` when empty. Boxed on purpose: an empty `Option<Box<_>>` is 8 bytes where a
+    /// `VecDeque` is 32, on every one of possibly millions of locks that nobody waits for.
+    #[allow(clippy::box_collection)]
     waiters: Option<Box<VecDeque<Waiter>>>,
 }
 
@@ -145,7 +163,9 @@ pub struct ShardStats {
 /// One shard. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Shard {
-    locks: HashTable<LockEntry>,
+    /// Boxed entries: a bucket is one pointer, so the table's spare capacity (up to half of it
+    /// after a resize) costs 8 bytes a slot instead of a whole lock.
+    locks: HashTable<Box<LockEntry>>,
     wheel: TimerWheel<Timer>,
     owners: FastMap<OwnerId, OwnerIndex>,
     next_waiter: u64,
@@ -153,8 +173,14 @@ pub(crate) struct Shard {
     latest: Tick,
 }
 
-fn find<'t>(locks: &'t mut HashTable<LockEntry>, hash: u64, name: &str) -> Option<&'t mut LockEntry> {
-    locks.find_mut(hash, |e| e.hash == hash && *e.name == *name)
+fn find<'t>(
+    locks: &'t mut HashTable<Box<LockEntry>>,
+    hash: u64,
+    name: &str,
+) -> Option<&'t mut LockEntry> {
+    locks
+        .find_mut(hash, |e| e.hash == hash && *e.name == *name)
+        .map(|e| &mut **e)
 }
 
 impl Shard {
@@ -174,33 +200,36 @@ impl Shard {
 
     /// Clamps `now` so shard time never goes backwards (callers read clocks outside the mutex).
     fn observe(&mut self, now: Tick) -> Tick {
-        self.latest = self.latest.max(now).max(Tick::from_millis(self.wheel.elapsed()));
+        self.latest = self
+            .latest
+            .max(now)
+            .max(Tick::from_millis(self.wheel.elapsed()));
         self.latest
     }
 
     fn find_or_create<'s>(
-        locks: &'s mut HashTable<LockEntry>,
+        locks: &'s mut HashTable<Box<LockEntry>>,
         hash: u64,
         name: &str,
         size: u32,
         now: Tick,
     ) -> Result<&'s mut LockEntry, LockError> {
-        let entry = match locks.entry(hash, |e| e.hash == hash && *e.name == *name, |e| e.hash) {
-            hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(LockEntry {
-                    name: Arc::from(name),
-                    hash,
-                    state: LockState {
-                        size,
-                        last_used: now,
-                        holders: SmallVec::new(),
-                        waiters: None,
-                    },
-                })
-                .into_mut()
-            }
-        };
+        let entry: &mut LockEntry =
+            match locks.entry(hash, |e| e.hash == hash && *e.name == *name, |e| e.hash) {
+                hashbrown::hash_table::Entry::Occupied(o) => o.into_mut(),
+                hashbrown::hash_table::Entry::Vacant(v) => v
+                    .insert(Box::new(LockEntry {
+                        name: Arc::from(name),
+                        hash,
+                        state: LockState {
+                            size,
+                            last_used: now,
+                            holders: SmallVec::new(),
+                            waiters: None,
+                        },
+                    }))
+                    .into_mut(),
+            };
         // Any request that finds the lock counts as a use, even a failed one (as go-ldlm).
         entry.state.last_used = now;
         if entry.state.size != size {
@@ -215,45 +244,58 @@ impl Shard {
         owner: &Owner,
         hash: u64,
         name: &str,
-        size: u32,
-        lease: Option<u32>,
+        want: Want,
         now: Tick,
     ) -> Result<TryLockOutcome, LockError> {
+        let Want { size, lease, .. } = want;
         let now = self.observe(now);
         if owner.has_ended() {
             return Err(LockError::SessionEnded);
         }
         let Shard {
-            locks, wheel, owners, ..
+            locks,
+            wheel,
+            owners,
+            ..
         } = self;
         let entry = Self::find_or_create(locks, hash, name, size, now)?;
         if entry.state.holders.len() < size as usize && entry.state.waiters.is_none() {
-            Ok(TryLockOutcome::Acquired(grant(ctx, wheel, owners, entry, owner.id(), lease, now)))
+            Ok(TryLockOutcome::Acquired(grant(
+                ctx,
+                wheel,
+                owners,
+                entry,
+                owner.id(),
+                lease,
+                now,
+            )))
         } else {
             Ok(TryLockOutcome::Busy)
         }
     }
 
     /// A blocking Lock: a grant now, or a queued waiter `(id, name, receiver)`.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[allow(clippy::type_complexity)]
     pub(crate) fn lock(
         &mut self,
         ctx: &Ctx<'_>,
         owner: &Owner,
         hash: u64,
         name: &str,
-        size: u32,
-        lease: Option<u32>,
-        wait: Option<u32>,
+        want: Want,
         now: Tick,
     ) -> Result<Result<Grant, (u64, Arc<str>, flume::Receiver<WaitResult>)>, LockError> {
+        let Want { size, lease, wait } = want;
         let now = self.observe(now);
         if owner.has_ended() {
             return Err(LockError::SessionEnded);
         }
         let id = self.next_waiter;
         let Shard {
-            locks, wheel, owners, ..
+            locks,
+            wheel,
+            owners,
+            ..
         } = self;
         let entry = Self::find_or_create(locks, hash, name, size, now)?;
         if entry.state.holders.len() < size as usize && entry.state.waiters.is_none() {
@@ -298,10 +340,20 @@ impl Shard {
         Ok(Err((id, entry.name.clone(), rx)))
     }
 
-    pub(crate) fn unlock(&mut self, ctx: &Ctx<'_>, hash: u64, name: &str, key: &str, now: Tick) -> Result<(), LockError> {
+    pub(crate) fn unlock(
+        &mut self,
+        ctx: &Ctx<'_>,
+        hash: u64,
+        name: &str,
+        key: &str,
+        now: Tick,
+    ) -> Result<(), LockError> {
         let now = self.observe(now);
         let Shard {
-            locks, wheel, owners, ..
+            locks,
+            wheel,
+            owners,
+            ..
         } = self;
         let entry = find(locks, hash, name).ok_or(LockError::LockDoesNotExist)?;
         entry.state.last_used = now;
@@ -364,7 +416,10 @@ impl Shard {
     ) -> Result<LockKey, LockError> {
         let now = self.observe(now);
         let Shard {
-            locks, wheel, owners, ..
+            locks,
+            wheel,
+            owners,
+            ..
         } = self;
         let entry = find(locks, hash, name).ok_or(LockError::LockDoesNotExist)?;
         let holders = &entry.state.holders;
@@ -400,7 +455,10 @@ impl Shard {
     ) {
         let now = self.observe(self.latest);
         let Shard {
-            locks, wheel, owners, ..
+            locks,
+            wheel,
+            owners,
+            ..
         } = self;
         let Some(entry) = find(locks, hash, name) else {
             return;
@@ -414,20 +472,28 @@ impl Shard {
         }
         // Not queued any more: it was served (grant in the channel) or ended (error in it).
         // Grants are sent under this mutex, so whatever was sent is in the channel now.
-        if let Ok(Ok(grant)) = rx.try_recv() {
-            if let Some(index) = entry.state.holders.iter().position(|h| h.key == grant.key) {
-                take_hold(ctx, wheel, owners, entry, index);
-                serve_waiters(ctx, wheel, owners, entry, now);
-            }
+        if let Ok(Ok(grant)) = rx.try_recv()
+            && let Some(index) = entry.state.holders.iter().position(|h| h.key == grant.key)
+        {
+            take_hold(ctx, wheel, owners, entry, index);
+            serve_waiters(ctx, wheel, owners, entry, now);
         }
     }
 
     /// Cancels the owner's waiters here and releases (or keeps) its holds. Returns
     /// `(holds released, holds kept, waiters cancelled)`.
-    pub(crate) fn release_owner(&mut self, ctx: &Ctx<'_>, owner: OwnerId, now: Tick) -> (usize, usize, usize) {
+    pub(crate) fn release_owner(
+        &mut self,
+        ctx: &Ctx<'_>,
+        owner: OwnerId,
+        now: Tick,
+    ) -> (usize, usize, usize) {
         let now = self.observe(now);
         let Shard {
-            locks, wheel, owners, ..
+            locks,
+            wheel,
+            owners,
+            ..
         } = self;
         let Some(index) = owners.remove(&owner) else {
             return (0, 0, 0);
@@ -435,13 +501,13 @@ impl Shard {
         let cancelled = index.waiters.len();
         for (waiter, name) in index.waiters {
             let hash = ctx.hash(&name);
-            if let Some(entry) = find(locks, hash, &name) {
-                if let Some(w) = remove_waiter(entry, waiter) {
-                    if let Some(timer) = w.timer {
-                        wheel.cancel(timer);
-                    }
-                    let _ = w.tx.try_send(Err(LockError::SessionEnded));
+            if let Some(entry) = find(locks, hash, &name)
+                && let Some(w) = remove_waiter(entry, waiter)
+            {
+                if let Some(timer) = w.timer {
+                    wheel.cancel(timer);
                 }
+                let _ = w.tx.try_send(Err(LockError::SessionEnded));
             }
         }
         if !ctx.config.release_on_owner_end {
@@ -478,7 +544,10 @@ impl Shard {
         let now = self.observe(now);
         while let Some((timer, _)) = self.wheel.poll(now.as_millis()) {
             let Shard {
-                locks, wheel, owners, ..
+                locks,
+                wheel,
+                owners,
+                ..
             } = self;
             match timer {
                 Timer::Lease { name, hash, key } => {
@@ -507,7 +576,8 @@ impl Shard {
                 }
                 Timer::Gc => {
                     report.locks_collected += self.collect_idle(ctx.config.gc_min_idle, now);
-                    self.wheel.insert(now.after(ctx.config.gc_interval).as_millis(), Timer::Gc);
+                    self.wheel
+                        .insert(now.after(ctx.config.gc_interval).as_millis(), Timer::Gc);
                 }
             }
         }
@@ -519,7 +589,9 @@ impl Shard {
     fn collect_idle(&mut self, min_idle: Duration, now: Tick) -> usize {
         let before = self.locks.len();
         self.locks.retain(|e| {
-            !(e.state.holders.is_empty() && e.state.waiters.is_none() && now.since(e.state.last_used) >= min_idle)
+            !(e.state.holders.is_empty()
+                && e.state.waiters.is_none()
+                && now.since(e.state.last_used) >= min_idle)
         });
         if self.locks.capacity() > 64 && self.locks.len() < self.locks.capacity() / 4 {
             self.locks.shrink_to_fit(|e| e.hash);
@@ -530,10 +602,19 @@ impl Shard {
     /// Ends every wait with `Shutdown`.
     pub(crate) fn cancel_all_waiters(&mut self) {
         let Shard {
-            locks, wheel, owners, ..
+            locks,
+            wheel,
+            owners,
+            ..
         } = self;
         for entry in locks.iter_mut() {
-            for w in entry.state.waiters.take().into_iter().flat_map(|w| w.into_iter()) {
+            for w in entry
+                .state
+                .waiters
+                .take()
+                .into_iter()
+                .flat_map(|w| w.into_iter())
+            {
                 if let Some(timer) = w.timer {
                     wheel.cancel(timer);
                 }
@@ -557,7 +638,8 @@ impl Shard {
     ) {
         let now = self.observe(now);
         let Shard { locks, wheel, .. } = self;
-        let entry = Self::find_or_create(locks, hash, name, size, now).expect("sizes validated by restore");
+        let entry =
+            Self::find_or_create(locks, hash, name, size, now).expect("sizes validated by restore");
         let lease = lease.map(|d| {
             wheel.insert(
                 now.after(d).as_millis(),
@@ -645,7 +727,11 @@ fn grant(
         token,
         lease: lease.map(|(_, timer)| timer),
     });
-    owners.entry(owner).or_default().holds.insert(key, entry.name.clone());
+    owners
+        .entry(owner)
+        .or_default()
+        .holds
+        .insert(key, entry.name.clone());
     let durable_seq = ctx.events.map_or(0, |sink| {
         sink.record(Event::Granted {
             name: &entry.name,
@@ -715,7 +801,15 @@ fn serve_waiters(
         if waiter.tx.is_disconnected() {
             continue;
         }
-        let granted = grant(ctx, wheel, owners, entry, waiter.owner.id(), waiter.lock_timeout, now);
+        let granted = grant(
+            ctx,
+            wheel,
+            owners,
+            entry,
+            waiter.owner.id(),
+            waiter.lock_timeout,
+            now,
+        );
         if waiter.tx.try_send(Ok(granted)).is_err() {
             // The receiver went away after the check: hand the slot back and go on.
             let index = entry.state.holders.len() - 1;

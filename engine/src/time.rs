@@ -49,9 +49,16 @@ mod tests {
     fn arithmetic() {
         let t = Tick::from_millis(1500);
         assert_eq!(t.after_secs(2).as_millis(), 3500);
-        assert_eq!(t.after(Duration::from_micros(1)).as_millis(), 1501, "rounds up");
+        assert_eq!(
+            t.after(Duration::from_micros(1)).as_millis(),
+            1501,
+            "rounds up"
+        );
         assert_eq!(t.after(Duration::MAX), Tick::from_millis(u64::MAX));
-        assert_eq!(Tick::from_millis(u64::MAX).after_secs(u32::MAX).as_millis(), u64::MAX);
+        assert_eq!(
+            Tick::from_millis(u64::MAX).after_secs(u32::MAX).as_millis(),
+            u64::MAX
+        );
         assert_eq!(t.since(Tick::from_millis(500)), Duration::from_secs(1));
         assert_eq!(Tick::ZERO.since(t), Duration::ZERO);
     }

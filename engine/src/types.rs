@@ -8,13 +8,16 @@ use crate::time::Tick;
 
 /// A lock key: a random UUID v4, new for every grant. Keys are bearer tokens: whoever presents
 /// name + key may unlock or refresh that hold.
+///
+/// Stored as two `u64`s rather than a `u128` so holds and index entries keep 8-byte alignment
+/// (a `u128` would pad every hold to 16: tens of MB over a million locks).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LockKey(u128);
+pub struct LockKey([u64; 2]);
 
 impl LockKey {
     /// A fresh random key (UUID v4 from a thread-local CSPRNG).
     pub fn generate() -> LockKey {
-        LockKey(uuid::Uuid::new_v4().as_u128())
+        LockKey::from_u128(uuid::Uuid::new_v4().as_u128())
     }
 
     /// Parses the exact form the engine hands out: 36 characters, lower-case, hyphenated.
@@ -25,22 +28,25 @@ impl LockKey {
         }
         let uuid = uuid::Uuid::try_parse(text).ok()?;
         let mut buf = [0u8; 36];
-        (uuid.hyphenated().encode_lower(&mut buf) == text).then_some(LockKey(uuid.as_u128()))
+        (uuid.hyphenated().encode_lower(&mut buf) == text)
+            .then_some(LockKey::from_u128(uuid.as_u128()))
     }
 
     /// The key as a `u128` (for compact storage, e.g. the state file).
     pub const fn as_u128(self) -> u128 {
-        self.0
+        ((self.0[0] as u128) << 64) | self.0[1] as u128
     }
 
     /// The key from a stored `u128`.
     pub const fn from_u128(value: u128) -> LockKey {
-        LockKey(value)
+        LockKey([(value >> 64) as u64, value as u64])
     }
 
     /// Writes the key's text form into `buf` without allocating.
     pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
-        uuid::Uuid::from_u128(self.0).hyphenated().encode_lower(buf)
+        uuid::Uuid::from_u128(self.as_u128())
+            .hyphenated()
+            .encode_lower(buf)
     }
 }
 

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use ldlm_engine::{
-    Engine, EngineConfig, ErrorCode, Grant, LockError, LockKey, LockOutcome, LockRequest, Owner, OwnerId, Pending, Tick,
-    TryLockOutcome,
+    Engine, EngineConfig, ErrorCode, Grant, LockError, LockKey, LockOutcome, LockRequest, Owner,
+    OwnerId, Pending, Tick, TryLockOutcome,
 };
 
 fn engine() -> Engine {
@@ -38,7 +38,10 @@ fn queue(engine: &Engine, owner: &Owner, request: &LockRequest<'_>, now: Tick) -
 }
 
 fn busy(engine: &Engine, owner: &Owner, request: &LockRequest<'_>, now: Tick) {
-    assert_eq!(engine.try_lock(owner, request, now), Ok(TryLockOutcome::Busy));
+    assert_eq!(
+        engine.try_lock(owner, request, now),
+        Ok(TryLockOutcome::Busy)
+    );
 }
 
 /// TestLocking / TestManagedLock: Lock, TryLock fails, a blocked Lock gets it after unlock,
@@ -51,10 +54,17 @@ fn locking() {
     busy(&engine, &b, &req("l"), at(0));
     let mut waiting = queue(&engine, &b, &req("l"), at(0));
     assert!(waiting.try_result().is_none());
-    engine.unlock("l", &first.key.to_string(), at(2)).expect("holder unlocks");
+    engine
+        .unlock("l", &first.key.to_string(), at(2))
+        .expect("holder unlocks");
     let second = waiting.try_result().expect("handed off").expect("granted");
-    assert_eq!(engine.unlock("l", &first.key.to_string(), at(2)), Err(LockError::InvalidLockKey));
-    engine.unlock("l", &second.key.to_string(), at(2)).expect("new key unlocks");
+    assert_eq!(
+        engine.unlock("l", &first.key.to_string(), at(2)),
+        Err(LockError::InvalidLockKey)
+    );
+    engine
+        .unlock("l", &second.key.to_string(), at(2))
+        .expect("new key unlocks");
     assert!(second.fencing_token > first.fencing_token);
 }
 
@@ -64,12 +74,24 @@ fn locking() {
 fn unlock_errors() {
     let engine = engine();
     let owner = engine.new_owner();
-    assert_eq!(engine.unlock("never", "x", at(0)), Err(LockError::LockDoesNotExist));
-    assert_eq!(engine.unlock("", "x", at(0)).map_err(|e| e.code()), Err(ErrorCode::LockDoesNotExist));
+    assert_eq!(
+        engine.unlock("never", "x", at(0)),
+        Err(LockError::LockDoesNotExist)
+    );
+    assert_eq!(
+        engine.unlock("", "x", at(0)).map_err(|e| e.code()),
+        Err(ErrorCode::LockDoesNotExist)
+    );
     acquire(&engine, &owner, &req("l"), at(0));
     let wrong = LockKey::generate().to_string();
-    assert_eq!(engine.unlock("l", &wrong, at(0)), Err(LockError::InvalidLockKey));
-    assert_eq!(engine.unlock("l", "not-a-uuid", at(0)), Err(LockError::InvalidLockKey));
+    assert_eq!(
+        engine.unlock("l", &wrong, at(0)),
+        Err(LockError::InvalidLockKey)
+    );
+    assert_eq!(
+        engine.unlock("l", "not-a-uuid", at(0)),
+        Err(LockError::InvalidLockKey)
+    );
 }
 
 /// Keys are UUID v4 in lower-case hyphenated form; the upper-case spelling of a valid key is not
@@ -82,8 +104,14 @@ fn keys_are_lowercase_uuid_v4_and_compared_exactly() {
     let key = grant.key.to_string();
     assert_eq!(key.len(), 36);
     assert_eq!(&key[14..15], "4", "version nibble");
-    assert!(key.chars().all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)));
-    assert_eq!(engine.unlock("l", &key.to_uppercase(), at(0)), Err(LockError::InvalidLockKey));
+    assert!(
+        key.chars()
+            .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c))
+    );
+    assert_eq!(
+        engine.unlock("l", &key.to_uppercase(), at(0)),
+        Err(LockError::InvalidLockKey)
+    );
     engine.unlock("l", &key, at(0)).expect("exact key works");
 }
 
@@ -97,13 +125,20 @@ fn size_is_a_counting_semaphore() {
         size: Some(3),
         ..req("s")
     };
-    let grants: Vec<Grant> = (0..3).map(|_| acquire(&engine, &owner, &sized, at(0))).collect();
+    let grants: Vec<Grant> = (0..3)
+        .map(|_| acquire(&engine, &owner, &sized, at(0)))
+        .collect();
     busy(&engine, &owner, &sized, at(0));
     let cancelled = queue(&engine, &owner, &sized, at(0));
     let mut fourth = queue(&engine, &owner, &sized, at(0));
     drop(cancelled);
-    engine.unlock("s", &grants[0].key.to_string(), at(1)).expect("unlock");
-    assert!(fourth.try_result().expect("served").is_ok(), "the live waiter got the slot");
+    engine
+        .unlock("s", &grants[0].key.to_string(), at(1))
+        .expect("unlock");
+    assert!(
+        fourth.try_result().expect("served").is_ok(),
+        "the live waiter got the slot"
+    );
     busy(&engine, &owner, &sized, at(1));
     assert_eq!(engine.stats().holds, 3);
 }
@@ -114,14 +149,40 @@ fn size_is_a_counting_semaphore() {
 fn size_mismatch_and_invalid_size() {
     let engine = engine();
     let owner = engine.new_owner();
-    acquire(&engine, &owner, &LockRequest { size: Some(4), ..req("m") }, at(0));
-    let five = LockRequest { size: Some(5), ..req("m") };
-    assert_eq!(engine.try_lock(&owner, &five, at(0)), Err(LockError::LockSizeMismatch));
-    assert_eq!(engine.try_lock(&owner, &req("m"), at(0)), Err(LockError::LockSizeMismatch));
+    acquire(
+        &engine,
+        &owner,
+        &LockRequest {
+            size: Some(4),
+            ..req("m")
+        },
+        at(0),
+    );
+    let five = LockRequest {
+        size: Some(5),
+        ..req("m")
+    };
+    assert_eq!(
+        engine.try_lock(&owner, &five, at(0)),
+        Err(LockError::LockSizeMismatch)
+    );
+    assert_eq!(
+        engine.try_lock(&owner, &req("m"), at(0)),
+        Err(LockError::LockSizeMismatch)
+    );
     for size in [-2, 0] {
-        let bad = LockRequest { size: Some(size), ..req("n") };
-        assert_eq!(engine.try_lock(&owner, &bad, at(0)), Err(LockError::InvalidLockSize));
-        assert!(matches!(engine.lock(&owner, &bad, at(0)), Err(LockError::InvalidLockSize)));
+        let bad = LockRequest {
+            size: Some(size),
+            ..req("n")
+        };
+        assert_eq!(
+            engine.try_lock(&owner, &bad, at(0)),
+            Err(LockError::InvalidLockSize)
+        );
+        assert!(matches!(
+            engine.lock(&owner, &bad, at(0)),
+            Err(LockError::InvalidLockSize)
+        ));
     }
     assert_eq!(engine.stats().locks, 1, "invalid requests create nothing");
 }
@@ -131,13 +192,41 @@ fn size_mismatch_and_invalid_size() {
 fn validation() {
     let engine = engine();
     let owner = engine.new_owner();
-    assert_eq!(engine.try_lock(&owner, &req(""), at(0)), Err(LockError::EmptyName));
-    let negative_lease = LockRequest { lock_timeout_seconds: Some(-1), size: Some(0), ..req("") };
-    assert_eq!(engine.try_lock(&owner, &negative_lease, at(0)), Err(LockError::InvalidLockTimeout));
-    let negative_wait = LockRequest { wait_timeout_seconds: Some(-1), size: Some(0), ..req("") };
-    assert!(matches!(engine.lock(&owner, &negative_wait, at(0)), Err(LockError::InvalidWaitTimeout)));
+    assert_eq!(
+        engine.try_lock(&owner, &req(""), at(0)),
+        Err(LockError::EmptyName)
+    );
+    let negative_lease = LockRequest {
+        lock_timeout_seconds: Some(-1),
+        size: Some(0),
+        ..req("")
+    };
+    assert_eq!(
+        engine.try_lock(&owner, &negative_lease, at(0)),
+        Err(LockError::InvalidLockTimeout)
+    );
+    let negative_wait = LockRequest {
+        wait_timeout_seconds: Some(-1),
+        size: Some(0),
+        ..req("")
+    };
+    assert!(matches!(
+        engine.lock(&owner, &negative_wait, at(0)),
+        Err(LockError::InvalidWaitTimeout)
+    ));
     // TryLock ignores the wait timeout.
-    assert!(engine.try_lock(&owner, &LockRequest { wait_timeout_seconds: Some(-1), ..req("w") }, at(0)).is_ok());
+    assert!(
+        engine
+            .try_lock(
+                &owner,
+                &LockRequest {
+                    wait_timeout_seconds: Some(-1),
+                    ..req("w")
+                },
+                at(0)
+            )
+            .is_ok()
+    );
     let long = "x".repeat(4097);
     assert_eq!(
         engine.try_lock(&owner, &req(&long), at(0)),
@@ -145,10 +234,17 @@ fn validation() {
     );
     acquire(&engine, &owner, &req(&long[..4096]), at(0));
     // Zero timeouts mean "none" and are accepted.
-    let zeros = LockRequest { lock_timeout_seconds: Some(0), wait_timeout_seconds: Some(0), ..req("z") };
+    let zeros = LockRequest {
+        lock_timeout_seconds: Some(0),
+        wait_timeout_seconds: Some(0),
+        ..req("z")
+    };
     let grant = acquire(&engine, &owner, &zeros, at(0));
     assert_eq!(grant.lease_deadline, None);
-    assert_eq!(engine.refresh("z", &grant.key.to_string(), 0, at(0)), Err(LockError::InvalidLockTimeout));
+    assert_eq!(
+        engine.refresh("z", &grant.key.to_string(), 0, at(0)),
+        Err(LockError::InvalidLockTimeout)
+    );
 }
 
 /// TestLockWaitTimeout / TestWaitManagedLockTimeout: a 1 s wait on a held lock times out.
@@ -157,13 +253,27 @@ fn wait_timeout() {
     let engine = engine();
     let (a, b) = (engine.new_owner(), engine.new_owner());
     acquire(&engine, &a, &req("w"), at(0));
-    let mut waiting = queue(&engine, &b, &LockRequest { wait_timeout_seconds: Some(1), ..req("w") }, at(0));
+    let mut waiting = queue(
+        &engine,
+        &b,
+        &LockRequest {
+            wait_timeout_seconds: Some(1),
+            ..req("w")
+        },
+        at(0),
+    );
     engine.advance(Tick::from_millis(999));
     assert!(waiting.try_result().is_none(), "not before the deadline");
     let report = engine.advance(Tick::from_millis(1000));
     assert_eq!(report.waits_timed_out, 1);
     let error = waiting.try_result().expect("ended").expect_err("timed out");
-    assert_eq!((error.code(), error.to_string()), (ErrorCode::LockWaitTimeout, "timeout waiting to acquire lock".into()));
+    assert_eq!(
+        (error.code(), error.to_string()),
+        (
+            ErrorCode::LockWaitTimeout,
+            "timeout waiting to acquire lock".into()
+        )
+    );
     assert_eq!(engine.stats().waiters, 0);
 }
 
@@ -173,19 +283,34 @@ fn wait_timeout() {
 fn lease_expiry_hands_off() {
     let engine = engine();
     let (a, b) = (engine.new_owner(), engine.new_owner());
-    let first = acquire(&engine, &a, &LockRequest { lock_timeout_seconds: Some(3), ..req("t") }, at(0));
+    let first = acquire(
+        &engine,
+        &a,
+        &LockRequest {
+            lock_timeout_seconds: Some(3),
+            ..req("t")
+        },
+        at(0),
+    );
     assert_eq!(first.lease_deadline, Some(at(3)));
     let mut waiting = queue(&engine, &b, &req("t"), at(0));
     engine.advance(Tick::from_millis(2999));
     assert!(waiting.try_result().is_none());
     assert_eq!(engine.advance(at(3)).leases_expired, 1);
     let second = waiting.try_result().expect("handed off").expect("granted");
-    assert_eq!(engine.unlock("t", &first.key.to_string(), at(3)), Err(LockError::InvalidLockKey));
     assert_eq!(
-        engine.refresh("t", &first.key.to_string(), 5, at(3)).map_err(|e| e.code()),
+        engine.unlock("t", &first.key.to_string(), at(3)),
+        Err(LockError::InvalidLockKey)
+    );
+    assert_eq!(
+        engine
+            .refresh("t", &first.key.to_string(), 5, at(3))
+            .map_err(|e| e.code()),
         Err(ErrorCode::LockDoesNotExistOrInvalidKey)
     );
-    engine.unlock("t", &second.key.to_string(), at(3)).expect("new key unlocks");
+    engine
+        .unlock("t", &second.key.to_string(), at(3))
+        .expect("new key unlocks");
 }
 
 /// TestLockTimerRefresh: a 1 s lease refreshed every 0.5 s stays held; when refreshing stops,
@@ -194,12 +319,22 @@ fn lease_expiry_hands_off() {
 fn refresh_keeps_a_lease_alive() {
     let engine = engine();
     let (a, b) = (engine.new_owner(), engine.new_owner());
-    let first = acquire(&engine, &a, &LockRequest { lock_timeout_seconds: Some(1), ..req("r") }, at(0));
+    let first = acquire(
+        &engine,
+        &a,
+        &LockRequest {
+            lock_timeout_seconds: Some(1),
+            ..req("r")
+        },
+        at(0),
+    );
     let mut waiting = queue(&engine, &b, &req("r"), at(0));
     for half_seconds in 1..=8u64 {
         let now = Tick::from_millis(half_seconds * 500);
         engine.advance(now);
-        let refreshed = engine.refresh("r", &first.key.to_string(), 1, now).expect("still held");
+        let refreshed = engine
+            .refresh("r", &first.key.to_string(), 1, now)
+            .expect("still held");
         assert_eq!(refreshed.lease_deadline, Some(now.after_secs(1)));
         assert_eq!(refreshed.fencing_token, first.fencing_token);
     }
@@ -208,7 +343,10 @@ fn refresh_keeps_a_lease_alive() {
     assert!(waiting.try_result().is_none());
     engine.advance(at(5));
     assert!(waiting.try_result().expect("handed off").is_ok());
-    assert_eq!(engine.unlock("r", &first.key.to_string(), at(5)), Err(LockError::InvalidLockKey));
+    assert_eq!(
+        engine.unlock("r", &first.key.to_string(), at(5)),
+        Err(LockError::InvalidLockKey)
+    );
 }
 
 /// DESIGN §4.11: refreshing a hold without a lease gives it one.
@@ -218,7 +356,9 @@ fn refresh_adds_a_lease() {
     let owner = engine.new_owner();
     let grant = acquire(&engine, &owner, &req("n"), at(0));
     assert_eq!(grant.lease_deadline, None);
-    engine.refresh("n", &grant.key.to_string(), 2, at(1)).expect("refresh works");
+    engine
+        .refresh("n", &grant.key.to_string(), 2, at(1))
+        .expect("refresh works");
     engine.advance(at(3));
     assert!(engine.list().is_empty(), "the new lease expired");
 }
@@ -235,11 +375,25 @@ fn owner_release_hands_off() {
     let summary = engine.release_owner(&one, at(2));
     assert_eq!(summary.released, 1);
     assert!(waiting.try_result().expect("handed off").is_ok());
-    let owners: Vec<(String, OwnerId)> = engine.list().into_iter().map(|h| (h.name.to_string(), h.owner)).collect();
-    assert_eq!(owners, vec![("A".into(), three.id()), ("B".into(), two.id())]);
+    let owners: Vec<(String, OwnerId)> = engine
+        .list()
+        .into_iter()
+        .map(|h| (h.name.to_string(), h.owner))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![("A".into(), three.id()), ("B".into(), two.id())]
+    );
     // An ended owner gets nothing more.
-    assert_eq!(engine.try_lock(&one, &req("C"), at(2)), Err(LockError::SessionEnded));
-    assert_eq!(engine.release_owner(&one, at(2)), Default::default(), "idempotent");
+    assert_eq!(
+        engine.try_lock(&one, &req("C"), at(2)),
+        Err(LockError::SessionEnded)
+    );
+    assert_eq!(
+        engine.release_owner(&one, at(2)),
+        Default::default(),
+        "idempotent"
+    );
 }
 
 /// TestLockWaiterDisconnects: a waiter whose owner ends does not get the lock; after the holder
@@ -252,7 +406,9 @@ fn waiter_of_an_ended_owner_never_gets_the_lock() {
     let mut waiting = queue(&engine, &waiter, &req("d"), at(0));
     engine.release_owner(&waiter, at(1));
     assert_eq!(waiting.try_result(), Some(Err(LockError::SessionEnded)));
-    engine.unlock("d", &grant.key.to_string(), at(1)).expect("unlock");
+    engine
+        .unlock("d", &grant.key.to_string(), at(1))
+        .expect("unlock");
     acquire(&engine, &third, &req("d"), at(1));
 }
 
@@ -265,7 +421,9 @@ fn a_grant_to_a_dropped_handle_is_passed_on() {
     let raced = queue(&engine, &gone, &req("g"), at(0));
     let mut following = queue(&engine, &next, &req("g"), at(0));
     // The hand-off reaches `raced` (its grant sits in the channel) ...
-    engine.unlock("g", &grant.key.to_string(), at(1)).expect("unlock");
+    engine
+        .unlock("g", &grant.key.to_string(), at(1))
+        .expect("unlock");
     assert!(following.try_result().is_none());
     // ... and then its client goes away without reading it.
     drop(raced);
@@ -277,19 +435,30 @@ fn a_grant_to_a_dropped_handle_is_passed_on() {
 /// its waiters are still cancelled.
 #[test]
 fn holds_can_outlive_their_owner() {
-    let config = EngineConfig { release_on_owner_end: false, ..EngineConfig::default() };
+    let config = EngineConfig {
+        release_on_owner_end: false,
+        ..EngineConfig::default()
+    };
     let engine = Engine::new(config, Tick::ZERO).expect("valid");
     let (a, b) = (engine.new_owner(), engine.new_owner());
     let grant = acquire(&engine, &a, &req("k"), at(0));
     acquire(&engine, &b, &req("j"), at(0));
     let mut waiting = queue(&engine, &a, &req("j"), at(0));
     let summary = engine.release_owner(&a, at(1));
-    assert_eq!((summary.released, summary.kept, summary.waiters_cancelled), (0, 1, 1));
+    assert_eq!(
+        (summary.released, summary.kept, summary.waiters_cancelled),
+        (0, 1, 1)
+    );
     assert_eq!(waiting.try_result(), Some(Err(LockError::SessionEnded)));
     let listed = engine.list();
-    assert_eq!(listed.iter().find(|h| &*h.name == "k").map(|h| h.owner), Some(a.id()));
+    assert_eq!(
+        listed.iter().find(|h| &*h.name == "k").map(|h| h.owner),
+        Some(a.id())
+    );
     // Another client with the key may still unlock it (the key is the authority, B4).
-    engine.unlock("k", &grant.key.to_string(), at(2)).expect("unlock by key");
+    engine
+        .unlock("k", &grant.key.to_string(), at(2))
+        .expect("unlock by key");
 }
 
 /// The key, not the owner, authorises unlock; the hold stays listed under its real owner until
@@ -299,9 +468,13 @@ fn unlock_by_another_owner_updates_the_real_owner() {
     let engine = engine();
     let (a, b) = (engine.new_owner(), engine.new_owner());
     let grant = acquire(&engine, &a, &req("x"), at(0));
-    engine.refresh("x", &grant.key.to_string(), 10, at(0)).expect("anyone may refresh");
+    engine
+        .refresh("x", &grant.key.to_string(), 10, at(0))
+        .expect("anyone may refresh");
     assert_eq!(engine.list()[0].owner, a.id());
-    engine.unlock("x", &grant.key.to_string(), at(0)).expect("anyone with the key may unlock");
+    engine
+        .unlock("x", &grant.key.to_string(), at(0))
+        .expect("anyone with the key may unlock");
     // `a` no longer owns anything: releasing it frees nothing.
     acquire(&engine, &b, &req("x"), at(0));
     assert_eq!(engine.release_owner(&a, at(0)).released, 0);
@@ -321,14 +494,37 @@ fn gc_collects_idle_unheld_locks() {
     let owner = engine.new_owner();
     let held = acquire(&engine, &owner, &req("held"), at(0));
     let idle = acquire(&engine, &owner, &req("idle"), at(0));
-    engine.unlock("idle", &idle.key.to_string(), at(7)).expect("unlock");
+    engine
+        .unlock("idle", &idle.key.to_string(), at(7))
+        .expect("unlock");
     // At 10 s "idle" has been unused for 3 s < 5 s: kept.
     assert_eq!(engine.advance(at(10)).locks_collected, 0);
-    assert_eq!(engine.try_lock(&owner, &LockRequest { size: Some(2), ..req("idle") }, at(10)), Err(LockError::LockSizeMismatch));
+    assert_eq!(
+        engine.try_lock(
+            &owner,
+            &LockRequest {
+                size: Some(2),
+                ..req("idle")
+            },
+            at(10)
+        ),
+        Err(LockError::LockSizeMismatch)
+    );
     // That failed request counted as a use (at 10 s); at 20 s it is 10 s idle: collected.
     assert_eq!(engine.advance(at(20)).locks_collected, 1);
-    acquire(&engine, &owner, &LockRequest { size: Some(2), ..req("idle") }, at(20));
-    assert!(engine.list().iter().any(|h| h.key == held.key), "held lock survives");
+    acquire(
+        &engine,
+        &owner,
+        &LockRequest {
+            size: Some(2),
+            ..req("idle")
+        },
+        at(20),
+    );
+    assert!(
+        engine.list().iter().any(|h| h.key == held.key),
+        "held lock survives"
+    );
 }
 
 /// TestShutdown_ManagerLock / _ManagerTryLock: after shutdown, Lock/TryLock fail; waiters are
@@ -342,8 +538,14 @@ fn shutdown() {
     engine.shutdown();
     assert!(engine.is_shut_down());
     assert_eq!(waiting.try_result(), Some(Err(LockError::Shutdown)));
-    assert_eq!(engine.try_lock(&owner, &req("t"), at(0)), Err(LockError::Shutdown));
-    assert_eq!(engine.lock(&owner, &req("t"), at(0)).err(), Some(LockError::Shutdown));
+    assert_eq!(
+        engine.try_lock(&owner, &req("t"), at(0)),
+        Err(LockError::Shutdown)
+    );
+    assert_eq!(
+        engine.lock(&owner, &req("t"), at(0)).err(),
+        Some(LockError::Shutdown)
+    );
     assert_eq!(engine.list().len(), 1, "holds are kept for the state file");
 }
 
@@ -358,7 +560,9 @@ fn fencing_tokens_increase() {
         let grant = acquire(&engine, &owner, &req(&name), at(0));
         assert!(grant.fencing_token > last);
         last = grant.fencing_token;
-        engine.unlock(&name, &grant.key.to_string(), at(0)).expect("unlock");
+        engine
+            .unlock(&name, &grant.key.to_string(), at(0))
+            .expect("unlock");
     }
     assert_eq!(engine.max_fencing_token(), last);
 }
@@ -366,7 +570,10 @@ fn fencing_tokens_increase() {
 /// The waiter limit is a clear error and changes nothing.
 #[test]
 fn too_many_waiters() {
-    let config = EngineConfig { max_waiters_per_lock: 2, ..EngineConfig::default() };
+    let config = EngineConfig {
+        max_waiters_per_lock: 2,
+        ..EngineConfig::default()
+    };
     let engine = Engine::new(config, Tick::ZERO).expect("valid");
     let owner = engine.new_owner();
     acquire(&engine, &owner, &req("q"), at(0));
@@ -386,7 +593,10 @@ fn force_unlock() {
     let owner = engine.new_owner();
     let only = acquire(&engine, &owner, &req("one"), at(0));
     assert_eq!(engine.force_unlock("one", None, at(0)), Ok(only.key));
-    let sized = LockRequest { size: Some(2), ..req("two") };
+    let sized = LockRequest {
+        size: Some(2),
+        ..req("two")
+    };
     let first = acquire(&engine, &owner, &sized, at(0));
     let second = acquire(&engine, &owner, &sized, at(0));
     match engine.force_unlock("two", None, at(0)) {
@@ -395,8 +605,14 @@ fn force_unlock() {
         }
         other => panic!("expected an ambiguity error: {other:?}"),
     }
-    assert_eq!(engine.force_unlock("two", Some(&second.key.to_string()), at(0)), Ok(second.key));
-    assert_eq!(engine.force_unlock("nope", None, at(0)), Err(LockError::LockDoesNotExist));
+    assert_eq!(
+        engine.force_unlock("two", Some(&second.key.to_string()), at(0)),
+        Ok(second.key)
+    );
+    assert_eq!(
+        engine.force_unlock("nope", None, at(0)),
+        Err(LockError::LockDoesNotExist)
+    );
 }
 
 /// REST sessions expire when idle and are released; touching keeps them alive.
@@ -406,7 +622,10 @@ fn sessions_expire_when_idle() {
     let session = engine.new_session(Duration::from_secs(10), at(0));
     acquire(&engine, &session, &req("rest"), at(0));
     assert!(engine.touch_session(&session, at(8)));
-    assert!(engine.advance(at(12)).sessions_expired.is_empty(), "touched at 8 s");
+    assert!(
+        engine.advance(at(12)).sessions_expired.is_empty(),
+        "touched at 8 s"
+    );
     assert!(engine.next_deadline().is_some_and(|d| d <= at(18)));
     let report = engine.advance(at(18));
     assert_eq!(report.sessions_expired, vec![session.id()]);
@@ -421,25 +640,63 @@ fn restore() {
     use ldlm_engine::{HoldRecord, RestoreError};
     let engine = engine();
     let key = LockKey::generate();
-    let record = |name: &str, size: u32, key: LockKey, token: u64| HoldRecord { name: name.into(), key, size, fencing_token: token };
-    let conflict = [record("c", 1, key, 5), record("c", 1, LockKey::generate(), 6)];
-    assert!(matches!(engine.restore(&conflict, None, 0, at(0)), Err(RestoreError::TooManyHolders { .. })));
-    let sizes = [record("c", 1, key, 5), record("c", 2, LockKey::generate(), 6)];
-    assert!(matches!(engine.restore(&sizes, None, 0, at(0)), Err(RestoreError::SizeConflict { .. })));
+    let record = |name: &str, size: u32, key: LockKey, token: u64| HoldRecord {
+        name: name.into(),
+        key,
+        size,
+        fencing_token: token,
+    };
+    let conflict = [
+        record("c", 1, key, 5),
+        record("c", 1, LockKey::generate(), 6),
+    ];
+    assert!(matches!(
+        engine.restore(&conflict, None, 0, at(0)),
+        Err(RestoreError::TooManyHolders { .. })
+    ));
+    let sizes = [
+        record("c", 1, key, 5),
+        record("c", 2, LockKey::generate(), 6),
+    ];
+    assert!(matches!(
+        engine.restore(&sizes, None, 0, at(0)),
+        Err(RestoreError::SizeConflict { .. })
+    ));
     let duplicate = [record("c", 2, key, 5), record("c", 2, key, 6)];
-    assert!(matches!(engine.restore(&duplicate, None, 0, at(0)), Err(RestoreError::DuplicateKey { .. })));
-    assert!(matches!(engine.restore(&[record("", 1, key, 1)], None, 0, at(0)), Err(RestoreError::InvalidName { .. })));
+    assert!(matches!(
+        engine.restore(&duplicate, None, 0, at(0)),
+        Err(RestoreError::DuplicateKey { .. })
+    ));
+    assert!(matches!(
+        engine.restore(&[record("", 1, key, 1)], None, 0, at(0)),
+        Err(RestoreError::InvalidName { .. })
+    ));
     assert_eq!(engine.stats().locks, 0, "failed restores change nothing");
 
-    let good = [record("a", 1, key, 40), record("b", 2, LockKey::generate(), 7)];
-    assert_eq!(engine.restore(&good, Some(Duration::from_secs(60)), 100, at(0)), Ok(2));
+    let good = [
+        record("a", 1, key, 40),
+        record("b", 2, LockKey::generate(), 7),
+    ];
+    assert_eq!(
+        engine.restore(&good, Some(Duration::from_secs(60)), 100, at(0)),
+        Ok(2)
+    );
     let listed = engine.list();
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().all(|h| h.owner == OwnerId::RESTORED && h.lease_deadline == Some(at(60))));
+    assert!(
+        listed
+            .iter()
+            .all(|h| h.owner == OwnerId::RESTORED && h.lease_deadline == Some(at(60)))
+    );
     let owner = engine.new_owner();
     let next = acquire(&engine, &owner, &req("z"), at(0));
     assert_eq!(next.fencing_token, 101, "continues above the floor");
-    engine.unlock("a", &key.to_string(), at(1)).expect("old keys still work");
+    engine
+        .unlock("a", &key.to_string(), at(1))
+        .expect("old keys still work");
     assert_eq!(engine.advance(at(60)).leases_expired, 1);
-    assert!(matches!(engine.restore(&good, None, 0, at(0)), Err(RestoreError::NotEmpty)));
+    assert!(matches!(
+        engine.restore(&good, None, 0, at(0)),
+        Err(RestoreError::NotEmpty)
+    ));
 }

@@ -89,7 +89,10 @@ mod tests {
                 // The first deadline past `level`'s block needs a higher level (or the clamped
                 // top level).
                 let above = level_for(elapsed, next_block);
-                assert!(above > level || above == LEVELS - 1, "e={elapsed} l={level} got {above}");
+                assert!(
+                    above > level || above == LEVELS - 1,
+                    "e={elapsed} l={level} got {above}"
+                );
                 // The last deadline inside the block belongs on `level` or below.
                 if next_block - 1 > elapsed {
                     assert!(level_for(elapsed, next_block - 1) <= level);
@@ -109,14 +112,34 @@ mod tests {
         };
         for elapsed in 0..300u64 {
             for when in elapsed + 1..elapsed + 5000 {
-                assert_eq!(level_for(elapsed, when), brute(elapsed, when), "{elapsed} {when}");
+                assert_eq!(
+                    level_for(elapsed, when),
+                    brute(elapsed, when),
+                    "{elapsed} {when}"
+                );
             }
         }
         for shift in 0..40u64 {
             let elapsed = (1u64 << shift) - 1;
-            for delta in [1u64, 2, 63, 64, 65, 4095, 4096, 4097, 262_143, 262_144, MAX_SPAN - 1] {
+            for delta in [
+                1u64,
+                2,
+                63,
+                64,
+                65,
+                4095,
+                4096,
+                4097,
+                262_143,
+                262_144,
+                MAX_SPAN - 1,
+            ] {
                 let when = elapsed + delta;
-                assert_eq!(level_for(elapsed, when), brute(elapsed, when), "{elapsed} {when}");
+                assert_eq!(
+                    level_for(elapsed, when),
+                    brute(elapsed, when),
+                    "{elapsed} {when}"
+                );
             }
         }
     }
@@ -133,7 +156,10 @@ mod tests {
         for level in 0..LEVELS {
             for slot in 0..SLOTS as u64 {
                 assert_eq!(slot_for(slot * slot_range(level), level), slot as usize);
-                assert_eq!(slot_for(slot * slot_range(level) + slot_range(level) - 1, level), slot as usize);
+                assert_eq!(
+                    slot_for(slot * slot_range(level) + slot_range(level) - 1, level),
+                    slot as usize
+                );
             }
         }
     }
@@ -146,12 +172,21 @@ mod tests {
         // Level 1, elapsed 70 (slot 1): slot 3 is due at 192.
         assert_eq!(next_expiration(1, 1 << 3, 70), Some(192));
         // Several occupied: the nearest after the current slot wins.
-        assert_eq!(next_expiration(0, (1 << 2) | (1 << 40) | (1 << 63), 30), Some(40));
+        assert_eq!(
+            next_expiration(0, (1 << 2) | (1 << 40) | (1 << 63), 30),
+            Some(40)
+        );
         // Top level: a slot behind the current one wraps a full level later.
         let top = LEVELS - 1;
         let elapsed = 5 * slot_range(top) + 3;
-        assert_eq!(next_expiration(top, 1 << 2, elapsed), Some(2 * slot_range(top) + MAX_SPAN));
+        assert_eq!(
+            next_expiration(top, 1 << 2, elapsed),
+            Some(2 * slot_range(top) + MAX_SPAN)
+        );
         // Top level: the current slot itself (a clamped far deadline) also wraps.
-        assert_eq!(next_expiration(top, 1 << 5, elapsed), Some(5 * slot_range(top) + MAX_SPAN));
+        assert_eq!(
+            next_expiration(top, 1 << 5, elapsed),
+            Some(5 * slot_range(top) + MAX_SPAN)
+        );
     }
 }

@@ -225,11 +225,9 @@ impl<T> TimerWheel<T> {
                 let when = self.nodes[index as usize].when;
                 return Some((self.release(index), when));
             }
-            let due = self
-                .levels
-                .iter()
-                .enumerate()
-                .find_map(|(level, l)| next_expiration(level, l.occupied, self.elapsed).map(|d| (level, d)));
+            let due = self.levels.iter().enumerate().find_map(|(level, l)| {
+                next_expiration(level, l.occupied, self.elapsed).map(|d| (level, d))
+            });
             match due {
                 Some((level, deadline)) if deadline <= now => self.process(level, deadline),
                 _ => {
@@ -370,9 +368,15 @@ mod tests {
         assert_eq!(wheel.len(), deadlines.len());
         assert!(drain(&mut wheel, 0).is_empty());
         let fired = drain(&mut wheel, 64);
-        assert_eq!(fired.iter().map(|f| f.1).collect::<Vec<_>>(), vec![1, 3, 5, 63, 64]);
+        assert_eq!(
+            fired.iter().map(|f| f.1).collect::<Vec<_>>(),
+            vec![1, 3, 5, 63, 64]
+        );
         let fired = drain(&mut wheel, 2_000_000);
-        assert_eq!(fired.iter().map(|f| f.1).collect::<Vec<_>>(), vec![65, 4096, 1_000_000]);
+        assert_eq!(
+            fired.iter().map(|f| f.1).collect::<Vec<_>>(),
+            vec![65, 4096, 1_000_000]
+        );
         assert!(wheel.is_empty());
         assert_eq!(wheel.next_deadline(), None);
     }
@@ -461,7 +465,8 @@ mod tests {
         for _ in 0..20_000 {
             match rand() % 10 {
                 0..=4 => {
-                    let span = [10, 100, 5_000, 300_000, 20_000_000, level::MAX_SPAN * 2][(rand() % 6) as usize];
+                    let span = [10, 100, 5_000, 300_000, 20_000_000, level::MAX_SPAN * 2]
+                        [(rand() % 6) as usize];
                     let when = now + rand() % span;
                     let id = wheel.insert(when, next_payload);
                     oracle.insert((when, next_payload), ());
@@ -495,15 +500,23 @@ mod tests {
                     let mut sorted = fired.clone();
                     sorted.sort_by_key(|&(p, w)| (w, p));
                     assert_eq!(sorted, expected, "now={now}");
-                    assert!(fired.windows(2).all(|w| w[0].1 <= w[1].1), "order {fired:?}");
+                    assert!(
+                        fired.windows(2).all(|w| w[0].1 <= w[1].1),
+                        "order {fired:?}"
+                    );
                     for (payload, when) in fired {
                         oracle.remove(&(when, payload));
                     }
                 }
             }
             assert_eq!(wheel.len(), oracle.len());
-            if let (Some(next), Some((&(first, _), _))) = (wheel.next_deadline(), oracle.first_key_value()) {
-                assert!(next <= first.max(wheel.elapsed()), "next_deadline {next} after the first timer {first}");
+            if let (Some(next), Some((&(first, _), _))) =
+                (wheel.next_deadline(), oracle.first_key_value())
+            {
+                assert!(
+                    next <= first.max(wheel.elapsed()),
+                    "next_deadline {next} after the first timer {first}"
+                );
             }
         }
     }

@@ -1,0 +1,89 @@
+//! The `--password` check (reference §10): a tower layer in front of the gRPC service.
+//!
+//! go-ldlm uses a unary interceptor: metadata key `authorization`, whose **first** value must
+//! equal the password byte for byte. A missing value is `UNAUTHENTICATED` with details
+//! `missing credentials`, a wrong one `UNAUTHENTICATED` with `invalid credentials`, and both
+//! are logged at WARN as `Invalid password from client`. The check runs on the HTTP request,
+//! before the message is decoded, and compares in constant time (DESIGN §4.8). Without a
+//! password the layer only forwards.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::{Either, Ready, ready};
+use ldlm_transport::password::Password;
+use tonic::Status;
+use tower::{Layer, Service};
+use tracing::warn;
+
+use crate::conn::SessionInfo;
+
+/// Wraps a service in an [`AuthService`].
+#[derive(Clone, Debug)]
+pub(crate) struct AuthLayer {
+    password: Option<Arc<Password>>,
+}
+
+impl AuthLayer {
+    /// A layer checking `password`, or letting everything through if `None`.
+    pub(crate) fn new(password: Option<Password>) -> Self {
+        AuthLayer {
+            password: password.map(Arc::new),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            password: self.password.clone(),
+        }
+    }
+}
+
+/// Answers `UNAUTHENTICATED` unless the request carries the password.
+#[derive(Clone, Debug)]
+pub(crate) struct AuthService<S> {
+    inner: S,
+    password: Option<Arc<Password>>,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    RB: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<S::Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if let Some(password) = &self.password {
+            // `HeaderMap::get` is the first value of the key, as gRPC-Go's `md[key][0]`.
+            let value = request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            if let Err(refused) = password.check_grpc(value) {
+                let client_addr = request
+                    .extensions()
+                    .get::<SessionInfo>()
+                    .map(|s| s.remote_addr);
+                warn!(
+                    client_addr = client_addr.map(tracing::field::display),
+                    reason = %refused,
+                    "Invalid password from client"
+                );
+                return Either::Left(ready(Ok(Status::unauthenticated(refused.to_string()).into_http())));
+            }
+        }
+        Either::Right(self.inner.call(request))
+    }
+}

@@ -1,0 +1,220 @@
+//! The `ldlm.LDLM` service: decode → one engine call → encode.
+//!
+//! Response fields (reference §2.4, with DESIGN §4):
+//!
+//! | RPC | outcome | `locked` | `key` | `error` | `fencing_token` |
+//! | --- | --- | --- | --- | --- | --- |
+//! | Lock, TryLock | granted | true | new key | — | the grant's |
+//! | TryLock | busy | false | empty | — | 0 |
+//! | Lock, TryLock | failed (validation, timeout, ...) | false | **empty** (§4.3) | set | 0 |
+//! | RefreshLock, Renew | refreshed | true | request's key | — | the hold's |
+//! | RefreshLock, Renew | failed | false | request's key, empty if timeout ≤ 0 | set | 0 |
+//!
+//! `name` always echoes the request. `Unlock` answers `unlocked` and `error`. Lock-domain errors
+//! never change the gRPC status (it stays OK): `error.code` is [`LockError::code`], and
+//! `error.message` its `Display` text (go-ldlm's).
+
+use ldlm_engine::{Engine, Grant, LockError, LockOutcome, LockRequest as EngineRequest, TryLockOutcome};
+use ldlm_proto::ldlm::ldlm_server::Ldlm;
+use ldlm_proto::ldlm::{
+    Error, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
+    UnlockResponse,
+};
+use ldlm_transport::driver::Clock;
+use tonic::{Extensions, Request, Response, Status};
+use tracing::debug;
+
+use crate::conn::SessionInfo;
+
+/// The service: the engine and the clock its calls are timed with.
+pub(crate) struct LdlmService {
+    engine: Engine,
+    clock: Clock,
+}
+
+impl LdlmService {
+    pub(crate) fn new(engine: Engine, clock: Clock) -> LdlmService {
+        LdlmService { engine, clock }
+    }
+
+    /// RefreshLock and Renew (same message shape, same behaviour).
+    fn refresh(&self, rpc: &'static str, session: &SessionInfo, name: String, key: String, secs: i32) -> LockResponse {
+        debug!(
+            session_id = session.owner.id().0,
+            lock = %name,
+            key = %key,
+            timeout = secs,
+            "{rpc} request"
+        );
+        let response = match self.engine.refresh(&name, &key, secs, self.clock.now()) {
+            Ok(grant) => LockResponse {
+                locked: true,
+                name,
+                key,
+                error: None,
+                fencing_token: grant.fencing_token,
+            },
+            Err(e) => LockResponse {
+                locked: false,
+                name,
+                // go-ldlm echoes the key once validation passed; not for a timeout ≤ 0.
+                key: if secs <= 0 { String::new() } else { key },
+                error: Some(error(&e)),
+                fencing_token: 0,
+            },
+        };
+        log_lock_response(rpc, session, &response);
+        response
+    }
+}
+
+/// The connection's session, put there by our accept loop.
+fn session(extensions: &Extensions) -> Result<&SessionInfo, Status> {
+    extensions
+        .get::<SessionInfo>()
+        .ok_or_else(|| Status::internal("connection has no LDLM session"))
+}
+
+fn error(e: &LockError) -> Error {
+    Error {
+        code: e.code() as i32,
+        message: e.to_string(),
+    }
+}
+
+fn key_text(grant: &Grant) -> String {
+    let mut buf = [0u8; 36];
+    grant.key.encode(&mut buf).to_owned()
+}
+
+/// The response to a Lock or TryLock (`None`: TryLock found the lock busy).
+fn lock_response(name: String, result: Result<Option<Grant>, LockError>) -> LockResponse {
+    match result {
+        Ok(Some(grant)) => LockResponse {
+            locked: true,
+            name,
+            key: key_text(&grant),
+            error: None,
+            fencing_token: grant.fencing_token,
+        },
+        Ok(None) => LockResponse {
+            name,
+            ..LockResponse::default()
+        },
+        Err(e) => LockResponse {
+            name,
+            error: Some(error(&e)),
+            ..LockResponse::default()
+        },
+    }
+}
+
+fn log_lock_response(rpc: &'static str, session: &SessionInfo, response: &LockResponse) {
+    debug!(
+        session_id = session.owner.id().0,
+        lock = %response.name,
+        key = %response.key,
+        locked = response.locked,
+        error = response.error.as_ref().map(|e| tracing::field::display(&e.message)),
+        "{rpc} response"
+    );
+}
+
+#[tonic::async_trait]
+impl Ldlm for LdlmService {
+    async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let (_, extensions, request) = request.into_parts();
+        let session = session(&extensions)?;
+        debug!(session_id = session.owner.id().0, lock = %request.name, "Lock request");
+        let result = {
+            let query = EngineRequest {
+                name: &request.name,
+                size: request.size,
+                lock_timeout_seconds: request.lock_timeout_seconds,
+                wait_timeout_seconds: request.wait_timeout_seconds,
+            };
+            match self.engine.lock(&session.owner, &query, self.clock.now()) {
+                Ok(LockOutcome::Acquired(grant)) => Ok(grant),
+                // If the client cancels or its deadline passes, tonic drops this future, and
+                // with it the `Pending`: the waiter leaves the queue.
+                Ok(LockOutcome::Waiting(pending)) => pending.wait_async().await,
+                Err(e) => Err(e),
+            }
+        };
+        let response = lock_response(request.name, result.map(Some));
+        log_lock_response("Lock", session, &response);
+        Ok(Response::new(response))
+    }
+
+    async fn try_lock(&self, request: Request<TryLockRequest>) -> Result<Response<LockResponse>, Status> {
+        let (_, extensions, request) = request.into_parts();
+        let session = session(&extensions)?;
+        debug!(session_id = session.owner.id().0, lock = %request.name, "TryLock request");
+        let query = EngineRequest {
+            name: &request.name,
+            size: request.size,
+            lock_timeout_seconds: request.lock_timeout_seconds,
+            wait_timeout_seconds: None,
+        };
+        let result = self
+            .engine
+            .try_lock(&session.owner, &query, self.clock.now())
+            .map(|outcome| match outcome {
+                TryLockOutcome::Acquired(grant) => Some(grant),
+                TryLockOutcome::Busy => None,
+            });
+        let response = lock_response(request.name, result);
+        log_lock_response("TryLock", session, &response);
+        Ok(Response::new(response))
+    }
+
+    async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+        let (_, extensions, request) = request.into_parts();
+        let session = session(&extensions)?;
+        debug!(
+            session_id = session.owner.id().0,
+            lock = %request.name,
+            key = %request.key,
+            "Unlock request"
+        );
+        let result = self.engine.unlock(&request.name, &request.key, self.clock.now());
+        let response = UnlockResponse {
+            unlocked: result.is_ok(),
+            name: request.name,
+            error: result.err().map(|e| error(&e)),
+        };
+        debug!(
+            session_id = session.owner.id().0,
+            key = %request.key,
+            lock = %response.name,
+            unlocked = response.unlocked,
+            error = response.error.as_ref().map(|e| tracing::field::display(&e.message)),
+            "Unlock response"
+        );
+        Ok(Response::new(response))
+    }
+
+    async fn refresh_lock(&self, request: Request<RefreshLockRequest>) -> Result<Response<LockResponse>, Status> {
+        let (_, extensions, request) = request.into_parts();
+        let session = session(&extensions)?;
+        Ok(Response::new(self.refresh(
+            "RefreshLock",
+            session,
+            request.name,
+            request.key,
+            request.lock_timeout_seconds,
+        )))
+    }
+
+    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<LockResponse>, Status> {
+        let (_, extensions, request) = request.into_parts();
+        let session = session(&extensions)?;
+        Ok(Response::new(self.refresh(
+            "Renew",
+            session,
+            request.name,
+            request.key,
+            request.lock_timeout_seconds,
+        )))
+    }
+}
