@@ -7,7 +7,7 @@
 //! Clearing the cookie on `DELETE /session` adds an `Expires` in the past (go-ldlm sends none),
 //! so that cookie jars (curl's, browsers') drop it instead of keeping an empty value.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
@@ -40,8 +40,13 @@ fn unquote(value: &str) -> &str {
         .unwrap_or(value)
 }
 
-/// The `Set-Cookie` value for session `id` that expires at `expires`.
+/// The latest date an `Expires` can show (the last second of year 9999).
+const LATEST: Duration = Duration::from_secs(253_402_300_799);
+
+/// The `Set-Cookie` value for session `id` that expires at `expires` (clamped to the years
+/// 1970..=9999 that the date format can show).
 pub(crate) fn set_cookie(id: &str, expires: SystemTime) -> HeaderValue {
+    let expires = expires.clamp(UNIX_EPOCH, UNIX_EPOCH + LATEST);
     let value = format!(
         "{COOKIE_NAME}={id}; Path=/; Expires={}",
         httpdate::fmt_http_date(expires)
@@ -53,7 +58,6 @@ pub(crate) fn set_cookie(id: &str, expires: SystemTime) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
 
     fn headers(lines: &[&str]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -84,6 +88,11 @@ mod tests {
         assert_eq!(
             set_cookie("0123abcd", at),
             "ldlm-session=0123abcd; Path=/; Expires=Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 4);
+        assert_eq!(
+            set_cookie("x", far),
+            "ldlm-session=x; Path=/; Expires=Fri, 31 Dec 9999 23:59:59 GMT"
         );
     }
 }
