@@ -84,7 +84,6 @@ impl Inner {
     fn ctx(&self) -> Ctx<'_> {
         Ctx {
             config: &self.config,
-            hasher: &self.hasher,
             tokens: &self.tokens,
             events: self.events.as_deref(),
             alarm: &self.alarm,

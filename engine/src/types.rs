@@ -23,13 +23,28 @@ impl LockKey {
     /// Parses the exact form the engine hands out: 36 characters, lower-case, hyphenated.
     /// Any other spelling is not a key we issued (go-ldlm compares keys byte for byte).
     pub fn parse(text: &str) -> Option<LockKey> {
-        if text.len() != 36 {
+        // Hand-rolled: this runs on every unlock and refresh, and must accept exactly the
+        // lower-case hyphenated form (8-4-4-4-12) and nothing else.
+        let bytes = text.as_bytes();
+        if bytes.len() != 36 {
             return None;
         }
-        let uuid = uuid::Uuid::try_parse(text).ok()?;
-        let mut buf = [0u8; 36];
-        (uuid.hyphenated().encode_lower(&mut buf) == text)
-            .then_some(LockKey::from_u128(uuid.as_u128()))
+        let mut value: u128 = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                if b != b'-' {
+                    return None;
+                }
+                continue;
+            }
+            let digit = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                _ => return None,
+            };
+            value = (value << 4) | u128::from(digit);
+        }
+        Some(LockKey::from_u128(value))
     }
 
     /// The key as a `u128` (for compact storage, e.g. the state file).
@@ -54,6 +69,39 @@ impl fmt::Display for LockKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; 36];
         f.write_str(self.encode(&mut buf))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_exactly_the_lowercase_hyphenated_form() {
+        for _ in 0..100 {
+            let key = LockKey::generate();
+            assert_eq!(LockKey::parse(&key.to_string()), Some(key));
+        }
+        let text = "f4755120-2b4a-4c1e-9d3f-0123456789ab";
+        let key = LockKey::parse(text).expect("valid");
+        assert_eq!(key.to_string(), text);
+        assert_eq!(
+            key.as_u128(),
+            uuid::Uuid::parse_str(text).expect("uuid").as_u128()
+        );
+        for bad in [
+            "",
+            "F4755120-2b4a-4c1e-9d3f-0123456789ab",
+            "f47551202b4a4c1e9d3f0123456789ab",
+            "f4755120-2b4a-4c1e-9d3f-0123456789a",
+            "f4755120-2b4a-4c1e-9d3f-0123456789abc",
+            "f4755120+2b4a-4c1e-9d3f-0123456789ab",
+            "g4755120-2b4a-4c1e-9d3f-0123456789ab",
+            "{4755120-2b4a-4c1e-9d3f-0123456789ab}",
+            "f4755120-2b4a-4c1e-9d3f-0123456789\u{e9}",
+        ] {
+            assert_eq!(LockKey::parse(bad), None, "{bad:?}");
+        }
     }
 }
 

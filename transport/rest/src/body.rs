@@ -82,7 +82,7 @@ mod tests {
     /// A body that yields the iterator's frames, without a size hint (like a chunked upload).
     fn iter_body<I>(iter: I) -> impl Body<Data = Bytes, Error = std::convert::Infallible>
     where
-        I: Iterator<Item = Result<Frame<Bytes>, std::convert::Infallible>>,
+        I: Iterator<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Unpin,
     {
         struct IterBody<I>(I);
         impl<I> Body for IterBody<I>

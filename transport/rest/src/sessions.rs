@@ -63,6 +63,11 @@ impl SessionId {
     }
 }
 
+/// `SHARDS` empty, padded, locked maps.
+fn table<K, V>() -> Box<[CachePadded<Mutex<HashMap<K, V>>>]> {
+    (0..SHARDS).map(|_| CachePadded::new(Mutex::new(HashMap::new()))).collect()
+}
+
 /// All live sessions. See the module doc.
 pub(crate) struct Sessions {
     by_id: Box<[CachePadded<Mutex<HashMap<SessionId, Owner>>>]>,
@@ -84,7 +89,6 @@ impl std::fmt::Debug for Sessions {
 impl Sessions {
     /// An empty map that holds at most `limit` sessions.
     pub(crate) fn new(limit: usize) -> Sessions {
-        let table = || (0..SHARDS).map(|_| CachePadded::new(Mutex::new(HashMap::new()))).collect();
         Sessions {
             by_id: table(),
             by_owner: table(),
