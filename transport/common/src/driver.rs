@@ -25,7 +25,9 @@ impl Default for Clock {
 impl Clock {
     /// A clock whose tick 0 is now.
     pub fn new() -> Clock {
-        Clock { origin: Instant::now() }
+        Clock {
+            origin: Instant::now(),
+        }
     }
 
     /// The current tick.
@@ -100,7 +102,10 @@ mod tests {
             lock_timeout_seconds: Some(1),
             ..LockRequest::default()
         };
-        let TryLockOutcome::Acquired(_) = engine.try_lock(&owner, &request, clock.now()).expect("valid") else {
+        let TryLockOutcome::Acquired(_) = engine
+            .try_lock(&owner, &request, clock.now())
+            .expect("valid")
+        else {
             panic!("a new lock is free");
         };
         let report = tokio::time::timeout(Duration::from_secs(3), rx.recv())

@@ -4,4 +4,5 @@
 
 pub mod driver;
 pub mod password;
+pub mod state_file;
 pub mod tls;

@@ -1,0 +1,209 @@
+//! The state file's on-disk format: an append-only log of checksummed records.
+//!
+//! ```text
+//! file    = MAGIC record*
+//! MAGIC   = "LDLMLOG1"                       (8 bytes)
+//! record  = len: u32 LE | crc: u32 LE | payload (len bytes), crc = CRC-32 of payload
+//! payload = 1 | token u64 | size u32 | key [16] | name_len u32 | name    (Grant)
+//!         | 2 | key [16] | name_len u32 | name                            (Release)
+//!         | 3 | floor u64                                               (TokenFloor)
+//! ```
+//!
+//! All integers are little-endian. Lengths are 32-bit, so no name can wrap them (go-ldlm's B9).
+//! A record is valid only if its checksum matches; see [`super::load`] for how damage is told
+//! apart from a torn tail.
+
+use ldlm_engine::LockKey;
+
+/// The first eight bytes of every state file.
+pub const MAGIC: &[u8; 8] = b"LDLMLOG1";
+/// Bytes before a record's payload.
+pub const RECORD_HEADER: usize = 8;
+/// Largest payload a loader accepts; larger lengths are damage. Names are far smaller (the
+/// server refuses names over `--max_name_bytes`).
+pub const MAX_PAYLOAD: usize = 16 << 20;
+
+const GRANT: u8 = 1;
+const RELEASE: u8 = 2;
+const TOKEN_FLOOR: u8 = 3;
+
+/// One decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A slot of `name` was granted.
+    Grant {
+        /// Lock name.
+        name: String,
+        /// The hold's key.
+        key: LockKey,
+        /// The lock's size.
+        size: u32,
+        /// Its fencing token.
+        token: u64,
+    },
+    /// A hold ended.
+    Release {
+        /// Lock name.
+        name: String,
+        /// The ended hold's key.
+        key: LockKey,
+    },
+    /// Tokens handed out so far never exceeded this (written at the start of a compacted file).
+    TokenFloor(u64),
+}
+
+/// Appends a Grant record to `out`.
+pub fn encode_grant(out: &mut Vec<u8>, name: &str, key: LockKey, size: u32, token: u64) {
+    let mut payload = [0u8; 1 + 8 + 4 + 16];
+    payload[0] = GRANT;
+    payload[1..9].copy_from_slice(&token.to_le_bytes());
+    payload[9..13].copy_from_slice(&size.to_le_bytes());
+    payload[13..29].copy_from_slice(&key.as_u128().to_le_bytes());
+    encode(out, &payload, name);
+}
+
+/// Appends a Release record to `out`.
+pub fn encode_release(out: &mut Vec<u8>, name: &str, key: LockKey) {
+    let mut payload = [0u8; 1 + 16];
+    payload[0] = RELEASE;
+    payload[1..17].copy_from_slice(&key.as_u128().to_le_bytes());
+    encode(out, &payload, name);
+}
+
+/// Appends a TokenFloor record to `out`.
+pub fn encode_floor(out: &mut Vec<u8>, floor: u64) {
+    let mut payload = [0u8; 9];
+    payload[0] = TOKEN_FLOOR;
+    payload[1..9].copy_from_slice(&floor.to_le_bytes());
+    let start = out.len();
+    out.extend_from_slice(&[0u8; RECORD_HEADER]);
+    out.extend_from_slice(&payload);
+    finish(out, start);
+}
+
+/// Writes header + fixed part + name length + name, then fills in length and checksum.
+fn encode(out: &mut Vec<u8>, fixed: &[u8], name: &str) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; RECORD_HEADER]);
+    out.extend_from_slice(fixed);
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    finish(out, start);
+}
+
+fn finish(out: &mut [u8], start: usize) {
+    let payload = &out[start + RECORD_HEADER..];
+    let len = payload.len() as u32;
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes a payload whose checksum matched. `Err` describes what is wrong with it.
+pub fn decode(payload: &[u8]) -> Result<Record, String> {
+    let (&kind, rest) = payload.split_first().ok_or("empty record")?;
+    let take = |bytes: &[u8], n: usize| -> Result<(Vec<u8>, usize), String> {
+        bytes
+            .get(..n)
+            .map(|b| (b.to_vec(), n))
+            .ok_or_else(|| format!("record of kind {kind} is too short"))
+    };
+    let u64_at = |bytes: &[u8], at: usize| -> Result<u64, String> {
+        let (b, _) = take(bytes.get(at..).unwrap_or_default(), 8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let u32_at = |bytes: &[u8], at: usize| -> Result<u32, String> {
+        let (b, _) = take(bytes.get(at..).unwrap_or_default(), 4)?;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let key_at = |bytes: &[u8], at: usize| -> Result<LockKey, String> {
+        let (b, _) = take(bytes.get(at..).unwrap_or_default(), 16)?;
+        Ok(LockKey::from_u128(u128::from_le_bytes(
+            b.try_into().expect("16 bytes"),
+        )))
+    };
+    let name_at = |bytes: &[u8], at: usize| -> Result<String, String> {
+        let len = u32_at(bytes, at)? as usize;
+        let start = at + 4;
+        if bytes.len() != start + len {
+            return Err(format!(
+                "name length {len} does not match the record length"
+            ));
+        }
+        String::from_utf8(bytes[start..].to_vec())
+            .map_err(|_| "lock name is not valid UTF-8".to_string())
+    };
+    match kind {
+        GRANT => Ok(Record::Grant {
+            token: u64_at(rest, 0)?,
+            size: u32_at(rest, 8)?,
+            key: key_at(rest, 12)?,
+            name: name_at(rest, 28)?,
+        }),
+        RELEASE => Ok(Record::Release {
+            key: key_at(rest, 0)?,
+            name: name_at(rest, 16)?,
+        }),
+        TOKEN_FLOOR if rest.len() == 8 => Ok(Record::TokenFloor(u64_at(rest, 0)?)),
+        TOKEN_FLOOR => Err("token floor record has the wrong length".into()),
+        other => Err(format!("unknown record kind {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let key = LockKey::generate();
+        let mut out = Vec::new();
+        encode_grant(&mut out, "näme", key, 3, 42);
+        encode_release(&mut out, "näme", key);
+        encode_floor(&mut out, 99);
+        let mut records = Vec::new();
+        let mut at = 0;
+        while at < out.len() {
+            let len = u32::from_le_bytes(out[at..at + 4].try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(out[at + 4..at + 8].try_into().unwrap());
+            let payload = &out[at + 8..at + 8 + len];
+            assert_eq!(crc, crc32fast::hash(payload));
+            records.push(decode(payload).expect("valid"));
+            at += 8 + len;
+        }
+        assert_eq!(
+            records,
+            vec![
+                Record::Grant {
+                    name: "näme".into(),
+                    key,
+                    size: 3,
+                    token: 42
+                },
+                Record::Release {
+                    name: "näme".into(),
+                    key
+                },
+                Record::TokenFloor(99),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_payloads_are_errors_not_panics() {
+        for payload in [
+            &[][..],
+            &[9],
+            &[GRANT, 1, 2],
+            &[RELEASE; 40],
+            &[TOKEN_FLOOR, 1],
+        ] {
+            assert!(decode(payload).is_err(), "{payload:?}");
+        }
+        let mut out = Vec::new();
+        encode_grant(&mut out, "x", LockKey::generate(), 1, 1);
+        let mut payload = out[8..].to_vec();
+        *payload.last_mut().unwrap() = 0xff;
+        assert!(decode(&payload).unwrap_err().contains("UTF-8"));
+    }
+}

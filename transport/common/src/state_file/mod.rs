@@ -1,0 +1,22 @@
+//! The state file (`--state_file`): locks survive restarts and crashes.
+//!
+//! The engine reports every grant and release to [`StateFile`] (an
+//! [`EventSink`](ldlm_engine::EventSink)), which appends checksummed records ([`format`]) to a
+//! buffer. One writer thread moves the whole buffer to disk with one `write` and one
+//! `fdatasync` (**group commit**): every grant that arrived while the previous fsync ran shares
+//! the next one, so durable throughput grows with the number of requests in flight instead of
+//! being capped at one fsync per grant. A transport tells its client "locked" only after
+//! [`Durability::wait`] says the grant's record is on disk. Releases are written in the same
+//! order but nobody waits for them: a lost release only brings a lock back with a lease.
+//!
+//! At startup [`StateFile::open`] replays the file ([`load`]), rewrites it compacted (write a new
+//! file, fsync, rename over the old one, fsync the directory), and the server restores the holds
+//! into the engine. The log is compacted the same way whenever it grows well past the live set.
+//! The highest fencing token ever handed out is kept, so tokens never go backwards.
+
+pub mod format;
+pub mod load;
+mod writer;
+
+pub use load::{LoadError, Loaded};
+pub use writer::{Durability, DurabilityError, StateFile};
