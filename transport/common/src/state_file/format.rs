@@ -102,49 +102,48 @@ fn finish(out: &mut [u8], start: usize) {
 /// Decodes a payload whose checksum matched. `Err` describes what is wrong with it.
 pub fn decode(payload: &[u8]) -> Result<Record, String> {
     let (&kind, rest) = payload.split_first().ok_or("empty record")?;
-    let take = |bytes: &[u8], n: usize| -> Result<(Vec<u8>, usize), String> {
-        bytes
-            .get(..n)
-            .map(|b| (b.to_vec(), n))
+    let field = |at: usize, n: usize| -> Result<&[u8], String> {
+        rest.get(at..at + n)
             .ok_or_else(|| format!("record of kind {kind} is too short"))
     };
-    let u64_at = |bytes: &[u8], at: usize| -> Result<u64, String> {
-        let (b, _) = take(bytes.get(at..).unwrap_or_default(), 8)?;
-        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    let u64_at = |at: usize| -> Result<u64, String> {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(field(at, 8)?);
+        Ok(u64::from_le_bytes(b))
     };
-    let u32_at = |bytes: &[u8], at: usize| -> Result<u32, String> {
-        let (b, _) = take(bytes.get(at..).unwrap_or_default(), 4)?;
-        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    let u32_at = |at: usize| -> Result<u32, String> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(field(at, 4)?);
+        Ok(u32::from_le_bytes(b))
     };
-    let key_at = |bytes: &[u8], at: usize| -> Result<LockKey, String> {
-        let (b, _) = take(bytes.get(at..).unwrap_or_default(), 16)?;
-        Ok(LockKey::from_u128(u128::from_le_bytes(
-            b.try_into().expect("16 bytes"),
-        )))
+    let key_at = |at: usize| -> Result<LockKey, String> {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(field(at, 16)?);
+        Ok(LockKey::from_u128(u128::from_le_bytes(b)))
     };
-    let name_at = |bytes: &[u8], at: usize| -> Result<String, String> {
-        let len = u32_at(bytes, at)? as usize;
+    let name_at = |at: usize| -> Result<String, String> {
+        let len = u32_at(at)? as usize;
         let start = at + 4;
-        if bytes.len() != start + len {
+        if rest.len() != start.saturating_add(len) {
             return Err(format!(
                 "name length {len} does not match the record length"
             ));
         }
-        String::from_utf8(bytes[start..].to_vec())
+        String::from_utf8(rest[start..].to_vec())
             .map_err(|_| "lock name is not valid UTF-8".to_string())
     };
     match kind {
         GRANT => Ok(Record::Grant {
-            token: u64_at(rest, 0)?,
-            size: u32_at(rest, 8)?,
-            key: key_at(rest, 12)?,
-            name: name_at(rest, 28)?,
+            token: u64_at(0)?,
+            size: u32_at(8)?,
+            key: key_at(12)?,
+            name: name_at(28)?,
         }),
         RELEASE => Ok(Record::Release {
-            key: key_at(rest, 0)?,
-            name: name_at(rest, 16)?,
+            key: key_at(0)?,
+            name: name_at(16)?,
         }),
-        TOKEN_FLOOR if rest.len() == 8 => Ok(Record::TokenFloor(u64_at(rest, 0)?)),
+        TOKEN_FLOOR if rest.len() == 8 => Ok(Record::TokenFloor(u64_at(0)?)),
         TOKEN_FLOOR => Err("token floor record has the wrong length".into()),
         other => Err(format!("unknown record kind {other}")),
     }

@@ -126,8 +126,8 @@ pub fn parse(bytes: &[u8]) -> Result<Loaded, (u64, String)> {
             loaded.torn_tail = Some((offset, rest.len() as u64));
             break;
         }
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
         if len > MAX_PAYLOAD {
             return Err((offset, format!("record length {len} is too large")));
         }
