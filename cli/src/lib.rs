@@ -4,5 +4,8 @@
 //!   JSON/YAML config file, merged as default < file < environment < flag).
 //! - [`duration`]: Go-syntax durations (`300ms`, `1h30m`) as used by that configuration.
 
+pub mod admin;
 pub mod config;
 pub mod duration;
+pub mod logging;
+pub mod server;

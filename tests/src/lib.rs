@@ -1,1 +1,1 @@
-//! LDLM end-to-end tests (work in progress: see the issue tracker).
+//! End-to-end tests live in `e2e/` (one test binary); this library is empty.

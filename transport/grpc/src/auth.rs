@@ -81,7 +81,9 @@ where
                     reason = %refused,
                     "Invalid password from client"
                 );
-                return Either::Left(ready(Ok(Status::unauthenticated(refused.to_string()).into_http())));
+                return Either::Left(ready(Ok(
+                    Status::unauthenticated(refused.to_string()).into_http()
+                )));
             }
         }
         Either::Right(self.inner.call(request))

@@ -93,7 +93,11 @@ fn forced_close() -> io::Error {
 }
 
 impl AsyncRead for Connection {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.closing.closed {
             return Poll::Ready(Err(forced_close()));
@@ -113,7 +117,11 @@ impl AsyncRead for Connection {
 }
 
 impl AsyncWrite for Connection {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -200,7 +208,9 @@ impl Drop for Session {
             debug!(session_id, %remote_address, "Server shutting down: session locks kept");
             return;
         }
-        let summary = self.engine.release_owner(&self.info.owner, self.clock.now());
+        let summary = self
+            .engine
+            .release_owner(&self.info.owner, self.clock.now());
         debug!(
             session_id,
             %remote_address,
@@ -221,7 +231,12 @@ pub(crate) struct SessionFactory {
 }
 
 impl SessionFactory {
-    fn open(&self, stream: Stream, remote_addr: SocketAddr, slot: Option<OwnedSemaphorePermit>) -> Connection {
+    fn open(
+        &self,
+        stream: Stream,
+        remote_addr: SocketAddr,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Connection {
         let owner = self.engine.new_owner();
         debug!(session_id = owner.id().0, remote_address = %remote_addr, "Session started");
         Connection {
@@ -258,7 +273,11 @@ impl ConnectionLimit {
     fn try_acquire(&self) -> Option<Slot> {
         match &self.slots {
             None => Some(Slot(None)),
-            Some(slots) => slots.clone().try_acquire_owned().ok().map(|p| Slot(Some(p))),
+            Some(slots) => slots
+                .clone()
+                .try_acquire_owned()
+                .ok()
+                .map(|p| Slot(Some(p))),
         }
     }
 }
@@ -291,7 +310,9 @@ impl RateLimited {
 fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
     )
 }
 
@@ -370,13 +391,21 @@ impl AcceptLoop {
                     let sessions = sessions.clone();
                     let queue = queue.clone();
                     tokio::spawn(async move {
-                        match tokio::time::timeout(crate::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        match tokio::time::timeout(
+                            crate::TLS_HANDSHAKE_TIMEOUT,
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
                             Ok(Ok(tls)) => {
-                                let connection = sessions.open(Stream::Tls(Box::new(tls)), remote_addr, slot);
+                                let connection =
+                                    sessions.open(Stream::Tls(Box::new(tls)), remote_addr, slot);
                                 // Fails only when the server stopped: the connection is dropped.
                                 let _ = queue.send(Ok(connection)).await;
                             }
-                            Ok(Err(e)) => debug!(client_addr = %remote_addr, error = %e, "TLS handshake failed"),
+                            Ok(Err(e)) => {
+                                debug!(client_addr = %remote_addr, error = %e, "TLS handshake failed")
+                            }
                             Err(_) => debug!(client_addr = %remote_addr, "TLS handshake timed out"),
                         }
                     });

@@ -14,11 +14,13 @@
 //! never change the gRPC status (it stays OK): `error.code` is [`LockError::code`], and
 //! `error.message` its `Display` text (go-ldlm's).
 
-use ldlm_engine::{Engine, Grant, LockError, LockOutcome, LockRequest as EngineRequest, TryLockOutcome};
+use ldlm_engine::{
+    Engine, Grant, LockError, LockOutcome, LockRequest as EngineRequest, TryLockOutcome,
+};
 use ldlm_proto::ldlm::ldlm_server::Ldlm;
 use ldlm_proto::ldlm::{
-    Error, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
-    UnlockResponse,
+    Error, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest,
+    UnlockRequest, UnlockResponse,
 };
 use ldlm_transport::driver::Clock;
 use tonic::{Extensions, Request, Response, Status};
@@ -38,7 +40,14 @@ impl LdlmService {
     }
 
     /// RefreshLock and Renew (same message shape, same behaviour).
-    fn refresh(&self, rpc: &'static str, session: &SessionInfo, name: String, key: String, secs: i32) -> LockResponse {
+    fn refresh(
+        &self,
+        rpc: &'static str,
+        session: &SessionInfo,
+        name: String,
+        key: String,
+        secs: i32,
+    ) -> LockResponse {
         debug!(
             session_id = session.owner.id().0,
             lock = %name,
@@ -146,7 +155,10 @@ impl Ldlm for LdlmService {
         Ok(Response::new(response))
     }
 
-    async fn try_lock(&self, request: Request<TryLockRequest>) -> Result<Response<LockResponse>, Status> {
+    async fn try_lock(
+        &self,
+        request: Request<TryLockRequest>,
+    ) -> Result<Response<LockResponse>, Status> {
         let (_, extensions, request) = request.into_parts();
         let session = session(&extensions)?;
         debug!(session_id = session.owner.id().0, lock = %request.name, "TryLock request");
@@ -168,7 +180,10 @@ impl Ldlm for LdlmService {
         Ok(Response::new(response))
     }
 
-    async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<UnlockResponse>, Status> {
+    async fn unlock(
+        &self,
+        request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
         let (_, extensions, request) = request.into_parts();
         let session = session(&extensions)?;
         debug!(
@@ -177,7 +192,9 @@ impl Ldlm for LdlmService {
             key = %request.key,
             "Unlock request"
         );
-        let result = self.engine.unlock(&request.name, &request.key, self.clock.now());
+        let result = self
+            .engine
+            .unlock(&request.name, &request.key, self.clock.now());
         let response = UnlockResponse {
             unlocked: result.is_ok(),
             name: request.name,
@@ -194,7 +211,10 @@ impl Ldlm for LdlmService {
         Ok(Response::new(response))
     }
 
-    async fn refresh_lock(&self, request: Request<RefreshLockRequest>) -> Result<Response<LockResponse>, Status> {
+    async fn refresh_lock(
+        &self,
+        request: Request<RefreshLockRequest>,
+    ) -> Result<Response<LockResponse>, Status> {
         let (_, extensions, request) = request.into_parts();
         let session = session(&extensions)?;
         Ok(Response::new(self.refresh(
@@ -206,7 +226,10 @@ impl Ldlm for LdlmService {
         )))
     }
 
-    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<LockResponse>, Status> {
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<LockResponse>, Status> {
         let (_, extensions, request) = request.into_parts();
         let session = session(&extensions)?;
         Ok(Response::new(self.refresh(

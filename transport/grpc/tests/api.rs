@@ -58,9 +58,19 @@ async fn unlock_errors() {
     assert_unlock_error(&u, "k", ErrorCode::InvalidLockKey, "invalid lock key");
 
     let u = unlock(&mut c, "nope", &held.key).await;
-    assert_unlock_error(&u, "nope", ErrorCode::LockDoesNotExist, "a lock by that name does not exist");
+    assert_unlock_error(
+        &u,
+        "nope",
+        ErrorCode::LockDoesNotExist,
+        "a lock by that name does not exist",
+    );
     let u = unlock(&mut c, "", &held.key).await;
-    assert_unlock_error(&u, "", ErrorCode::LockDoesNotExist, "a lock by that name does not exist");
+    assert_unlock_error(
+        &u,
+        "",
+        ErrorCode::LockDoesNotExist,
+        "a lock by that name does not exist",
+    );
 
     // Double unlock: the second one finds the key gone.
     assert!(unlock(&mut c, "k", &held.key).await.unlocked);
@@ -121,7 +131,12 @@ async fn semaphore_sizes() {
 
     for size in [0, -1] {
         let r = try_lock(&mut c, sized(Some(size))).await;
-        assert_lock_error(&r, "sem", ErrorCode::InvalidLockSize, "lock size must be greater than 0");
+        assert_lock_error(
+            &r,
+            "sem",
+            ErrorCode::InvalidLockSize,
+            "lock size must be greater than 0",
+        );
         let r = lock(
             &mut c,
             LockRequest {
@@ -131,7 +146,12 @@ async fn semaphore_sizes() {
             },
         )
         .await;
-        assert_lock_error(&r, "other", ErrorCode::InvalidLockSize, "lock size must be greater than 0");
+        assert_lock_error(
+            &r,
+            "other",
+            ErrorCode::InvalidLockSize,
+            "lock size must be greater than 0",
+        );
     }
 }
 
@@ -156,7 +176,12 @@ async fn wait_timeout() {
     )
     .await;
     let waited = start.elapsed();
-    assert_lock_error(&r, "w", ErrorCode::LockWaitTimeout, "timeout waiting to acquire lock");
+    assert_lock_error(
+        &r,
+        "w",
+        ErrorCode::LockWaitTimeout,
+        "timeout waiting to acquire lock",
+    );
     assert!(waited >= Duration::from_millis(950), "{waited:?}");
     assert_eq!(server.engine.stats().waiters, 0);
 }
@@ -178,7 +203,11 @@ async fn lease_expires() {
     let start = Instant::now();
     let engine = server.engine.clone();
     eventually(SLACK, "lease expiry", || engine.list().is_empty()).await;
-    assert!(start.elapsed() >= Duration::from_millis(900), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
     let u = unlock(&mut a, "lease", &r.key).await;
     assert_unlock_error(&u, "lease", ErrorCode::InvalidLockKey, "invalid lock key");
     let f = renew(&mut a, "lease", &r.key, 1).await;
@@ -227,7 +256,10 @@ async fn refresh_keeps_a_lease_alive_under_both_rpc_names() {
     assert_eq!(server.engine.list().len(), 1);
 
     let engine = server.engine.clone();
-    eventually(SLACK, "expiry after the last renew", || engine.list().is_empty()).await;
+    eventually(SLACK, "expiry after the last renew", || {
+        engine.list().is_empty()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -246,14 +278,22 @@ async fn refresh_errors() {
                 }
             }
         };
-        for (name, key) in [("f", uuid_like()), ("nope", held.key.clone()), ("", String::new())] {
+        for (name, key) in [
+            ("f", uuid_like()),
+            ("nope", held.key.clone()),
+            ("", String::new()),
+        ] {
             let r = call(name, key.clone(), 5).await;
             assert!(!r.locked, "{rpc}: {r:?}");
             assert_eq!(r.name, name);
             assert_eq!(r.key, key, "{rpc}: key echoed");
             assert_eq!(r.fencing_token, 0);
             let e = r.error.expect("error");
-            assert_eq!(e.code, ErrorCode::LockDoesNotExistOrInvalidKey as i32, "{rpc}");
+            assert_eq!(
+                e.code,
+                ErrorCode::LockDoesNotExistOrInvalidKey as i32,
+                "{rpc}"
+            );
             assert_eq!(e.message, "lock does not exist or invalid key");
         }
         for secs in [0, -1] {
@@ -308,7 +348,11 @@ async fn waiters_are_served_fifo() {
     assert!(unlock(&mut holder, "fifo", &held.key).await.unlocked);
     let mut order = Vec::new();
     for _ in 0..4 {
-        order.push(within(SLACK, "next waiter", rx.recv()).await.expect("sender alive"));
+        order.push(
+            within(SLACK, "next waiter", rx.recv())
+                .await
+                .expect("sender alive"),
+        );
     }
     assert_eq!(order, [0, 1, 2, 3]);
 }
@@ -346,7 +390,12 @@ async fn validation_errors() {
         },
     )
     .await;
-    assert_lock_error(&r, "n", ErrorCode::Unknown, "lock timeout must be greater than 0");
+    assert_lock_error(
+        &r,
+        "n",
+        ErrorCode::Unknown,
+        "lock timeout must be greater than 0",
+    );
     let r = lock(
         &mut c,
         LockRequest {
@@ -356,7 +405,12 @@ async fn validation_errors() {
         },
     )
     .await;
-    assert_lock_error(&r, "n", ErrorCode::Unknown, "wait timeout must be greater than 0");
+    assert_lock_error(
+        &r,
+        "n",
+        ErrorCode::Unknown,
+        "wait timeout must be greater than 0",
+    );
     let r = try_lock(
         &mut c,
         TryLockRequest {
@@ -366,7 +420,12 @@ async fn validation_errors() {
         },
     )
     .await;
-    assert_lock_error(&r, "n", ErrorCode::Unknown, "lock timeout must be greater than 0");
+    assert_lock_error(
+        &r,
+        "n",
+        ErrorCode::Unknown,
+        "lock timeout must be greater than 0",
+    );
     assert!(server.engine.list().is_empty());
 
     // Zero timeouts mean "none"; the maximum is accepted.

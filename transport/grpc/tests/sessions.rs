@@ -19,9 +19,17 @@ const SLACK: Duration = Duration::from_secs(3);
 
 /// After a waiter's call is cancelled, the holder's unlock frees the lock for anyone: the
 /// cancelled waiter did not get it.
-async fn assert_cancelled_waiter_got_nothing(server: &TestServer, holder: &mut Client, name: &str, key: &str) {
+async fn assert_cancelled_waiter_got_nothing(
+    server: &TestServer,
+    holder: &mut Client,
+    name: &str,
+    key: &str,
+) {
     let engine = server.engine.clone();
-    eventually(SLACK, "cancelled waiter left the queue", || engine.stats().waiters == 0).await;
+    eventually(SLACK, "cancelled waiter left the queue", || {
+        engine.stats().waiters == 0
+    })
+    .await;
     assert!(unlock(holder, name, key).await.unlocked);
     let mut third = server.client().await;
     let r = try_lock(&mut third, try_req(name)).await;
@@ -59,10 +67,17 @@ async fn grpc_deadline_ends_the_wait() {
         .await
         .expect_err("deadline exceeded");
     assert!(
-        matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
         "{status:?}"
     );
-    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
     assert_cancelled_waiter_got_nothing(&server, &mut holder, "d", &held.key).await;
     // The waiter's connection is still usable.
     let r = try_lock(&mut waiter, try_req("d2")).await;
@@ -80,7 +95,9 @@ async fn disconnect_releases_locks_and_wakes_waiters() {
     let engine = server.engine.clone();
     eventually(SLACK, "b queued", || engine.stats().waiters == 1).await;
     drop(a);
-    let r = within(SLACK, "b granted after a disconnected", waiter).await.expect("task");
+    let r = within(SLACK, "b granted after a disconnected", waiter)
+        .await
+        .expect("task");
     assert_locked(&r, "dc");
     assert!(r.fencing_token > held.fencing_token);
     let holds = server.engine.list();
@@ -88,21 +105,25 @@ async fn disconnect_releases_locks_and_wakes_waiters() {
     assert_eq!(holds[0].key.to_string(), r.key);
 }
 
+/// A connection that breaks (no RST_STREAM for its calls) loses its waiters.
 #[tokio::test]
-async fn disconnect_cancels_the_connections_waiters() {
+async fn broken_connection_cancels_its_waiters() {
     let server = TestServer::start().await;
     let mut holder = server.client().await;
     let held = lock(&mut holder, lock_req("dw")).await;
-    let mut waiter = server.client().await;
-    let task = {
-        let mut waiter = waiter.clone();
-        tokio::spawn(async move { waiter.lock(lock_req("dw")).await })
-    };
+    let (proxy, link) = proxy(server.addr).await;
+    let mut waiter = LdlmClient::connect(format!("http://{proxy}"))
+        .await
+        .expect("connect");
+    let call = tokio::spawn(async move { waiter.lock(lock_req("dw")).await });
     let engine = server.engine.clone();
     eventually(SLACK, "waiter queued", || engine.stats().waiters == 1).await;
-    // Tear the whole connection down (all clones of the channel).
-    task.abort();
-    drop(std::mem::replace(&mut waiter, LdlmClient::new(tonic::transport::Channel::from_static("http://127.0.0.1:1").connect_lazy())));
+    link.send(Link::Cut).expect("proxy alive");
+    let status = within(SLACK, "waiter's call fails", call)
+        .await
+        .expect("task")
+        .expect_err("connection cut");
+    assert_ne!(status.code(), tonic::Code::Ok);
     assert_cancelled_waiter_got_nothing(&server, &mut holder, "dw", &held.key).await;
 }
 
@@ -131,7 +152,10 @@ async fn no_clear_on_disconnect_keeps_locks_listed() {
     assert!(!try_lock(&mut b, try_req("keep")).await.locked);
     // The key still works from another connection; the waiter then gets the lock.
     assert!(unlock(&mut b, "keep", &held.key).await.unlocked);
-    assert_locked(&within(SLACK, "b granted", waiter).await.expect("task"), "keep");
+    assert_locked(
+        &within(SLACK, "b granted", waiter).await.expect("task"),
+        "keep",
+    );
 }
 
 #[tokio::test]
@@ -141,7 +165,9 @@ async fn calls_on_one_connection_share_a_session() {
     let mut tasks = Vec::new();
     for name in ["s1", "s2", "s3"] {
         let mut a = a.clone();
-        tasks.push(tokio::spawn(async move { lock(&mut a, lock_req(name)).await }));
+        tasks.push(tokio::spawn(
+            async move { lock(&mut a, lock_req(name)).await },
+        ));
     }
     for t in tasks {
         assert!(t.await.expect("task").locked);
@@ -154,37 +180,57 @@ async fn calls_on_one_connection_share_a_session() {
     eventually(SLACK, "all three released", || engine.list().is_empty()).await;
 }
 
-/// A TCP proxy for one connection that can be frozen: it then stops forwarding in both
-/// directions but keeps both sockets open (a client that vanished without closing).
-async fn freezable_proxy(upstream: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
+/// The state of a [`proxy`]'s link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// Forwarding both ways.
+    Up,
+    /// Forwarding nothing, both sockets kept open (a client that vanished without closing).
+    Frozen,
+    /// Both sockets closed.
+    Cut,
+}
+
+/// A TCP proxy to `upstream` for one connection, whose link can be frozen or cut.
+async fn proxy(upstream: SocketAddr) -> (SocketAddr, watch::Sender<Link>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let (frozen_tx, frozen) = watch::channel(false);
+    let (link_tx, link) = watch::channel(Link::Up);
     tokio::spawn(async move {
         let (client, _) = listener.accept().await.expect("accept");
-        let server = TcpStream::connect(upstream).await.expect("connect upstream");
+        let server = TcpStream::connect(upstream)
+            .await
+            .expect("connect upstream");
         let (cr, cw) = client.into_split();
         let (sr, sw) = server.into_split();
-        tokio::spawn(pump(cr, sw, frozen.clone()));
-        pump(sr, cw, frozen).await;
+        tokio::spawn(pump(cr, sw, link.clone()));
+        pump(sr, cw, link).await;
     });
-    (addr, frozen_tx)
+    (addr, link_tx)
 }
 
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    frozen: watch::Receiver<bool>,
+    mut link: watch::Receiver<Link>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = link.wait_for(|l| *l == Link::Cut) => return,
         };
-        if *frozen.borrow() {
-            // Hold both sockets open, forward nothing.
-            std::future::pending::<()>().await;
+        let state = *link.borrow();
+        match state {
+            Link::Up => {}
+            Link::Frozen => {
+                let _ = link.wait_for(|l| *l == Link::Cut).await;
+                return;
+            }
+            Link::Cut => return,
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -200,13 +246,18 @@ async fn unanswered_keepalive_drops_the_connection() {
         ..GrpcOptions::default()
     };
     let server = TestServer::with(EngineConfig::default(), options).await;
-    let (proxy, frozen) = freezable_proxy(server.addr).await;
-    let mut vanishing = LdlmClient::connect(format!("http://{proxy}")).await.expect("connect");
+    let (proxy, link) = proxy(server.addr).await;
+    let mut vanishing = LdlmClient::connect(format!("http://{proxy}"))
+        .await
+        .expect("connect");
     assert_locked(&try_lock(&mut vanishing, try_req("ka")).await, "ka");
     let mut healthy = server.client().await;
-    assert_locked(&try_lock(&mut healthy, try_req("ka-healthy")).await, "ka-healthy");
+    assert_locked(
+        &try_lock(&mut healthy, try_req("ka-healthy")).await,
+        "ka-healthy",
+    );
 
-    frozen.send(true).expect("proxy alive");
+    link.send(Link::Frozen).expect("proxy alive");
     let engine = server.engine.clone();
     eventually(SLACK, "the silent connection's lock released", || {
         engine.list().iter().all(|h| &*h.name != "ka")
@@ -235,9 +286,13 @@ async fn connection_limit() {
 
     let refused = async {
         let mut c = LdlmClient::connect(server.url()).await?;
-        c.try_lock(try_req("l3")).await.map_err(Into::into).map(|_| ())
+        c.try_lock(try_req("l3"))
+            .await
+            .map_err(Into::into)
+            .map(|_| ())
     };
-    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> = within(SLACK, "third connection", refused).await;
+    let result: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+        within(SLACK, "third connection", refused).await;
     assert!(result.is_err(), "a third connection is refused");
     assert_eq!(server.engine.list().len(), 2);
 
@@ -250,7 +305,10 @@ async fn connection_limit() {
             assert!(r.into_inner().locked);
             break;
         }
-        assert!(start.elapsed() < SLACK, "a slot frees up when a connection closes");
+        assert!(
+            start.elapsed() < SLACK,
+            "a slot frees up when a connection closes"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(try_lock(&mut b, try_req("l4")).await.locked);
@@ -313,7 +371,10 @@ async fn shutdown_closes_stragglers_after_the_grace_period() {
     assert!(
         matches!(
             status.code(),
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Internal
+                | tonic::Code::Cancelled
         ),
         "{status:?}"
     );

@@ -1,1 +1,21 @@
-//! The LDLM admin channel over a Unix socket (work in progress: see the issue tracker).
+//! # ldlm-ipc
+//!
+//! The LDLM admin channel: a Unix socket (`--ipc_socket_file`, mode 0600) on which the server
+//! answers `ldlm-lock list` and `ldlm-lock unlock NAME [KEY]`.
+//!
+//! - [`protocol`]: our own small versioned protocol, newline-delimited JSON (go-ldlm's is Go
+//!   `net/rpc` with gob; DESIGN §4.6).
+//! - [`server`]: [`bind`] (refuses a live server's socket, replaces a stale one, never deletes a
+//!   regular file: DESIGN §4.8) and [`serve`].
+//! - [`client`]: the blocking [`request`] the CLI uses.
+//!
+//! Unlike go-ldlm (its B3), `unlock` works: it is an admin unlock by key, or by name alone when
+//! the lock has a single holder; with several holders it fails and lists their keys.
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+pub use client::{ClientError, request};
+pub use protocol::{LockEntry, ProtocolError, Request, Response, decode_request};
+pub use server::{IpcError, ServeOptions, bind, serve, serve_with};

@@ -60,8 +60,14 @@ mod tests {
     fn within_and_over_the_limit() {
         let headers = HeaderMap::new();
         let body = |n: usize| Full::new(Bytes::from(vec![b'x'; n]));
-        assert_eq!(block_on(read(&headers, body(10), 10)).expect("fits").len(), 10);
-        assert!(matches!(block_on(read(&headers, body(11), 10)), Err(BodyError::TooLarge)));
+        assert_eq!(
+            block_on(read(&headers, body(10), 10)).expect("fits").len(),
+            10
+        );
+        assert!(matches!(
+            block_on(read(&headers, body(11), 10)),
+            Err(BodyError::TooLarge)
+        ));
     }
 
     #[test]
@@ -69,14 +75,22 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("1000"));
         let empty = Full::new(Bytes::new());
-        assert!(matches!(block_on(read(&headers, empty, 10)), Err(BodyError::TooLarge)));
+        assert!(matches!(
+            block_on(read(&headers, empty, 10)),
+            Err(BodyError::TooLarge)
+        ));
     }
 
     #[test]
     fn streamed_body_is_cut_off() {
-        let chunks = (0..100).map(|_| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"0123456789"))));
+        let chunks = (0..100).map(|_| {
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"0123456789")))
+        });
         let body = iter_body(chunks);
-        assert!(matches!(block_on(read(&HeaderMap::new(), body, 50)), Err(BodyError::TooLarge)));
+        assert!(matches!(
+            block_on(read(&HeaderMap::new(), body, 50)),
+            Err(BodyError::TooLarge)
+        ));
     }
 
     /// A body that yields the iterator's frames, without a size hint (like a chunked upload).

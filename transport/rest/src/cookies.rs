@@ -72,10 +72,22 @@ mod tests {
         assert_eq!(session_cookie(&headers(&[])), None);
         assert_eq!(session_cookie(&headers(&["a=b"])), None);
         assert_eq!(session_cookie(&headers(&["ldlm-session=abc"])), Some("abc"));
-        assert_eq!(session_cookie(&headers(&["a=b; ldlm-session=abc; c=d"])), Some("abc"));
-        assert_eq!(session_cookie(&headers(&["a=b;ldlm-session=abc"])), Some("abc"));
-        assert_eq!(session_cookie(&headers(&["ldlm-session=1; ldlm-session=2"])), Some("1"));
-        assert_eq!(session_cookie(&headers(&["x=y", "ldlm-session=2"])), Some("2"));
+        assert_eq!(
+            session_cookie(&headers(&["a=b; ldlm-session=abc; c=d"])),
+            Some("abc")
+        );
+        assert_eq!(
+            session_cookie(&headers(&["a=b;ldlm-session=abc"])),
+            Some("abc")
+        );
+        assert_eq!(
+            session_cookie(&headers(&["ldlm-session=1; ldlm-session=2"])),
+            Some("1")
+        );
+        assert_eq!(
+            session_cookie(&headers(&["x=y", "ldlm-session=2"])),
+            Some("2")
+        );
         assert_eq!(session_cookie(&headers(&["ldlm-session=\"q\""])), Some("q"));
         assert_eq!(session_cookie(&headers(&["ldlm-session="])), Some(""));
         assert_eq!(session_cookie(&headers(&["ldlm-sessionx=1"])), None);

@@ -26,8 +26,8 @@ use std::fmt;
 
 use bytes::Bytes;
 use ldlm_engine::LockError;
-use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Unexpected, Visitor};
 
 /// `TryLockRequest` (the body of `POST /v1/lock`).
 #[derive(Debug, Default, PartialEq, Eq, Deserialize)]
@@ -142,7 +142,7 @@ fn optional_int32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i
 struct Int32Visitor;
 
 impl Int32Visitor {
-    fn from_f64<E: de::Error>(self, v: f64) -> Result<Option<i32>, E> {
+    fn integral<E: de::Error>(self, v: f64) -> Result<Option<i32>, E> {
         if v.fract() == 0.0 && v >= f64::from(i32::MIN) && v <= f64::from(i32::MAX) {
             Ok(Some(v as i32))
         } else {
@@ -171,7 +171,7 @@ impl<'de> Visitor<'de> for Int32Visitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        self.from_f64(v)
+        self.integral(v)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -186,7 +186,7 @@ impl<'de> Visitor<'de> for Int32Visitor {
         } else if let Some(u) = number.as_u64() {
             self.visit_u64(u)
         } else if let Some(f) = number.as_f64() {
-            self.from_f64(f)
+            self.integral(f)
         } else {
             Err(invalid())
         }
@@ -290,7 +290,14 @@ fn push_string(out: &mut Vec<u8>, s: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0x00..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]],
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ],
             _ => continue,
         };
         out.extend_from_slice(&bytes[start..i]);
@@ -378,7 +385,10 @@ mod tests {
         assert_eq!(r, TryLockRequest::default());
         let r = lock(r#"{"name":"a\"b\u00e9\n"}"#).expect("escapes");
         assert_eq!(r.name, "a\"bé\n");
-        assert!(matches!(lock(r#"{"name":"plain"}"#).expect("plain").name, Cow::Borrowed(_)));
+        assert!(matches!(
+            lock(r#"{"name":"plain"}"#).expect("plain").name,
+            Cow::Borrowed(_)
+        ));
         lock(r#"{"name":5}"#).expect_err("number as name");
         lock(r#"{"name":true}"#).expect_err("bool as name");
         lock(r#"{"name":["a"]}"#).expect_err("array as name");
@@ -408,13 +418,22 @@ mod tests {
             lock(bad).expect_err(bad);
         }
         decode::<TryLockRequest<'_>>(b"{\"name\":\"\xff\"}").expect_err("invalid UTF-8");
-        assert!(lock("[]").unwrap_err().to_string().starts_with("invalid request body: "));
+        assert!(
+            lock("[]")
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid request body: ")
+        );
     }
 
     #[test]
     fn refresh_and_unlock_fields() {
-        let r: RefreshRequest<'_> = decode(br#"{"name":"n","key":"k","lockTimeoutSeconds":"9"}"#).expect("refresh");
-        assert_eq!((r.name.as_ref(), r.key.as_ref(), r.lock_timeout_seconds), ("n", "k", Some(9)));
+        let r: RefreshRequest<'_> =
+            decode(br#"{"name":"n","key":"k","lockTimeoutSeconds":"9"}"#).expect("refresh");
+        assert_eq!(
+            (r.name.as_ref(), r.key.as_ref(), r.lock_timeout_seconds),
+            ("n", "k", Some(9))
+        );
         let u: UnlockRequest<'_> = decode(br#"{"name":"n","key":"k","size":3}"#).expect("unlock");
         assert_eq!((u.name.as_ref(), u.key.as_ref()), ("n", "k"));
     }
@@ -445,14 +464,26 @@ mod tests {
             json!({"locked":false,"name":"","key":"","error":{"code":"Unknown","message":"lock name cannot be empty"},"fencingToken":"0"})
         );
         // Declaration order, as protojson.
-        assert!(std::str::from_utf8(&text).expect("utf8").find("error") < std::str::from_utf8(&text).expect("utf8").find("fencingToken"));
+        assert!(
+            std::str::from_utf8(&text).expect("utf8").find("error")
+                < std::str::from_utf8(&text)
+                    .expect("utf8")
+                    .find("fencingToken")
+        );
     }
 
     #[test]
     fn unlock_response_shapes() {
-        assert_eq!(parsed(&unlock_response(true, "r3", None)), json!({"unlocked":true,"name":"r3"}));
         assert_eq!(
-            parsed(&unlock_response(false, "nonexist", Some(&LockError::LockDoesNotExist))),
+            parsed(&unlock_response(true, "r3", None)),
+            json!({"unlocked":true,"name":"r3"})
+        );
+        assert_eq!(
+            parsed(&unlock_response(
+                false,
+                "nonexist",
+                Some(&LockError::LockDoesNotExist)
+            )),
             json!({"unlocked":false,"name":"nonexist","error":{"code":"LockDoesNotExist","message":"a lock by that name does not exist"}})
         );
     }

@@ -17,9 +17,11 @@ pub(crate) type Reply = Response<Full<Bytes>>;
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Message of the `401` for a request without the session cookie (go-ldlm's text).
-pub(crate) const COOKIE_NOT_FOUND: &str = "session cookie not found. create a new session at /session";
+pub(crate) const COOKIE_NOT_FOUND: &str =
+    "session cookie not found. create a new session at /session";
 /// Message of the `401` for an unknown or expired session cookie (go-ldlm's text).
-pub(crate) const COOKIE_INVALID: &str = "session cookie invalid or expired. create a new session at /session";
+pub(crate) const COOKIE_INVALID: &str =
+    "session cookie invalid or expired. create a new session at /session";
 /// Message of the `409` for `DELETE /session` with an unknown session (go-ldlm's text).
 pub(crate) const SESSION_NOT_FOUND: &str = "session not found";
 
@@ -27,7 +29,9 @@ pub(crate) const SESSION_NOT_FOUND: &str = "session not found";
 pub(crate) fn json(status: StatusCode, body: Bytes) -> Reply {
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, APPLICATION_JSON);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, APPLICATION_JSON);
     response
 }
 
@@ -46,9 +50,10 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
 pub(crate) fn bad_password() -> Reply {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::UNAUTHORIZED;
-    response
-        .headers_mut()
-        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"Restricted\""));
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"Restricted\""),
+    );
     response
 }
 
@@ -60,7 +65,9 @@ pub(crate) fn not_found() -> Reply {
 /// `405` for a known path with the wrong method; `allow` lists the methods it takes.
 pub(crate) fn method_not_allowed(allow: &'static str) -> Reply {
     let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
 

@@ -139,8 +139,14 @@ impl RestServer {
     fn create_session(&self) -> Reply {
         let timeout = self.options.session_timeout;
         let now = self.clock.now();
-        let Some((id, owner)) = self.sessions.create(|| self.engine.new_session(timeout, now)) else {
-            let message = format!("too many REST sessions: the limit is {}", self.sessions.limit());
+        let Some((id, owner)) = self
+            .sessions
+            .create(|| self.engine.new_session(timeout, now))
+        else {
+            let message = format!(
+                "too many REST sessions: the limit is {}",
+                self.sessions.limit()
+            );
             return reply::error(StatusCode::SERVICE_UNAVAILABLE, &message);
         };
         let id = id.to_text();
@@ -162,7 +168,11 @@ impl RestServer {
         }
         if !self.engine.is_shut_down() {
             let summary = self.engine.release_owner(&owner, self.clock.now());
-            debug!(rest_session_id = cookie, num_locks = summary.released, "REST session ended");
+            debug!(
+                rest_session_id = cookie,
+                num_locks = summary.released,
+                "REST session ended"
+            );
         }
         let response = reply::ok(json::session_body(""));
         reply::with_cookie(response, cookies::CLEAR_COOKIE)
@@ -232,7 +242,11 @@ impl RestServer {
     fn unlock(&self, body: &[u8], now: Tick) -> Result<Bytes, DecodeError> {
         let request: json::UnlockRequest<'_> = json::decode(body)?;
         let outcome = self.engine.unlock(&request.name, &request.key, now);
-        Ok(json::unlock_response(outcome.is_ok(), &request.name, outcome.as_ref().err()))
+        Ok(json::unlock_response(
+            outcome.is_ok(),
+            &request.name,
+            outcome.as_ref().err(),
+        ))
     }
 
     /// Refresh / Renew. The request's key is echoed unless the timeout itself was refused
@@ -240,7 +254,9 @@ impl RestServer {
     fn refresh(&self, body: &[u8], now: Tick) -> Result<Bytes, DecodeError> {
         let request: json::RefreshRequest<'_> = json::decode(body)?;
         let seconds = request.lock_timeout_seconds.unwrap_or(0);
-        let outcome = self.engine.refresh(&request.name, &request.key, seconds, now);
+        let outcome = self
+            .engine
+            .refresh(&request.name, &request.key, seconds, now);
         let response = match &outcome {
             Ok(grant) => LockResponse {
                 locked: true,
@@ -249,7 +265,9 @@ impl RestServer {
                 error: None,
                 fencing_token: grant.fencing_token,
             },
-            Err(error @ LockError::InvalidLockTimeout) => not_locked(&request.name, "", Some(error)),
+            Err(error @ LockError::InvalidLockTimeout) => {
+                not_locked(&request.name, "", Some(error))
+            }
             Err(error) => not_locked(&request.name, &request.key, Some(error)),
         };
         Ok(response.encode())

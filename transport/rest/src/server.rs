@@ -139,7 +139,9 @@ impl RestServer {
     ) -> io::Result<()> {
         let tls = self.options.tls.clone().map(TlsAcceptor::from);
         let slots = Arc::new(Semaphore::new(
-            self.options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+            self.options
+                .max_connections
+                .clamp(1, Semaphore::MAX_PERMITS),
         ));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -181,7 +183,9 @@ impl RestServer {
             let tls = tls.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
-                server.connection(stream, remote, tls, &builder, watcher).await;
+                server
+                    .connection(stream, remote, tls, &builder, watcher)
+                    .await;
                 drop(permit);
             });
         }
@@ -231,10 +235,17 @@ impl RestServer {
 
     /// [`RestServer::handle`] bounded by [`REQUEST_TIMEOUT`] (a client that stops sending its
     /// body gets `408`).
-    async fn handle_in_time(&self, request: Request<Incoming>, remote: SocketAddr) -> Response<Full<Bytes>> {
+    async fn handle_in_time(
+        &self,
+        request: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<Full<Bytes>> {
         match tokio::time::timeout(REQUEST_TIMEOUT, self.handle(request, remote)).await {
             Ok(response) => response,
-            Err(_) => reply::error(StatusCode::REQUEST_TIMEOUT, "the request took too long to arrive"),
+            Err(_) => reply::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request took too long to arrive",
+            ),
         }
     }
 }
@@ -243,7 +254,10 @@ impl RestServer {
 /// descriptors or memory is logged and waited out briefly (accepting again at once would spin).
 async fn accept_error(error: io::Error) {
     use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted};
-    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset | Interrupted) {
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset | Interrupted
+    ) {
         debug!(%error, "accept failed for one connection");
         return;
     }

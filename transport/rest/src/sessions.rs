@@ -63,15 +63,20 @@ impl SessionId {
     }
 }
 
-/// `SHARDS` empty, padded, locked maps.
-fn table<K, V>() -> Box<[CachePadded<Mutex<HashMap<K, V>>>]> {
-    (0..SHARDS).map(|_| CachePadded::new(Mutex::new(HashMap::new()))).collect()
+/// A sharded table: `SHARDS` cache-padded, locked maps.
+type Table<K, V> = Box<[CachePadded<Mutex<HashMap<K, V>>>]>;
+
+/// An empty [`Table`].
+fn table<K, V>() -> Table<K, V> {
+    (0..SHARDS)
+        .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+        .collect()
 }
 
 /// All live sessions. See the module doc.
 pub(crate) struct Sessions {
-    by_id: Box<[CachePadded<Mutex<HashMap<SessionId, Owner>>>]>,
-    by_owner: Box<[CachePadded<Mutex<HashMap<OwnerId, SessionId>>>]>,
+    by_id: Table<SessionId, Owner>,
+    by_owner: Table<OwnerId, SessionId>,
     /// Entries in `by_id` (plus reservations being created).
     count: AtomicUsize,
     limit: usize,
@@ -115,7 +120,9 @@ impl Sessions {
     pub(crate) fn create(&self, new_owner: impl FnOnce() -> Owner) -> Option<(SessionId, Owner)> {
         // Reserve a place first, so that concurrent creations never overshoot the limit.
         self.count
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < self.limit).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
             .ok()?;
         let owner = new_owner();
         let id = loop {
@@ -126,7 +133,9 @@ impl Sessions {
                 break id;
             }
         };
-        self.by_owner[Self::owner_shard(owner.id())].lock().insert(owner.id(), id);
+        self.by_owner[Self::owner_shard(owner.id())]
+            .lock()
+            .insert(owner.id(), id);
         if owner.has_ended() {
             // Expired (and reported) before the index had it: forget it ourselves.
             self.remove(id);
@@ -143,14 +152,19 @@ impl Sessions {
     pub(crate) fn remove(&self, id: SessionId) -> Option<Owner> {
         let owner = self.by_id[id.shard()].lock().remove(&id)?;
         self.count.fetch_sub(1, Ordering::AcqRel);
-        self.by_owner[Self::owner_shard(owner.id())].lock().remove(&owner.id());
+        self.by_owner[Self::owner_shard(owner.id())]
+            .lock()
+            .remove(&owner.id());
         Some(owner)
     }
 
     /// Removes the session of engine owner `owner` (one the engine expired); true if it was
     /// there.
     pub(crate) fn forget(&self, owner: OwnerId) -> bool {
-        let Some(id) = self.by_owner[Self::owner_shard(owner)].lock().remove(&owner) else {
+        let Some(id) = self.by_owner[Self::owner_shard(owner)]
+            .lock()
+            .remove(&owner)
+        else {
             return false;
         };
         let removed = {
@@ -200,15 +214,22 @@ mod tests {
         }
         // The cookie form is uuid's "simple" form.
         let uuid = uuid::Uuid::new_v4();
-        assert_eq!(SessionId(uuid.as_u128()).to_text(), uuid.simple().to_string());
+        assert_eq!(
+            SessionId(uuid.as_u128()).to_text(),
+            uuid.simple().to_string()
+        );
     }
 
     #[test]
     fn create_get_remove_forget() {
         let engine = engine();
         let sessions = Sessions::new(10);
-        let (a, owner_a) = sessions.create(|| engine.new_session(Duration::from_secs(60), Tick::ZERO)).expect("a");
-        let (b, owner_b) = sessions.create(|| engine.new_session(Duration::from_secs(60), Tick::ZERO)).expect("b");
+        let (a, owner_a) = sessions
+            .create(|| engine.new_session(Duration::from_secs(60), Tick::ZERO))
+            .expect("a");
+        let (b, owner_b) = sessions
+            .create(|| engine.new_session(Duration::from_secs(60), Tick::ZERO))
+            .expect("b");
         assert_eq!(sessions.len(), 2);
         assert_eq!(sessions.get(a).map(|o| o.id()), Some(owner_a.id()));
         assert_eq!(sessions.remove(a).map(|o| o.id()), Some(owner_a.id()));

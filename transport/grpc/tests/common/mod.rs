@@ -11,8 +11,8 @@ use ldlm_engine::{Engine, EngineConfig};
 use ldlm_grpc::{GrpcError, GrpcOptions, serve};
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
 use ldlm_proto::ldlm::{
-    ErrorCode, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
-    UnlockResponse,
+    ErrorCode, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest,
+    UnlockRequest, UnlockResponse,
 };
 use ldlm_transport::driver::{Clock, spawn_timer_driver};
 use tokio::net::TcpListener;
@@ -43,9 +43,15 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(engine.clone(), clock, listener, options, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(serve(
+            engine.clone(),
+            clock,
+            listener,
+            options,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             addr,
             engine,
@@ -90,7 +96,10 @@ impl Drop for TestServer {
 pub async fn eventually<F: FnMut() -> bool>(limit: Duration, what: &str, mut check: F) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -121,7 +130,11 @@ pub async fn lock(client: &mut Client, request: LockRequest) -> LockResponse {
 }
 
 pub async fn try_lock(client: &mut Client, request: TryLockRequest) -> LockResponse {
-    client.try_lock(request).await.expect("status OK").into_inner()
+    client
+        .try_lock(request)
+        .await
+        .expect("status OK")
+        .into_inner()
 }
 
 pub async fn unlock(client: &mut Client, name: &str, key: &str) -> UnlockResponse {
@@ -174,7 +187,10 @@ pub fn assert_locked(response: &LockResponse, name: &str) {
 pub fn assert_lock_error(response: &LockResponse, name: &str, code: ErrorCode, message: &str) {
     assert!(!response.locked, "{response:?}");
     assert_eq!(response.name, name);
-    assert_eq!(response.key, "", "a failed lock returns no key: {response:?}");
+    assert_eq!(
+        response.key, "",
+        "a failed lock returns no key: {response:?}"
+    );
     assert_eq!(response.fencing_token, 0, "{response:?}");
     let error = response.error.as_ref().expect("error set");
     assert_eq!(error.code, code as i32, "{response:?}");

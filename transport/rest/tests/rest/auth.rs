@@ -22,7 +22,10 @@ async fn with_password(password: &str) -> TestServer {
 
 fn assert_refused(reply: &Reply) {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
-    assert_eq!(reply.header("www-authenticate"), Some("Basic realm=\"Restricted\""));
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Basic realm=\"Restricted\"")
+    );
     assert!(reply.body.is_empty(), "empty body: {:?}", reply.text());
     assert!(reply.set_cookie().is_none());
 }
@@ -75,7 +78,11 @@ async fn password_is_checked_before_everything_else() {
         assert_refused(&client.call(method, path, "{}").await);
     }
     client.auth = Some(basic("u:wrong"));
-    assert_refused(&client.call(Method::POST, "/v1/lock", r#"{"name":"x"}"#).await);
+    assert_refused(
+        &client
+            .call(Method::POST, "/v1/lock", r#"{"name":"x"}"#)
+            .await,
+    );
     // The session is still there.
     client.auth = Some(basic("other-user:pw"));
     assert_eq!(client.try_lock("guarded").await["locked"], false);

