@@ -78,6 +78,7 @@ impl Http {
             request = request.header("cookie", cookie.as_str());
         }
         let request = request.body(Full::new(Bytes::from(body.to_string()))).expect("request");
+        self.sender.ready().await.expect("connection ready");
         let response = self.sender.send_request(request).await.expect("response");
         let status = response.status().as_u16();
         if let Some(set) = response.headers().get("set-cookie") {

@@ -203,18 +203,17 @@ impl RestServer {
         };
         let now = self.clock.now();
         let answer = match route {
-            Route::Lock => self.try_lock(owner, &body, now),
-            Route::Unlock => self.unlock(&body, now),
-            Route::Refresh => self.refresh(&body, now),
+            Route::Lock => self.try_lock(owner, &body, now).await,
+            Route::Unlock => self.unlock(&body, now).map(reply::ok),
+            Route::Refresh => self.refresh(&body, now).map(reply::ok),
         };
-        match answer {
-            Ok(body) => reply::ok(body),
-            Err(error) => reply::error(StatusCode::BAD_REQUEST, &error.to_string()),
-        }
+        answer.unwrap_or_else(|error| reply::error(StatusCode::BAD_REQUEST, &error.to_string()))
     }
 
-    /// TryLock. A failed or busy TryLock answers an empty key (DESIGN §4.3).
-    fn try_lock(&self, owner: &Owner, body: &[u8], now: Tick) -> Result<Bytes, DecodeError> {
+    /// TryLock. A failed or busy TryLock answers an empty key (DESIGN §4.3). With a state
+    /// file, "locked" is answered only once the grant is on disk (DESIGN §4.5); if it cannot be
+    /// written, the hold is given back and the answer is `500`.
+    async fn try_lock(&self, owner: &Owner, body: &[u8], now: Tick) -> Result<Reply, DecodeError> {
         let request: json::TryLockRequest<'_> = json::decode(body)?;
         let lock = LockRequest {
             name: &request.name,
@@ -225,17 +224,31 @@ impl RestServer {
         let outcome = self.engine.try_lock(owner, &lock, now);
         let mut key = [0u8; 36];
         let response = match &outcome {
-            Ok(TryLockOutcome::Acquired(grant)) => LockResponse {
-                locked: true,
-                name: &request.name,
-                key: grant.key.encode(&mut key),
-                error: None,
-                fencing_token: grant.fencing_token,
-            },
+            Ok(TryLockOutcome::Acquired(grant)) => {
+                let key = grant.key.encode(&mut key);
+                if let Some(durability) = &self.durability
+                    && let Err(error) = durability.wait(grant.durable_seq).await
+                {
+                    // Nobody will learn this key: give the slot back at once.
+                    let _ = self.engine.unlock(&request.name, key, self.clock.now());
+                    warn!(lock = %request.name, %error, "REST lock not granted: not durable");
+                    return Ok(reply::error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &error.to_string(),
+                    ));
+                }
+                LockResponse {
+                    locked: true,
+                    name: &request.name,
+                    key,
+                    error: None,
+                    fencing_token: grant.fencing_token,
+                }
+            }
             Ok(TryLockOutcome::Busy) => not_locked(&request.name, "", None),
             Err(error) => not_locked(&request.name, "", Some(error)),
         };
-        Ok(response.encode())
+        Ok(reply::ok(response.encode()))
     }
 
     /// Unlock: the key, not the session, authorises it (reference §3.1).

@@ -35,6 +35,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use ldlm_engine::{Engine, OwnerId};
 use ldlm_transport::driver::Clock;
 use ldlm_transport::password::Password;
+use ldlm_transport::state_file::Durability;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -90,6 +91,8 @@ pub struct RestServer {
     pub(crate) clock: Clock,
     pub(crate) options: RestOptions,
     pub(crate) sessions: Sessions,
+    /// With a state file: waits until a grant is on disk before "locked" is answered.
+    pub(crate) durability: Option<Durability>,
 }
 
 impl std::fmt::Debug for RestServer {
@@ -105,12 +108,33 @@ impl RestServer {
     /// A server over `engine`, reading time from `clock` (the same clock that drives the
     /// engine's timers).
     pub fn new(engine: Engine, clock: Clock, options: RestOptions) -> Arc<RestServer> {
+        Self::build(engine, clock, options, None)
+    }
+
+    /// Like [`RestServer::new`], for an engine that records grants in a state file: a TryLock
+    /// is answered "locked" only once `durability` reports its grant on disk (DESIGN §4.5).
+    pub fn with_durability(
+        engine: Engine,
+        clock: Clock,
+        options: RestOptions,
+        durability: Durability,
+    ) -> Arc<RestServer> {
+        Self::build(engine, clock, options, Some(durability))
+    }
+
+    fn build(
+        engine: Engine,
+        clock: Clock,
+        options: RestOptions,
+        durability: Option<Durability>,
+    ) -> Arc<RestServer> {
         let sessions = Sessions::new(options.max_sessions);
         Arc::new(RestServer {
             engine,
             clock,
             options,
             sessions,
+            durability,
         })
     }
 

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use ldlm_engine::{Engine, EngineConfig};
 use ldlm_rest::{RestOptions, RestServer};
 use ldlm_transport::driver::{Clock, spawn_timer_driver};
+use ldlm_transport::state_file::Durability;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -38,11 +39,24 @@ impl TestServer {
     pub(crate) async fn start(options: RestOptions) -> TestServer {
         let clock = Clock::new();
         let engine = Engine::new(EngineConfig::default(), clock.now()).expect("engine config");
+        TestServer::start_on(engine, clock, options, None).await
+    }
+
+    /// Starts a server over `engine` (whose time is `clock`), waiting for `durability` if set.
+    pub(crate) async fn start_on(
+        engine: Engine,
+        clock: Clock,
+        options: RestOptions,
+        durability: Option<Durability>,
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let server = RestServer::new(engine.clone(), clock, options);
+        let server = match durability {
+            Some(durability) => RestServer::with_durability(engine.clone(), clock, options, durability),
+            None => RestServer::new(engine.clone(), clock, options),
+        };
         let reporter = server.clone();
         let driver = spawn_timer_driver(engine.clone(), clock, move |report| {
             reporter.forget_sessions(&report.sessions_expired);

@@ -7,6 +7,10 @@ use http::{Method, StatusCode};
 use ldlm_rest::RestOptions;
 use serde_json::json;
 
+use ldlm_engine::{Engine, EngineConfig};
+use ldlm_transport::driver::Clock;
+use ldlm_transport::state_file::StateFile;
+
 use crate::harness::{TestServer, assert_uuid_v4, chunked, fencing_token, full};
 
 #[tokio::test]
@@ -408,4 +412,25 @@ async fn handle_without_a_socket() {
     let response = server.server.handle(request, remote).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(server.engine.list().len(), 1);
+}
+
+#[tokio::test]
+async fn locked_is_answered_once_the_grant_is_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state");
+    let (file, _) = StateFile::open(&path).expect("open state file");
+    let clock = Clock::new();
+    let engine = Engine::with_event_sink(EngineConfig::default(), clock.now(), file.sink()).expect("engine");
+    let server = TestServer::start_on(engine, clock, RestOptions::default(), Some(file.durability())).await;
+    let mut client = server.client_with_session().await;
+    let locked = client.post("/v1/lock", json!({"name": "durable", "size": 2})).await;
+    assert_eq!(locked["locked"], true);
+    let gone = client.try_lock("gone").await;
+    client.unlock("gone", gone["key"].as_str().expect("key")).await;
+
+    // What the client was told is what the file holds (read without stopping the writer).
+    let loaded = ldlm_transport::state_file::load::load(&path).expect("load");
+    let held: Vec<_> = loaded.holds.iter().map(|h| (h.name.as_str(), h.key.to_string(), h.size)).collect();
+    assert_eq!(held, vec![("durable", locked["key"].as_str().expect("key").to_owned(), 2)]);
+    assert_eq!(loaded.fencing_floor.max(fencing_token(&locked)), loaded.fencing_floor.max(fencing_token(&locked)));
 }
