@@ -57,7 +57,9 @@ impl Running {
         for task in self.tasks {
             match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(error))) => warn!(error = %format!("{error:#}"), "Listener ended with an error"),
+                Ok(Ok(Err(error))) => {
+                    warn!(error = %format!("{error:#}"), "Listener ended with an error")
+                }
                 Ok(Err(join)) => warn!(error = %join, "Listener task failed"),
                 Err(_) => warn!("Listener did not stop within the grace period"),
             }
@@ -90,7 +92,12 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
     .map_err(|e| anyhow!("{e}"))?;
     if let (Some(path), Some((_, loaded))) = (&config.state_file, &state_file) {
         engine
-            .restore(&loaded.holds, Some(config.default_lock_timeout), loaded.fencing_floor, clock.now())
+            .restore(
+                &loaded.holds,
+                Some(config.default_lock_timeout),
+                loaded.fencing_floor,
+                clock.now(),
+            )
             .map_err(|e| anyhow!("state file {}: {e}", path.display()))?;
         for hold in &loaded.holds {
             info!(lock = %hold.name, key = %hold.key, "Loaded lock");
@@ -106,12 +113,14 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         client_cert_verify: config.client_cert_verify,
     };
     let grpc_tls = tls::server_config(&tls_options, &[b"h2"]).context("TLS configuration")?;
-    let rest_tls = tls::server_config(&tls_options, &[b"h2", b"http/1.1"]).context("TLS configuration")?;
+    let rest_tls =
+        tls::server_config(&tls_options, &[b"h2", b"http/1.1"]).context("TLS configuration")?;
     let password = config.password.as_deref().and_then(Password::from_config);
 
     let ipc = match &config.ipc_socket_file {
         Some(path) => {
-            let listener = ldlm_ipc::server::bind(path).with_context(|| format!("IPC socket {}", path.display()))?;
+            let listener = ldlm_ipc::server::bind(path)
+                .with_context(|| format!("IPC socket {}", path.display()))?;
             info!(socket = %path.display(), "IPC server started");
             Some((listener, path.clone()))
         }
@@ -126,7 +135,10 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         None => None,
     };
     let grpc_addr = grpc_listener.local_addr()?;
-    let rest_addr = rest_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let rest_addr = rest_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
 
     let (stop, stopped) = watch::channel(false);
     let shutdown_signal = move || {
@@ -155,13 +167,23 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
     let rest_for_driver = rest.as_ref().map(|(server, _)| Arc::clone(server));
     let driver = spawn_timer_driver(engine.clone(), clock, move |report| {
         if report.locks_collected > 0 {
-            info!(num_locks = report.locks_collected, "Lock garbage collection cleared {} locks", report.locks_collected);
+            info!(
+                num_locks = report.locks_collected,
+                "Lock garbage collection cleared {} locks", report.locks_collected
+            );
         }
         if report.leases_expired > 0 || report.waits_timed_out > 0 {
-            debug!(leases = report.leases_expired, waits = report.waits_timed_out, "Timers fired");
+            debug!(
+                leases = report.leases_expired,
+                waits = report.waits_timed_out,
+                "Timers fired"
+            );
         }
         if !report.sessions_expired.is_empty() {
-            debug!(sessions = report.sessions_expired.len(), "REST session timeout");
+            debug!(
+                sessions = report.sessions_expired.len(),
+                "REST session timeout"
+            );
             if let Some(rest) = &rest_for_driver {
                 rest.forget_sessions(&report.sessions_expired);
             }
@@ -199,13 +221,23 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         max_connections: config.max_connections,
         max_message_bytes: config.grpc_max_message_bytes,
     };
-    let grpc = ldlm_grpc::serve(engine.clone(), clock, grpc_listener, grpc_options, shutdown_signal());
-    tasks.push(tokio::spawn(async move { grpc.await.map_err(|e| anyhow!("gRPC server: {e}")) }));
+    let grpc = ldlm_grpc::serve(
+        engine.clone(),
+        clock,
+        grpc_listener,
+        grpc_options,
+        shutdown_signal(),
+    );
+    tasks.push(tokio::spawn(async move {
+        grpc.await.map_err(|e| anyhow!("gRPC server: {e}"))
+    }));
     warn!("gRPC server started. Listening on {grpc_addr}");
 
     if let Some((server, listener)) = rest {
         let serve = server.serve(listener, shutdown_signal());
-        tasks.push(tokio::spawn(async move { serve.await.context("REST server") }));
+        tasks.push(tokio::spawn(
+            async move { serve.await.context("REST server") },
+        ));
         if let Some(addr) = rest_addr {
             warn!("REST server started. Listening on {addr}");
         }

@@ -23,7 +23,10 @@ fn main() -> ExitCode {
         }
     };
     logging::init(config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ldlm-server: cannot start the async runtime: {error}");

@@ -26,6 +26,12 @@
 //! `application/json`. Refresh of an unknown lock answers `LockDoesNotExistOrInvalidKey`, a
 //! failed TryLock returns an empty key, and lock responses carry `fencingToken`.
 //!
+//! ## Durability
+//!
+//! Built with [`RestServer::with_durability`] (the engine records grants in a state file), a
+//! TryLock answers "locked" only once its grant is on disk; if the file cannot be written, the
+//! hold is given back at once and the answer is `500` with a JSON error.
+//!
 //! ## Consistency and concurrency
 //!
 //! Sessions live in a sharded map (module `sessions`) whose shard mutexes are held only for a

@@ -54,7 +54,9 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let server = match durability {
-            Some(durability) => RestServer::with_durability(engine.clone(), clock, options, durability),
+            Some(durability) => {
+                RestServer::with_durability(engine.clone(), clock, options, durability)
+            }
             None => RestServer::new(engine.clone(), clock, options),
         };
         let reporter = server.clone();

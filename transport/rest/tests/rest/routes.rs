@@ -420,17 +420,42 @@ async fn locked_is_answered_once_the_grant_is_on_disk() {
     let path = dir.path().join("state");
     let (file, _) = StateFile::open(&path).expect("open state file");
     let clock = Clock::new();
-    let engine = Engine::with_event_sink(EngineConfig::default(), clock.now(), file.sink()).expect("engine");
-    let server = TestServer::start_on(engine, clock, RestOptions::default(), Some(file.durability())).await;
+    let engine =
+        Engine::with_event_sink(EngineConfig::default(), clock.now(), file.sink()).expect("engine");
+    let server = TestServer::start_on(
+        engine,
+        clock,
+        RestOptions::default(),
+        Some(file.durability()),
+    )
+    .await;
     let mut client = server.client_with_session().await;
-    let locked = client.post("/v1/lock", json!({"name": "durable", "size": 2})).await;
+    let locked = client
+        .post("/v1/lock", json!({"name": "durable", "size": 2}))
+        .await;
     assert_eq!(locked["locked"], true);
     let gone = client.try_lock("gone").await;
-    client.unlock("gone", gone["key"].as_str().expect("key")).await;
+    client
+        .unlock("gone", gone["key"].as_str().expect("key"))
+        .await;
+    // Releases are not waited for, but a later grant's durability covers every earlier record.
+    let last = client.try_lock("last").await;
+    assert_eq!(last["locked"], true);
 
     // What the client was told is what the file holds (read without stopping the writer).
     let loaded = ldlm_transport::state_file::load::load(&path).expect("load");
-    let held: Vec<_> = loaded.holds.iter().map(|h| (h.name.as_str(), h.key.to_string(), h.size)).collect();
-    assert_eq!(held, vec![("durable", locked["key"].as_str().expect("key").to_owned(), 2)]);
-    assert_eq!(loaded.fencing_floor.max(fencing_token(&locked)), loaded.fencing_floor.max(fencing_token(&locked)));
+    let held: Vec<_> = loaded
+        .holds
+        .iter()
+        .map(|h| (h.name.as_str(), h.key.to_string(), h.size, h.fencing_token))
+        .collect();
+    let key = locked["key"].as_str().expect("key").to_owned();
+    let last_key = last["key"].as_str().expect("key").to_owned();
+    assert_eq!(
+        held,
+        vec![
+            ("durable", key, 2, fencing_token(&locked)),
+            ("last", last_key, 1, fencing_token(&last)),
+        ]
+    );
 }
