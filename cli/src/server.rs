@@ -148,19 +148,20 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         }
     };
 
+    let durability = state_file.as_ref().map(|file| file.durability());
     let rest = rest_listener.map(|listener| {
-        let server = ldlm_rest::RestServer::new(
-            engine.clone(),
-            clock,
-            ldlm_rest::RestOptions {
-                password: password.clone(),
-                tls: rest_tls.clone(),
-                session_timeout: config.rest_session_timeout,
-                max_sessions: config.max_rest_sessions,
-                max_body_bytes: config.max_request_bytes,
-                max_connections: config.max_connections,
-            },
-        );
+        let options = ldlm_rest::RestOptions {
+            password: password.clone(),
+            tls: rest_tls.clone(),
+            session_timeout: config.rest_session_timeout,
+            max_sessions: config.max_rest_sessions,
+            max_body_bytes: config.max_request_bytes,
+            max_connections: config.max_connections,
+        };
+        let server = match durability.clone() {
+            Some(durability) => ldlm_rest::RestServer::with_durability(engine.clone(), clock, options, durability),
+            None => ldlm_rest::RestServer::new(engine.clone(), clock, options),
+        };
         (server, listener)
     });
 

@@ -35,8 +35,8 @@
 //!
 //! ## Logging
 //!
-//! `tracing`, with go-ldlm's message texts (reference §11). Startup lines at INFO/WARN;
-//! per-request and per-session lines (`Lock request`, `Lock response`, `Session started`,
+//! `tracing`, with go-ldlm's message texts (reference §11). The startup lines are the server
+//! binary's; per-request and per-session lines (`Lock request`, `Lock response`, `Session started`,
 //! `Client session cleanup`, ...) at DEBUG only, since they cost throughput (DESIGN §6).
 
 mod auth;
@@ -54,7 +54,7 @@ use ldlm_transport::password::Password;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Server;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// How long [`serve`] waits, after its shutdown signal, for open connections to finish their
 /// calls before it closes them itself and returns.
@@ -114,9 +114,10 @@ pub enum GrpcError {
 
 /// Serves the `ldlm.LDLM` gRPC service on `listener` until `shutdown` completes.
 ///
-/// Logs `Loaded gRPC TLS configuration` (INFO, with TLS), `Loaded gRPC authentication
-/// configuration` (INFO, with a password) and then `gRPC server started. Listening on <addr>`
-/// (WARN), as go-ldlm does (reference §11).
+/// The startup lines of reference §11 (`Loaded gRPC TLS configuration`, `Loaded gRPC
+/// authentication configuration`, `gRPC server started. Listening on <addr>`) are the
+/// caller's: it knows the order of all listeners. This function logs only at DEBUG, except
+/// `Invalid password from client` (WARN) and trouble accepting connections (WARN, rate-limited).
 ///
 /// **Shutdown.** When `shutdown` completes, the listener is closed, every connection is asked
 /// to close (HTTP/2 GOAWAY) once its calls in flight have finished, and `serve` returns when
@@ -135,13 +136,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcError> {
     let addr = listener.local_addr().map_err(GrpcError::LocalAddr)?;
-    if options.tls.is_some() {
-        info!("Loaded gRPC TLS configuration");
-    }
-    if options.password.is_some() {
-        info!("Loaded gRPC authentication configuration");
-    }
 
+    let (options_tls, options_password) = (options.tls.is_some(), options.password.is_some());
     // Closing the stragglers after the grace period: every connection's reads fail once this
     // is set (or once the sender is gone, i.e. when this function returns or is dropped).
     let (close_all, close_signal) = watch::channel(false);
@@ -167,7 +163,12 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
         .layer(auth::AuthLayer::new(options.password));
 
-    warn!("gRPC server started. Listening on {addr}");
+    debug!(
+        %addr,
+        tls = options_tls,
+        password = options_password,
+        "gRPC listener serving"
+    );
 
     let (fired_tx, fired_rx) = oneshot::channel::<()>();
     let signal = async move {
