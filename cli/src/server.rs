@@ -20,8 +20,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 
-/// How long in-flight calls may take to finish after a shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long the listeners may take to stop after a shutdown signal (the gRPC transport itself
+/// force-closes connections after its own 5 s grace period).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
 
 /// The engine configuration a server configuration asks for.
 pub fn engine_config(config: &ServerConfig) -> EngineConfig {
@@ -141,7 +142,9 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         .transpose()?;
 
     let (stop, stopped) = watch::channel(false);
-    let shutdown_signal = move || {
+    // Every listener stops when `Running::shutdown` flips `stop`, which it does only after
+    // `engine.shutdown()`: connections that close from then on keep their locks.
+    let stopped = move || {
         let mut stopped = stopped.clone();
         async move {
             let _ = stopped.wait_for(|&s| s).await;
@@ -159,7 +162,9 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
             max_connections: config.max_connections,
         };
         let server = match durability.clone() {
-            Some(durability) => ldlm_rest::RestServer::with_durability(engine.clone(), clock, options, durability),
+            Some(durability) => {
+                ldlm_rest::RestServer::with_durability(engine.clone(), clock, options, durability)
+            }
             None => ldlm_rest::RestServer::new(engine.clone(), clock, options),
         };
         (server, listener)
@@ -207,7 +212,7 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
             ldlm_ipc::server::ServeOptions {
                 max_request_bytes: config.max_request_bytes,
             },
-            shutdown_signal(),
+            stopped(),
         );
         tasks.push(tokio::spawn(async move {
             serve.await;
@@ -222,20 +227,39 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         max_connections: config.max_connections,
         max_message_bytes: config.grpc_max_message_bytes,
     };
-    let grpc = ldlm_grpc::serve(
-        engine.clone(),
-        clock,
-        grpc_listener,
-        grpc_options,
-        shutdown_signal(),
-    );
+    let grpc_engine = engine.clone();
+    let grpc_stopped = stopped();
     tasks.push(tokio::spawn(async move {
-        grpc.await.map_err(|e| anyhow!("gRPC server: {e}"))
+        let served = match durability {
+            // With a state file, "locked" is answered only once the grant is on disk.
+            Some(durability) => {
+                ldlm_grpc::serve_with_durability(
+                    grpc_engine,
+                    clock,
+                    grpc_listener,
+                    grpc_options,
+                    durability,
+                    grpc_stopped,
+                )
+                .await
+            }
+            None => {
+                ldlm_grpc::serve(
+                    grpc_engine,
+                    clock,
+                    grpc_listener,
+                    grpc_options,
+                    grpc_stopped,
+                )
+                .await
+            }
+        };
+        served.map_err(|e| anyhow!("gRPC server: {e}"))
     }));
     warn!("gRPC server started. Listening on {grpc_addr}");
 
     if let Some((server, listener)) = rest {
-        let serve = server.serve(listener, shutdown_signal());
+        let serve = server.serve(listener, stopped());
         tasks.push(tokio::spawn(
             async move { serve.await.context("REST server") },
         ));

@@ -1,8 +1,8 @@
 //! # ldlm-grpc
 //!
 //! The gRPC transport of LDLM (DESIGN §5): go-ldlm's `ldlm.LDLM` service served with tonic,
-//! on top of the synchronous [`ldlm_engine::Engine`]. The server binary calls one function,
-//! [`serve`].
+//! on top of the synchronous [`ldlm_engine::Engine`]. The server binary calls one function:
+//! [`serve`], or [`serve_with_durability`] when grants go to a state file.
 //!
 //! ## Shape
 //!
@@ -51,6 +51,7 @@ use ldlm_engine::Engine;
 use ldlm_proto::ldlm::ldlm_server::LdlmServer;
 use ldlm_transport::driver::Clock;
 use ldlm_transport::password::Password;
+use ldlm_transport::state_file::Durability;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Server;
@@ -135,6 +136,31 @@ pub async fn serve(
     options: GrpcOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcError> {
+    serve_inner(engine, clock, listener, options, None, shutdown).await
+}
+
+/// [`serve`] for an engine that records grants in a state file: Lock and TryLock answer
+/// "locked" only once `durability` reports the grant on disk (DESIGN §4.5). A grant that
+/// cannot be written is given back and the call fails with status `INTERNAL`.
+pub async fn serve_with_durability(
+    engine: Engine,
+    clock: Clock,
+    listener: TcpListener,
+    options: GrpcOptions,
+    durability: Durability,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GrpcError> {
+    serve_inner(engine, clock, listener, options, Some(durability), shutdown).await
+}
+
+async fn serve_inner(
+    engine: Engine,
+    clock: Clock,
+    listener: TcpListener,
+    options: GrpcOptions,
+    durability: Option<Durability>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GrpcError> {
     let addr = listener.local_addr().map_err(GrpcError::LocalAddr)?;
 
     let (options_tls, options_password) = (options.tls.is_some(), options.password.is_some());
@@ -155,7 +181,7 @@ pub async fn serve(
     };
     let acceptor = AbortOnDrop(tokio::spawn(accept.run()));
 
-    let service = LdlmServer::new(service::LdlmService::new(engine, clock))
+    let service = LdlmServer::new(service::LdlmService::new(engine, clock, durability))
         .max_decoding_message_size(options.max_message_bytes);
     let keepalive = (!options.keepalive_interval.is_zero()).then_some(options.keepalive_interval);
     let server = Server::builder()

@@ -13,6 +13,12 @@
 //! `name` always echoes the request. `Unlock` answers `unlocked` and `error`. Lock-domain errors
 //! never change the gRPC status (it stays OK): `error.code` is [`LockError::code`], and
 //! `error.message` its `Display` text (go-ldlm's).
+//!
+//! **Durability.** With a state file, a grant is answered "locked" only once its record is on
+//! disk ([`Durability::wait`], DESIGN §4.5). If the write fails, the slot is given back and
+//! the call fails with status `INTERNAL` (as REST answers 500): the client never learns a key
+//! that a restart would forget. If the client leaves while the grant is being written, the
+//! slot is given back too.
 
 use ldlm_engine::{
     Engine, Grant, LockError, LockOutcome, LockRequest as EngineRequest, TryLockOutcome,
@@ -23,20 +29,76 @@ use ldlm_proto::ldlm::{
     UnlockRequest, UnlockResponse,
 };
 use ldlm_transport::driver::Clock;
+use ldlm_transport::state_file::Durability;
 use tonic::{Extensions, Request, Response, Status};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::conn::SessionInfo;
 
-/// The service: the engine and the clock its calls are timed with.
+/// The service: the engine, the clock its calls are timed with, and the state file's
+/// durability handle if there is one.
 pub(crate) struct LdlmService {
     engine: Engine,
     clock: Clock,
+    durability: Option<Durability>,
+}
+
+/// Gives a grant's slot back when dropped armed: the grant could not be made durable, or the
+/// call was dropped while waiting for it.
+struct GiveBack<'a> {
+    service: &'a LdlmService,
+    name: &'a str,
+    grant: Grant,
+    armed: bool,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut key = [0u8; 36];
+            let key = self.grant.key.encode(&mut key);
+            let _ = self
+                .service
+                .engine
+                .unlock(self.name, key, self.service.clock.now());
+        }
+    }
 }
 
 impl LdlmService {
-    pub(crate) fn new(engine: Engine, clock: Clock) -> LdlmService {
-        LdlmService { engine, clock }
+    pub(crate) fn new(engine: Engine, clock: Clock, durability: Option<Durability>) -> LdlmService {
+        LdlmService {
+            engine,
+            clock,
+            durability,
+        }
+    }
+
+    /// `grant`, once it is on disk (at once without a state file).
+    async fn durable(&self, name: &str, grant: Grant) -> Result<Grant, Status> {
+        let Some(durability) = &self.durability else {
+            return Ok(grant);
+        };
+        if grant.durable_seq == 0 {
+            return Ok(grant);
+        }
+        let mut give_back = GiveBack {
+            service: self,
+            name,
+            grant,
+            armed: true,
+        };
+        match durability.wait(grant.durable_seq).await {
+            Ok(()) => {
+                give_back.armed = false;
+                Ok(grant)
+            }
+            Err(error) => {
+                drop(give_back);
+                warn!(lock = %name, %error, "gRPC lock not granted: not durable");
+                Err(Status::internal(error.to_string()))
+            }
+        }
     }
 
     /// RefreshLock and Renew (same message shape, same behaviour).
@@ -150,7 +212,11 @@ impl Ldlm for LdlmService {
                 Err(e) => Err(e),
             }
         };
-        let response = lock_response(request.name, result.map(Some));
+        let result = match result {
+            Ok(grant) => Ok(Some(self.durable(&request.name, grant).await?)),
+            Err(e) => Err(e),
+        };
+        let response = lock_response(request.name, result);
         log_lock_response("Lock", session, &response);
         Ok(Response::new(response))
     }
@@ -175,6 +241,10 @@ impl Ldlm for LdlmService {
                 TryLockOutcome::Acquired(grant) => Some(grant),
                 TryLockOutcome::Busy => None,
             });
+        let result = match result {
+            Ok(Some(grant)) => Ok(Some(self.durable(&request.name, grant).await?)),
+            other => other,
+        };
         let response = lock_response(request.name, result);
         log_lock_response("TryLock", session, &response);
         Ok(Response::new(response))

@@ -484,3 +484,62 @@ async fn unicode_names_are_byte_exact() {
     }
     assert_eq!(server.engine.list().len(), 5);
 }
+
+/// With a state file, "locked" is answered only once the grant is on disk.
+#[tokio::test]
+async fn grants_are_durable_before_the_reply() {
+    use ldlm_transport::state_file::{StateFile, load::load};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state");
+    let (state, _) = StateFile::open(&path).expect("open");
+    let server = TestServer::with_state_file(&state).await;
+    let mut a = server.client().await;
+    let mut b = server.client().await;
+    let on_disk = |key: &str| {
+        load(&path)
+            .expect("load")
+            .holds
+            .iter()
+            .any(|h| h.key.to_string() == key)
+    };
+    let t = try_lock(&mut a, try_req("d")).await;
+    assert_locked(&t, "d");
+    assert!(on_disk(&t.key), "TryLock grant on disk before the reply");
+    let waiter = tokio::spawn(async move { lock(&mut b, lock_req("d")).await });
+    let engine = server.engine.clone();
+    eventually(SLACK, "b queued", || engine.stats().waiters == 1).await;
+    assert!(unlock(&mut a, "d", &t.key).await.unlocked);
+    let l = within(SLACK, "hand-off", waiter).await.expect("task");
+    assert_locked(&l, "d");
+    assert!(on_disk(&l.key), "hand-off grant on disk before the reply");
+}
+
+/// A grant whose record never reaches the disk is given back when the call ends (here: its
+/// deadline passes while it waits for the writer, which was stopped).
+#[tokio::test]
+async fn a_grant_that_is_not_durable_is_given_back() {
+    use ldlm_transport::state_file::StateFile;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (state, _) = StateFile::open(&dir.path().join("state")).expect("open");
+    let server = TestServer::with_state_file(&state).await;
+    let mut c = server.client().await;
+    assert_locked(&try_lock(&mut c, try_req("before")).await, "before");
+    state.close();
+    let mut request = tonic::Request::new(try_req("nd"));
+    request.set_timeout(Duration::from_millis(300));
+    let status = within(SLACK, "deadline", c.try_lock(request))
+        .await
+        .expect_err("never durable");
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{status:?}"
+    );
+    let engine = server.engine.clone();
+    eventually(SLACK, "slot given back", || {
+        engine.list().iter().all(|h| &*h.name != "nd")
+    })
+    .await;
+}

@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ldlm_engine::{Engine, EngineConfig};
-use ldlm_grpc::{GrpcError, GrpcOptions, serve};
+use ldlm_grpc::{GrpcError, GrpcOptions, serve, serve_with_durability};
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
 use ldlm_proto::ldlm::{
     ErrorCode, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest,
     UnlockRequest, UnlockResponse,
 };
 use ldlm_transport::driver::{Clock, spawn_timer_driver};
+use ldlm_transport::state_file::{Durability, StateFile};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -39,19 +40,47 @@ impl TestServer {
     pub async fn with(config: EngineConfig, options: GrpcOptions) -> TestServer {
         let clock = Clock::new();
         let engine = Engine::new(config, clock.now()).expect("engine config");
+        Self::serving(engine, clock, options, None).await
+    }
+
+    /// A server whose engine records grants in the state file `state`.
+    pub async fn with_state_file(state: &StateFile) -> TestServer {
+        let clock = Clock::new();
+        let engine = Engine::with_event_sink(EngineConfig::default(), clock.now(), state.sink())
+            .expect("engine config");
+        Self::serving(
+            engine,
+            clock,
+            GrpcOptions::default(),
+            Some(state.durability()),
+        )
+        .await
+    }
+
+    async fn serving(
+        engine: Engine,
+        clock: Clock,
+        options: GrpcOptions,
+        durability: Option<Durability>,
+    ) -> TestServer {
         let driver = spawn_timer_driver(engine.clone(), clock, |_| {});
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(
-            engine.clone(),
-            clock,
-            listener,
-            options,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let task = match durability {
+            None => tokio::spawn(serve(engine.clone(), clock, listener, options, shutdown)),
+            Some(durability) => tokio::spawn(serve_with_durability(
+                engine.clone(),
+                clock,
+                listener,
+                options,
+                durability,
+                shutdown,
+            )),
+        };
         TestServer {
             addr,
             engine,
