@@ -52,7 +52,11 @@ async fn locks_are_shared_between_rest_and_grpc() {
     let (_, body) = rest.call("POST", "/v1/lock", r#"{"name": "shared"}"#).await;
     assert_eq!(body["locked"], false, "{body}");
     let (_, body) = rest
-        .call("POST", "/v1/unlock", &format!(r#"{{"name": "shared", "key": "{}"}}"#, held.key))
+        .call(
+            "POST",
+            "/v1/unlock",
+            &format!(r#"{{"name": "shared", "key": "{}"}}"#, held.key),
+        )
         .await;
     assert_eq!(body["unlocked"], true, "{body}");
     server.running.shutdown().await;

@@ -59,16 +59,27 @@ pub(crate) struct Http {
 
 impl Http {
     pub(crate) async fn connect(addr: SocketAddr) -> Http {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
-        let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        let stream = tokio::net::TcpStream::connect(addr)
             .await
-            .expect("handshake");
+            .expect("connects");
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
         tokio::spawn(connection);
-        Http { sender, cookie: None }
+        Http {
+            sender,
+            cookie: None,
+        }
     }
 
     /// Sends a request with the session cookie (if any); returns status and parsed JSON body.
-    pub(crate) async fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    pub(crate) async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -77,7 +88,9 @@ impl Http {
         if let Some(cookie) = &self.cookie {
             request = request.header("cookie", cookie.as_str());
         }
-        let request = request.body(Full::new(Bytes::from(body.to_string()))).expect("request");
+        let request = request
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request");
         self.sender.ready().await.expect("connection ready");
         let response = self.sender.send_request(request).await.expect("response");
         let status = response.status().as_u16();
@@ -85,7 +98,12 @@ impl Http {
             let value = set.to_str().expect("ascii cookie");
             self.cookie = value.split(';').next().map(str::to_string);
         }
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let json = if bytes.is_empty() {
             serde_json::Value::Null
         } else {

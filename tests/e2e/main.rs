@@ -4,9 +4,11 @@
 //! - `harness`: starting servers, making clients.
 //! - `python`: any-language compatibility — a Python grpcio client built from `proto/ldlm.proto`.
 //! - `cross`: one lock table behind both transports (REST ↔ gRPC).
+//! - `gc`: lock garbage collection and limits.
 //! - `persistence`: the state file across a graceful restart.
 
 mod cross;
+mod gc;
 mod harness;
 mod persistence;
 mod python;

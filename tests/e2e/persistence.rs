@@ -64,7 +64,10 @@ async fn held_locks_survive_a_graceful_restart() {
         .expect("rpc")
         .into_inner();
     assert!(free.locked, "an unlocked lock did not come back");
-    assert!(free.fencing_token > released.fencing_token, "tokens never go backwards");
+    assert!(
+        free.fencing_token > released.fencing_token,
+        "tokens never go backwards"
+    );
 
     // It came back with the 1 s default lease: it expires on its own.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
@@ -80,7 +83,10 @@ async fn held_locks_survive_a_graceful_restart() {
         if attempt.locked {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the restored lease never expired");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restored lease never expired"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.running.shutdown().await;
@@ -115,5 +121,44 @@ async fn an_old_key_unlocks_a_restored_lock() {
         .expect("rpc")
         .into_inner();
     assert!(unlocked.unlocked, "{unlocked:?}");
+    server.running.shutdown().await;
+}
+
+/// A lock taken over REST survives a graceful restart too (go-ldlm kept only those; we keep all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_locks_survive_a_graceful_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = harness::config();
+    config.state_file = Some(dir.path().join("ldlm.state"));
+    let server = harness::start(&config).await;
+    let mut rest = harness::Http::connect(server.rest_addr()).await;
+    rest.call("POST", "/session", "").await;
+    let (_, body) = rest
+        .call("POST", "/v1/lock", r#"{"name": "rest-kept"}"#)
+        .await;
+    assert_eq!(body["locked"], true, "{body}");
+    let key = body["key"].as_str().expect("key").to_string();
+    server.running.shutdown().await;
+
+    let server = harness::start(&config).await;
+    let mut client = server.grpc().await;
+    let busy = client
+        .try_lock(TryLockRequest {
+            name: "rest-kept".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert!(!busy.locked, "the REST lock came back");
+    let unlocked = client
+        .unlock(UnlockRequest {
+            name: "rest-kept".into(),
+            key,
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert!(unlocked.unlocked);
     server.running.shutdown().await;
 }

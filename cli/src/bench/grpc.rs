@@ -1,0 +1,251 @@
+//! The gRPC driver: one tonic [`Channel`] (one HTTP/2 connection, one server session) per
+//! `--connections`, shared by `--in_flight` worker tasks that each keep one call in flight.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use ldlm_proto::ldlm::ldlm_client::LdlmClient;
+use ldlm_proto::ldlm::{
+    LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
+};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use super::args::{Plan, RefreshRpc};
+use super::client::{CallError, Grant, LockClient, Unlocked};
+use super::tls;
+
+/// How long connecting (TCP + TLS + HTTP/2) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A gRPC client on one connection; clones share the connection.
+#[derive(Clone)]
+pub(crate) struct GrpcClient {
+    inner: LdlmClient<Channel>,
+    password: Option<AsciiMetadataValue>,
+    renew: bool,
+}
+
+/// Opens `plan.connections` connections and returns `plan.in_flight` clients for each
+/// (connection-major: the clients of connection 0 first).
+pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
+    let password = match &plan.password {
+        Some(p) => Some(
+            AsciiMetadataValue::try_from(p.as_str())
+                .context("the password cannot be sent as gRPC metadata")?,
+        ),
+        None => None,
+    };
+    let endpoint = Endpoint::from_shared(format!("http://{}", plan.address))
+        .with_context(|| format!("bad --address {:?}", plan.address))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    let connector = match &plan.tls {
+        Some(settings) => Some(TlsConnect {
+            config: tls::client_config(settings, b"h2")?,
+            server_name: tls::server_name(&plan.address)?,
+            address: Arc::from(plan.address.as_str()),
+        }),
+        None => None,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..plan.connections {
+        let endpoint = endpoint.clone();
+        let connector = connector.clone();
+        tasks.spawn(async move {
+            let channel = match connector {
+                Some(connector) => endpoint.connect_with_connector(connector).await,
+                None => endpoint.connect().await,
+            };
+            (index, channel)
+        });
+    }
+    let mut channels = vec![None; plan.connections];
+    while let Some(joined) = tasks.join_next().await {
+        let (index, channel) = joined.context("connecting task failed")?;
+        let channel = channel.map_err(|e| anyhow::anyhow!(error_chain(&e)))
+            .with_context(|| format!("cannot connect to {} over gRPC", plan.address))?;
+        channels[index] = Some(channel);
+    }
+    let renew = plan.refresh_rpc == RefreshRpc::Renew;
+    let mut clients = Vec::with_capacity(plan.workers());
+    for channel in channels.into_iter().flatten() {
+        let client = GrpcClient {
+            inner: LdlmClient::new(channel),
+            password: password.clone(),
+            renew,
+        };
+        for _ in 0..plan.in_flight {
+            clients.push(client.clone());
+        }
+    }
+    Ok(clients)
+}
+
+/// An error and its sources, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+impl GrpcClient {
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(password) = &self.password {
+            request
+                .metadata_mut()
+                .insert("authorization", password.clone());
+        }
+        request
+    }
+}
+
+fn status_error(status: tonic::Status) -> CallError {
+    CallError::Grpc(status.code(), status.message().to_owned())
+}
+
+fn grant(response: LockResponse) -> Grant {
+    Grant {
+        locked: response.locked,
+        key: response.key,
+        token: response.fencing_token,
+        error: response.error.map(|e| e.code),
+    }
+}
+
+/// Absent when 0 (no lease / wait forever).
+fn seconds(value: u32) -> Option<i32> {
+    (value != 0).then_some(value as i32)
+}
+
+/// Absent when 1 (the default size).
+fn size(value: u32) -> Option<i32> {
+    (value != 1).then_some(value as i32)
+}
+
+impl LockClient for GrpcClient {
+    async fn try_lock(
+        &mut self,
+        name: &str,
+        lock_timeout: u32,
+        lock_size: u32,
+    ) -> Result<Grant, CallError> {
+        let request = self.request(TryLockRequest {
+            name: name.to_owned(),
+            lock_timeout_seconds: seconds(lock_timeout),
+            size: size(lock_size),
+        });
+        let response = self.inner.try_lock(request).await.map_err(status_error)?;
+        Ok(grant(response.into_inner()))
+    }
+
+    async fn lock(
+        &mut self,
+        name: &str,
+        wait_timeout: u32,
+        lock_timeout: u32,
+        lock_size: u32,
+    ) -> Result<Grant, CallError> {
+        let request = self.request(LockRequest {
+            name: name.to_owned(),
+            wait_timeout_seconds: seconds(wait_timeout),
+            lock_timeout_seconds: seconds(lock_timeout),
+            size: size(lock_size),
+        });
+        let response = self.inner.lock(request).await.map_err(status_error)?;
+        Ok(grant(response.into_inner()))
+    }
+
+    async fn unlock(&mut self, name: &str, key: String) -> Result<Unlocked, CallError> {
+        let request = self.request(UnlockRequest {
+            name: name.to_owned(),
+            key,
+        });
+        let response = self
+            .inner
+            .unlock(request)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        Ok(Unlocked {
+            unlocked: response.unlocked,
+            error: response.error.map(|e| e.code),
+        })
+    }
+
+    async fn refresh(
+        &mut self,
+        name: &str,
+        key: &str,
+        lock_timeout: u32,
+    ) -> Result<Grant, CallError> {
+        let response = if self.renew {
+            let request = self.request(RenewRequest {
+                name: name.to_owned(),
+                key: key.to_owned(),
+                lock_timeout_seconds: lock_timeout as i32,
+            });
+            self.inner.renew(request).await
+        } else {
+            let request = self.request(RefreshLockRequest {
+                name: name.to_owned(),
+                key: key.to_owned(),
+                lock_timeout_seconds: lock_timeout as i32,
+            });
+            self.inner.refresh_lock(request).await
+        };
+        Ok(grant(response.map_err(status_error)?.into_inner()))
+    }
+
+    async fn close(self) {
+        // The connection closes when its last client is dropped; the server then ends the
+        // session and releases what it still holds.
+    }
+}
+
+/// Connects TCP + TLS (our rustls configuration, `tls::client_config`) for tonic; the
+/// endpoint keeps an `http://` URI so tonic does not add its own TLS layer.
+#[derive(Clone)]
+struct TlsConnect {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    address: Arc<str>,
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl tower::Service<Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(&*this.address).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(this.config)
+                .connect(this.server_name, tcp)
+                .await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
