@@ -29,6 +29,7 @@ pub const OWNERS: u8 = 3;
 /// One step of a checked sequence. Small integers select names, owners, grants and waiters
 /// modulo the number that exist, so any value is meaningful (fuzzer-friendly).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub enum Op {
     /// Blocking Lock.
     Lock {

@@ -136,10 +136,21 @@ struct LockEntry {
 /// An owner's holds (key → the lock's name hash) and queued waiters (waiter id → name hash) in
 /// this shard. The hash plus the key (or waiter id) finds the lock without storing its name
 /// again: no reference count to bump on the hot path, 8 bytes an entry.
+///
+/// A live owner's entry stays even when it is empty, so an owner cycling lock/unlock does not
+/// allocate and free its maps every time; an ended owner's entry goes with its last hold.
 #[derive(Debug, Default)]
 struct OwnerIndex {
     holds: FastMap<LockKey, u64>,
     waiters: FastMap<u64, u64>,
+    /// The owner was released while its holds were kept (`no_clear_on_disconnect`).
+    ended: bool,
+}
+
+impl OwnerIndex {
+    fn is_spent(&self) -> bool {
+        self.ended && self.holds.is_empty() && self.waiters.is_empty()
+    }
 }
 
 /// Counts for metrics and tests.
@@ -542,6 +553,7 @@ impl Shard {
                     OwnerIndex {
                         holds: index.holds,
                         waiters: FastMap::default(),
+                        ended: true,
                     },
                 );
             }
@@ -786,7 +798,7 @@ fn take_hold(
     }
     if let Some(owner_index) = owners.get_mut(&hold.owner) {
         owner_index.holds.remove(&hold.key);
-        if owner_index.holds.is_empty() && owner_index.waiters.is_empty() {
+        if owner_index.is_spent() {
             owners.remove(&hold.owner);
         }
     }
@@ -857,7 +869,7 @@ fn remove_waiter(entry: &mut LockEntry, waiter: u64) -> Option<Waiter> {
 fn unindex_waiter(owners: &mut FastMap<OwnerId, OwnerIndex>, owner: OwnerId, waiter: u64) {
     if let Some(owner_index) = owners.get_mut(&owner) {
         owner_index.waiters.remove(&waiter);
-        if owner_index.holds.is_empty() && owner_index.waiters.is_empty() {
+        if owner_index.is_spent() {
             owners.remove(&owner);
         }
     }

@@ -25,26 +25,23 @@ impl LockKey {
     pub fn parse(text: &str) -> Option<LockKey> {
         // Hand-rolled: this runs on every unlock and refresh, and must accept exactly the
         // lower-case hyphenated form (8-4-4-4-12) and nothing else.
-        let bytes = text.as_bytes();
-        if bytes.len() != 36 {
+        let bytes: &[u8; 36] = text.as_bytes().try_into().ok()?;
+        if bytes[8] != b'-' || bytes[13] != b'-' || bytes[18] != b'-' || bytes[23] != b'-' {
             return None;
         }
-        let mut value: u128 = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                if b != b'-' {
-                    return None;
-                }
-                continue;
-            }
-            let digit = match b {
-                b'0'..=b'9' => b - b'0',
-                b'a'..=b'f' => b - b'a' + 10,
-                _ => return None,
-            };
-            value = (value << 4) | u128::from(digit);
+        let (mut hi, mut lo, mut bad) = (0u64, 0u64, 0u8);
+        for &at in &HEX_POSITIONS[..16] {
+            let digit = HEX_VALUE[bytes[at] as usize];
+            bad |= digit;
+            hi = (hi << 4) | u64::from(digit & 0x0f);
         }
-        Some(LockKey::from_u128(value))
+        for &at in &HEX_POSITIONS[16..] {
+            let digit = HEX_VALUE[bytes[at] as usize];
+            bad |= digit;
+            lo = (lo << 4) | u64::from(digit & 0x0f);
+        }
+        // Invalid characters map to 0x80: one check at the end instead of a branch per digit.
+        (bad & 0x80 == 0).then_some(LockKey([hi, lo]))
     }
 
     /// The key as a `u128` (for compact storage, e.g. the state file).
@@ -59,9 +56,17 @@ impl LockKey {
 
     /// Writes the key's text form into `buf` without allocating.
     pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
-        uuid::Uuid::from_u128(self.as_u128())
-            .hyphenated()
-            .encode_lower(buf)
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (i, &at) in HEX_POSITIONS.iter().enumerate() {
+            let word = self.0[i / 16];
+            let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+            buf[at] = DIGITS[nibble as usize];
+        }
+        for at in [8, 13, 18, 23] {
+            buf[at] = b'-';
+        }
+        // Every byte written is ASCII.
+        std::str::from_utf8(buf).unwrap_or_default()
     }
 }
 
@@ -110,6 +115,28 @@ impl fmt::Debug for LockKey {
         fmt::Display::fmt(self, f)
     }
 }
+
+/// Where the 32 hex digits of a hyphenated UUID are.
+const HEX_POSITIONS: [usize; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
+    30, 31, 32, 33, 34, 35,
+];
+
+/// Value of a lower-case hex digit, 0x80 for any other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0x80u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// A Lock or TryLock request, with go-ldlm's raw field values (presence matters: an absent size
 /// means 1, an explicit 0 is an error; a timeout of 0 or absent means none).
