@@ -457,8 +457,11 @@ impl Engine {
             return Err(RestoreError::NotEmpty);
         }
         let shown = |name: &str| name.chars().take(80).collect::<String>();
-        let mut seen: hashbrown::HashMap<&str, (u32, Vec<LockKey>), foldhash::fast::RandomState> =
-            hashbrown::HashMap::default();
+        let mut seen: hashbrown::HashMap<
+            &str,
+            (u32, smallvec::SmallVec<[LockKey; 1]>),
+            foldhash::fast::RandomState,
+        > = hashbrown::HashMap::with_capacity_and_hasher(records.len(), Default::default());
         let mut max_token = fencing_floor;
         for record in records {
             if record.name.is_empty() || record.name.len() > self.inner.config.max_name_bytes {
@@ -473,7 +476,7 @@ impl Engine {
             }
             let (size, keys) = seen
                 .entry(&record.name)
-                .or_insert((record.size, Vec::new()));
+                .or_insert((record.size, smallvec::SmallVec::new()));
             if *size != record.size {
                 return Err(RestoreError::SizeConflict {
                     name: shown(&record.name),
@@ -496,8 +499,16 @@ impl Engine {
             }
             max_token = max_token.max(record.fencing_token);
         }
-        for record in records {
-            let hash = self.inner.hash(&record.name);
+        drop(seen);
+        let mut per_shard = vec![0usize; self.inner.shards.len()];
+        let hashes: Vec<u64> = records.iter().map(|r| self.inner.hash(&r.name)).collect();
+        for &hash in &hashes {
+            per_shard[self.inner.shard(hash)] += 1;
+        }
+        for (shard, count) in self.inner.shards.iter().zip(per_shard) {
+            shard.lock().reserve(count);
+        }
+        for (record, &hash) in records.iter().zip(&hashes) {
             let shard = self.inner.shard(hash);
             self.inner.shards[shard].lock().restore_hold(
                 hash,

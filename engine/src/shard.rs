@@ -693,6 +693,11 @@ impl Shard {
         });
     }
 
+    /// Makes room for `additional` more locks (restore knows how many are coming).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.locks.reserve(additional, |e| e.hash);
+    }
+
     pub(crate) fn list(&self, out: &mut Vec<HoldInfo>) {
         for entry in self.locks.iter() {
             for hold in &entry.state.holders {

@@ -27,13 +27,13 @@ const GRANT: u8 = 1;
 const RELEASE: u8 = 2;
 const TOKEN_FLOOR: u8 = 3;
 
-/// One decoded record.
+/// One decoded record; names borrow from the file's bytes (no allocation while replaying).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Record {
+pub enum Record<'a> {
     /// A slot of `name` was granted.
     Grant {
         /// Lock name.
-        name: String,
+        name: &'a str,
         /// The hold's key.
         key: LockKey,
         /// The lock's size.
@@ -44,7 +44,7 @@ pub enum Record {
     /// A hold ended.
     Release {
         /// Lock name.
-        name: String,
+        name: &'a str,
         /// The ended hold's key.
         key: LockKey,
     },
@@ -100,7 +100,7 @@ fn finish(out: &mut [u8], start: usize) {
 }
 
 /// Decodes a payload whose checksum matched. `Err` describes what is wrong with it.
-pub fn decode(payload: &[u8]) -> Result<Record, String> {
+pub fn decode(payload: &[u8]) -> Result<Record<'_>, String> {
     let (&kind, rest) = payload.split_first().ok_or("empty record")?;
     let field = |at: usize, n: usize| -> Result<&[u8], String> {
         rest.get(at..at + n)
@@ -121,7 +121,7 @@ pub fn decode(payload: &[u8]) -> Result<Record, String> {
         b.copy_from_slice(field(at, 16)?);
         Ok(LockKey::from_u128(u128::from_le_bytes(b)))
     };
-    let name_at = |at: usize| -> Result<String, String> {
+    let name_at = |at: usize| -> Result<&str, String> {
         let len = u32_at(at)? as usize;
         let start = at + 4;
         if rest.len() != start.saturating_add(len) {
@@ -129,8 +129,7 @@ pub fn decode(payload: &[u8]) -> Result<Record, String> {
                 "name length {len} does not match the record length"
             ));
         }
-        String::from_utf8(rest[start..].to_vec())
-            .map_err(|_| "lock name is not valid UTF-8".to_string())
+        std::str::from_utf8(&rest[start..]).map_err(|_| "lock name is not valid UTF-8".to_string())
     };
     match kind {
         GRANT => Ok(Record::Grant {
@@ -174,13 +173,13 @@ mod tests {
             records,
             vec![
                 Record::Grant {
-                    name: "näme".into(),
+                    name: "näme",
                     key,
                     size: 3,
                     token: 42
                 },
                 Record::Release {
-                    name: "näme".into(),
+                    name: "näme",
                     key
                 },
                 Record::TokenFloor(99),

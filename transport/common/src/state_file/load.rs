@@ -8,11 +8,12 @@
 //! server refuses to start with a message naming the file and the byte offset, never panics and
 //! never silently truncates.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use hashbrown::HashMap;
 use ldlm_engine::{HoldRecord, LockKey};
+use smallvec::SmallVec;
 
 use super::format::{self, MAGIC, MAX_PAYLOAD, RECORD_HEADER, Record};
 
@@ -79,6 +80,10 @@ impl std::error::Error for LoadError {
     }
 }
 
+/// The replayed table: name → (size, holders as (key, token)).
+type Replay<'a> =
+    HashMap<&'a str, (u32, SmallVec<[(LockKey, u64); 1]>), foldhash::fast::RandomState>;
+
 /// Reads and replays the state file at `path`; a missing or empty file is an empty state.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let bytes = match std::fs::read(path) {
@@ -115,8 +120,10 @@ pub fn parse(bytes: &[u8]) -> Result<Loaded, (u64, String)> {
     if &bytes[..MAGIC.len()] != MAGIC {
         return Err((0, "not an LDLM state file (bad magic)".into()));
     }
-    let mut locks: HashMap<String, (u32, Vec<(LockKey, u64)>)> = HashMap::new();
-    let mut order: Vec<String> = Vec::new();
+    // Names borrow from `bytes`: replaying a million records allocates per lock, not per record.
+    let estimate = bytes.len() / 48;
+    let mut locks: Replay<'_> = HashMap::with_capacity_and_hasher(estimate, Default::default());
+    let mut order: Vec<&str> = Vec::with_capacity(estimate);
     let mut at = MAGIC.len();
     while at < bytes.len() {
         let offset = at as u64;
@@ -158,9 +165,9 @@ pub fn parse(bytes: &[u8]) -> Result<Loaded, (u64, String)> {
                 if size == 0 {
                     return Err((offset, format!("lock {name:?} is stored with size 0")));
                 }
-                let entry = locks.entry(name.clone()).or_insert_with(|| {
-                    order.push(name.clone());
-                    (size, Vec::new())
+                let entry = locks.entry(name).or_insert_with(|| {
+                    order.push(name);
+                    (size, SmallVec::new())
                 });
                 if entry.1.is_empty() {
                     entry.0 = size;
@@ -186,18 +193,19 @@ pub fn parse(bytes: &[u8]) -> Result<Loaded, (u64, String)> {
             }
             Record::Release { name, key } => {
                 // A release of something not held is harmless (e.g. written twice): ignore it.
-                if let Some(entry) = locks.get_mut(&name) {
+                if let Some(entry) = locks.get_mut(name) {
                     entry.1.retain(|(k, _)| *k != key);
                 }
             }
         }
         at += RECORD_HEADER + len;
     }
+    loaded.holds.reserve(order.len());
     for name in order {
-        if let Some((size, holders)) = locks.remove(&name) {
+        if let Some((size, holders)) = locks.remove(name) {
             for (key, token) in holders {
                 loaded.holds.push(HoldRecord {
-                    name: name.clone(),
+                    name: name.to_string(),
                     key,
                     size,
                     fencing_token: token,
