@@ -174,6 +174,9 @@ pub struct ServerConfig {
     pub listen_address: String,
     /// `-r`/`--rest_listen_address`: the REST listen address; `None` (default, empty) = REST off.
     pub rest_listen_address: Option<String>,
+    /// `--metrics_listen_address`: where Prometheus metrics are served (`GET /metrics`);
+    /// `None` (default, empty) = off.
+    pub metrics_listen_address: Option<String>,
     /// `--rest_session_timeout`: idle time after which a REST session expires. Default 10m, > 0.
     pub rest_session_timeout: Duration,
     /// `--tls_cert`: server certificate (PEM) for gRPC and REST; `None` (default) = plaintext.
@@ -221,6 +224,7 @@ impl ServerConfig {
             keepalive_timeout: Duration::from_secs(10),
             listen_address: "localhost:3144".to_owned(),
             rest_listen_address: None,
+            metrics_listen_address: None,
             rest_session_timeout: Duration::from_secs(10 * 60),
             tls_cert: None,
             tls_key: None,
@@ -345,6 +349,7 @@ impl fmt::Debug for ServerConfig {
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("listen_address", &self.listen_address)
             .field("rest_listen_address", &self.rest_listen_address)
+            .field("metrics_listen_address", &self.metrics_listen_address)
             .field("rest_session_timeout", &self.rest_session_timeout)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -861,6 +866,17 @@ static OPTIONS: &[OptSpec] = &[
             Ok(())
         },
         show: |c| c.rest_listen_address.clone().unwrap_or_default(),
+    },
+    OptSpec {
+        name: "metrics_listen_address",
+        short: None,
+        kind: Kind::Text,
+        help: "Prometheus metrics address (host:port, GET /metrics); empty turns it off",
+        set: |c, v| {
+            c.metrics_listen_address = v.optional_text();
+            Ok(())
+        },
+        show: |c| c.metrics_listen_address.clone().unwrap_or_default(),
     },
     OptSpec {
         name: "rest_session_timeout",

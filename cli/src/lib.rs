@@ -5,7 +5,9 @@
 //! - [`duration`]: Go-syntax durations (`300ms`, `1h30m`) as used by that configuration.
 
 pub mod admin;
+pub mod bench;
 pub mod config;
 pub mod duration;
 pub mod logging;
+pub mod metrics_http;
 pub mod server;

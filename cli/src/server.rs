@@ -42,6 +42,8 @@ pub struct Running {
     pub grpc_addr: std::net::SocketAddr,
     /// Where REST listens, if enabled.
     pub rest_addr: Option<std::net::SocketAddr>,
+    /// Where metrics are served, if enabled.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The lock table (for in-process tests).
     pub engine: Engine,
     state_file: Option<Arc<StateFile>>,
@@ -135,6 +137,11 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         Some(address) => Some(bind(address, "REST").await?),
         None => None,
     };
+    let metrics_listener = match &config.metrics_listen_address {
+        Some(address) => Some(bind(address, "metrics").await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let rest_addr = rest_listener
         .as_ref()
@@ -172,6 +179,7 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
 
     let rest_for_driver = rest.as_ref().map(|(server, _)| Arc::clone(server));
     let driver = spawn_timer_driver(engine.clone(), clock, move |report| {
+        ldlm_transport::metrics::record_advance(&report);
         if report.locks_collected > 0 {
             info!(
                 num_locks = report.locks_collected,
@@ -258,6 +266,18 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
     }));
     warn!("gRPC server started. Listening on {grpc_addr}");
 
+    if let Some(listener) = metrics_listener {
+        let rest_server = rest.as_ref().map(|(server, _)| Arc::clone(server));
+        let serve = crate::metrics_http::serve(listener, engine.clone(), rest_server, stopped());
+        tasks.push(tokio::spawn(async move {
+            serve.await;
+            Ok(())
+        }));
+        if let Some(addr) = metrics_addr {
+            info!("Metrics server started. Listening on {addr}");
+        }
+    }
+
     if let Some((server, listener)) = rest {
         let serve = server.serve(listener, stopped());
         tasks.push(tokio::spawn(
@@ -271,6 +291,7 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
     Ok(Running {
         grpc_addr,
         rest_addr,
+        metrics_addr,
         engine,
         state_file,
         stop,

@@ -31,11 +31,17 @@ async fn idle_locks_are_collected_so_a_new_size_is_accepted() {
     // Just used: not idle long enough to be collected, so the old size still rules.
     let mismatch = client.try_lock(sized(3)).await.expect("rpc").into_inner();
     assert!(!mismatch.locked);
-    assert_eq!(mismatch.error.expect("error").code, ErrorCode::LockSizeMismatch as i32);
+    assert_eq!(
+        mismatch.error.expect("error").code,
+        ErrorCode::LockSizeMismatch as i32
+    );
     // Left alone past the minimum idle time (and a GC pass or more), it is gone.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let accepted = client.try_lock(sized(3)).await.expect("rpc").into_inner();
-    assert!(accepted.locked, "the idle lock was not collected: {accepted:?}");
+    assert!(
+        accepted.locked,
+        "the idle lock was not collected: {accepted:?}"
+    );
     server.running.shutdown().await;
 }
 

@@ -80,6 +80,17 @@ impl Http {
         path: &str,
         body: &str,
     ) -> (u16, serde_json::Value) {
+        let (status, text) = self.call_raw(method, path, body).await;
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).expect("JSON body")
+        };
+        (status, json)
+    }
+
+    /// Sends a request with the session cookie (if any); returns status and body text.
+    pub(crate) async fn call_raw(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -104,11 +115,6 @@ impl Http {
             .await
             .expect("body")
             .to_bytes();
-        let json = if bytes.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("JSON body")
-        };
-        (status, json)
+        (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 }

@@ -5,10 +5,12 @@
 //! - `python`: any-language compatibility — a Python grpcio client built from `proto/ldlm.proto`.
 //! - `cross`: one lock table behind both transports (REST ↔ gRPC).
 //! - `gc`: lock garbage collection and limits.
+//! - `observability`: Prometheus metrics, gRPC health checking and reflection.
 //! - `persistence`: the state file across a graceful restart.
 
 mod cross;
 mod gc;
 mod harness;
+mod observability;
 mod persistence;
 mod python;

@@ -114,6 +114,11 @@ pub struct Args {
     /// Wait timeout of the blocking Lock in `contended`, whole seconds (0 = wait forever)
     #[arg(long = "wait_timeout", value_parser = parse_seconds, default_value = "0")]
     pub wait_timeout: u32,
+    /// trylock/contended: hold each lock this long before unlocking. Holding a moment lets the
+    /// occupancy counters catch a server that grants a held lock; with 0 (a pure throughput
+    /// run) such a server is caught by its fencing tokens, if it sends them
+    #[arg(long = "hold", value_parser = parse_duration, default_value = "0")]
+    pub hold: Duration,
     /// Number of lock names for ratelimit (default 1) and mixed (default 3 per 10 workers,
     /// like go-ldlm's stress tool)
     #[arg(short = 'l', long = "names")]
@@ -168,10 +173,11 @@ pub struct Args {
 
 /// A Go duration (`10s`, `1m30s`, `500ms`), or a bare number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+    if let Ok(secs) = s.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
     }
     parse_go_duration(s).map_err(|e| e.to_string())
 }
@@ -180,7 +186,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn parse_seconds(s: &str) -> Result<u32, String> {
     let d = parse_duration(s)?;
     if d.subsec_nanos() != 0 {
-        return Err(format!("{s:?} is not a whole number of seconds (the protocol counts seconds)"));
+        return Err(format!(
+            "{s:?} is not a whole number of seconds (the protocol counts seconds)"
+        ));
     }
     u32::try_from(d.as_secs())
         .ok()
@@ -217,6 +225,8 @@ pub(crate) struct Plan {
     /// Lease in seconds for trylock/contended/ratelimit/refresh; 0 = none.
     pub(crate) lock_timeout: u32,
     pub(crate) wait_timeout: u32,
+    /// trylock/contended: how long to hold before unlocking.
+    pub(crate) hold: Duration,
     /// Number of names (the initial ones for mixed).
     pub(crate) names: usize,
     pub(crate) hold_max: Duration,
@@ -227,7 +237,6 @@ pub(crate) struct Plan {
     pub(crate) lease_margin: Duration,
     pub(crate) password: Option<String>,
     pub(crate) tls: Option<TlsSettings>,
-    pub(crate) json: bool,
     pub(crate) quiet: bool,
 }
 
@@ -308,7 +317,11 @@ impl Plan {
             (Some(_), None) | (None, Some(_)) => {
                 return usage("--tls_cert and --tls_key go together");
             }
-            _ if args.tls || args.ca_file.is_some() || args.tls_cert.is_some() || args.skip_verify => {
+            _ if args.tls
+                || args.ca_file.is_some()
+                || args.tls_cert.is_some()
+                || args.skip_verify =>
+            {
                 Some(TlsSettings {
                     ca_file: args.ca_file.clone(),
                     client_cert: args.tls_cert.clone().zip(args.tls_key.clone()),
@@ -334,6 +347,7 @@ impl Plan {
             size,
             lock_timeout,
             wait_timeout: args.wait_timeout,
+            hold: args.hold,
             names,
             hold_max: args.hold_max,
             timeout_max: args.timeout_max,
@@ -343,7 +357,6 @@ impl Plan {
             lease_margin: args.lease_margin,
             password: args.password.clone().filter(|p| !p.is_empty()),
             tls,
-            json: args.json,
             quiet: args.quiet,
         })
     }
@@ -356,13 +369,17 @@ mod tests {
     fn plan(argv: &[&str]) -> Result<Plan, UsageError> {
         let mut all = vec!["ldlm-bench"];
         all.extend_from_slice(argv);
-        Plan::from_args(&Args::try_parse_from(all).expect("parses"))
+        let args = Args::try_parse_from(all).map_err(|e| UsageError(e.to_string()))?;
+        Plan::from_args(&args)
     }
 
     #[test]
     fn defaults_per_workload() {
         let p = plan(&[]).expect("valid");
-        assert_eq!((p.workers(), p.names, p.size, p.lock_timeout), (16, 16, 1, 0));
+        assert_eq!(
+            (p.workers(), p.names, p.size, p.lock_timeout),
+            (16, 16, 1, 0)
+        );
         assert_eq!(p.duration, Some(Duration::from_secs(10)));
         let p = plan(&["-w", "ratelimit"]).expect("valid");
         assert_eq!((p.names, p.size, p.lock_timeout), (1, 10, 1));

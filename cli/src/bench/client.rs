@@ -13,8 +13,17 @@ pub(crate) struct Grant {
     pub(crate) key: String,
     /// The fencing token (0 when the server sends none, as go-ldlm).
     pub(crate) token: u64,
-    /// The lock-domain error code, if the response carried one.
-    pub(crate) error: Option<i32>,
+    /// The lock-domain error, if the response carried one.
+    pub(crate) error: Option<LockError>,
+}
+
+/// A lock-domain error carried in a response (status OK / HTTP 200).
+#[derive(Debug, Default)]
+pub(crate) struct LockError {
+    /// The `ErrorCode` number.
+    pub(crate) code: i32,
+    /// The server's message.
+    pub(crate) message: String,
 }
 
 /// The answer to Unlock.
@@ -22,8 +31,8 @@ pub(crate) struct Grant {
 pub(crate) struct Unlocked {
     /// The lock was released.
     pub(crate) unlocked: bool,
-    /// The lock-domain error code, if the response carried one.
-    pub(crate) error: Option<i32>,
+    /// The lock-domain error, if the response carried one.
+    pub(crate) error: Option<LockError>,
 }
 
 /// A call that produced no lock response at all.

@@ -20,7 +20,7 @@ use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use super::args::{Plan, RefreshRpc};
-use super::client::{CallError, Grant, LockClient, Unlocked};
+use super::client::{CallError, Grant, LockClient, LockError, Unlocked};
 use super::tls;
 
 /// How long connecting (TCP + TLS + HTTP/2) may take.
@@ -71,7 +71,8 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
     let mut channels = vec![None; plan.connections];
     while let Some(joined) = tasks.join_next().await {
         let (index, channel) = joined.context("connecting task failed")?;
-        let channel = channel.map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        let channel = channel
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
             .with_context(|| format!("cannot connect to {} over gRPC", plan.address))?;
         channels[index] = Some(channel);
     }
@@ -118,12 +119,19 @@ fn status_error(status: tonic::Status) -> CallError {
     CallError::Grpc(status.code(), status.message().to_owned())
 }
 
+fn lock_error(error: ldlm_proto::ldlm::Error) -> LockError {
+    LockError {
+        code: error.code,
+        message: error.message,
+    }
+}
+
 fn grant(response: LockResponse) -> Grant {
     Grant {
         locked: response.locked,
         key: response.key,
         token: response.fencing_token,
-        error: response.error.map(|e| e.code),
+        error: response.error.map(lock_error),
     }
 }
 
@@ -183,7 +191,7 @@ impl LockClient for GrpcClient {
             .into_inner();
         Ok(Unlocked {
             unlocked: response.unlocked,
-            error: response.error.map(|e| e.code),
+            error: response.error.map(lock_error),
         })
     }
 

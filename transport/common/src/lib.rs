@@ -3,6 +3,7 @@
 //! ([`password`]).
 
 pub mod driver;
+pub mod metrics;
 pub mod password;
 pub mod state_file;
 pub mod tls;

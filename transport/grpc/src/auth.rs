@@ -65,7 +65,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(password) = &self.password {
+        // Health checks and reflection are open: probes carry no credentials, and the schema
+        // is public (it is go-ldlm's proto).
+        let path = request.uri().path();
+        let open = path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.");
+        if let (Some(password), false) = (&self.password, open) {
             // `HeaderMap::get` is the first value of the key, as gRPC-Go's `md[key][0]`.
             let value = request
                 .headers()

@@ -111,6 +111,9 @@ pub enum GrpcError {
     /// The HTTP/2 server failed.
     #[error("gRPC server error: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The reflection service could not be built from the embedded descriptor set.
+    #[error("gRPC reflection service: {0}")]
+    Reflection(String),
 }
 
 /// Serves the `ldlm.LDLM` gRPC service on `listener` until `shutdown` completes.
@@ -183,11 +186,29 @@ async fn serve_inner(
 
     let service = LdlmServer::new(service::LdlmService::new(engine, clock, durability))
         .max_decoding_message_size(options.max_message_bytes);
+    // Standard health checking (`grpc.health.v1`) and server reflection, so load balancers,
+    // Kubernetes probes and grpcurl work without extra setup. Neither needs the password.
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<LdlmServer<service::LdlmService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ldlm_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| GrpcError::Reflection(e.to_string()))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ldlm_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| GrpcError::Reflection(e.to_string()))?;
     let keepalive = (!options.keepalive_interval.is_zero()).then_some(options.keepalive_interval);
     let server = Server::builder()
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
-        .layer(auth::AuthLayer::new(options.password));
+        .layer(auth::AuthLayer::new(options.password))
+        .add_service(service)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha);
 
     debug!(
         %addr,
@@ -202,11 +223,8 @@ async fn serve_inner(
         debug!("gRPC server shutting down");
         let _ = fired_tx.send(());
     };
-    let serving = server.serve_with_incoming_shutdown(
-        service,
-        tokio_stream::wrappers::ReceiverStream::new(conn_rx),
-        signal,
-    );
+    let serving = server
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(conn_rx), signal);
     let grace = async move {
         match fired_rx.await {
             Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
@@ -228,6 +246,46 @@ async fn serve_inner(
     let _ = close_all.send(true);
     debug!("gRPC server stopped");
     result
+}
+
+/// Not part of the API: the service without the network, for the `grpc_decode` fuzz target and
+/// tests. The service's methods are called directly (`harness.service().lock(request)`) with a
+/// request carrying a session, as our accept loop would give it.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use ldlm_engine::{Engine, Owner};
+    use ldlm_proto::ldlm::ldlm_server::Ldlm;
+    use ldlm_transport::driver::Clock;
+
+    use crate::conn::SessionInfo;
+    use crate::service::LdlmService;
+
+    /// The `ldlm.LDLM` service over `engine`, without a state file.
+    pub struct Harness(LdlmService);
+
+    impl Harness {
+        /// A service over `engine`, timed by `clock`.
+        pub fn new(engine: Engine, clock: Clock) -> Harness {
+            Harness(LdlmService::new(engine, clock, None))
+        }
+
+        /// The service (the [`Ldlm`] trait implementation the server runs).
+        pub fn service(&self) -> &impl Ldlm {
+            &self.0
+        }
+
+        /// `message` as a request on a connection whose session is `owner`.
+        pub fn request<T>(owner: &Owner, message: T) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            request.extensions_mut().insert(SessionInfo {
+                owner: owner.clone(),
+                remote_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            });
+            request
+        }
+    }
 }
 
 /// Aborts a task when dropped (also when [`serve`]'s future is dropped).

@@ -20,6 +20,8 @@
 //! that a restart would forget. If the client leaves while the grant is being written, the
 //! slot is given back too.
 
+use std::time::Instant;
+
 use ldlm_engine::{
     Engine, Grant, LockError, LockOutcome, LockRequest as EngineRequest, TryLockOutcome,
 };
@@ -29,6 +31,7 @@ use ldlm_proto::ldlm::{
     UnlockRequest, UnlockResponse,
 };
 use ldlm_transport::driver::Clock;
+use ldlm_transport::metrics::{self, Outcome, Rpc, Transport};
 use ldlm_transport::state_file::Durability;
 use tonic::{Extensions, Request, Response, Status};
 use tracing::{debug, warn};
@@ -110,6 +113,7 @@ impl LdlmService {
         key: String,
         secs: i32,
     ) -> LockResponse {
+        let started = Instant::now();
         debug!(
             session_id = session.owner.id().0,
             lock = %name,
@@ -135,7 +139,28 @@ impl LdlmService {
             },
         };
         log_lock_response(rpc, session, &response);
+        let outcome = outcome(response.locked, response.error.as_ref());
+        metrics::record_request(Transport::Grpc, Rpc::Refresh, outcome, started.elapsed());
         response
+    }
+}
+
+/// How a response ended, for the request metrics.
+fn outcome(ok: bool, error: Option<&Error>) -> Outcome {
+    use ldlm_engine::ErrorCode as Code;
+    match error {
+        None if ok => Outcome::Ok,
+        None => Outcome::Busy,
+        Some(e) => Outcome::Error(match e.code {
+            1 => Code::LockDoesNotExist,
+            2 => Code::InvalidLockKey,
+            3 => Code::LockWaitTimeout,
+            4 => Code::NotLocked,
+            5 => Code::LockDoesNotExistOrInvalidKey,
+            6 => Code::LockSizeMismatch,
+            7 => Code::InvalidLockSize,
+            _ => Code::Unknown,
+        }),
     }
 }
 
@@ -194,6 +219,7 @@ fn log_lock_response(rpc: &'static str, session: &SessionInfo, response: &LockRe
 #[tonic::async_trait]
 impl Ldlm for LdlmService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let started = Instant::now();
         let (_, extensions, request) = request.into_parts();
         let session = session(&extensions)?;
         debug!(session_id = session.owner.id().0, lock = %request.name, "Lock request");
@@ -218,6 +244,8 @@ impl Ldlm for LdlmService {
         };
         let response = lock_response(request.name, result);
         log_lock_response("Lock", session, &response);
+        let outcome = outcome(response.locked, response.error.as_ref());
+        metrics::record_request(Transport::Grpc, Rpc::Lock, outcome, started.elapsed());
         Ok(Response::new(response))
     }
 
@@ -225,6 +253,7 @@ impl Ldlm for LdlmService {
         &self,
         request: Request<TryLockRequest>,
     ) -> Result<Response<LockResponse>, Status> {
+        let started = Instant::now();
         let (_, extensions, request) = request.into_parts();
         let session = session(&extensions)?;
         debug!(session_id = session.owner.id().0, lock = %request.name, "TryLock request");
@@ -247,6 +276,8 @@ impl Ldlm for LdlmService {
         };
         let response = lock_response(request.name, result);
         log_lock_response("TryLock", session, &response);
+        let outcome = outcome(response.locked, response.error.as_ref());
+        metrics::record_request(Transport::Grpc, Rpc::TryLock, outcome, started.elapsed());
         Ok(Response::new(response))
     }
 
@@ -254,6 +285,7 @@ impl Ldlm for LdlmService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        let started = Instant::now();
         let (_, extensions, request) = request.into_parts();
         let session = session(&extensions)?;
         debug!(
@@ -278,6 +310,8 @@ impl Ldlm for LdlmService {
             error = response.error.as_ref().map(|e| tracing::field::display(&e.message)),
             "Unlock response"
         );
+        let outcome = outcome(response.unlocked, response.error.as_ref());
+        metrics::record_request(Transport::Grpc, Rpc::Unlock, outcome, started.elapsed());
         Ok(Response::new(response))
     }
 

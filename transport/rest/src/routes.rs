@@ -19,6 +19,9 @@
 //! Lock-domain errors are `200` with an `error` object; malformed bodies `400`; bodies over the
 //! limit `413`; too many sessions `503`.
 
+use std::time::Instant;
+
+use ldlm_transport::metrics::{self, Outcome, Rpc, Transport};
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -221,7 +224,18 @@ impl RestServer {
             lock_timeout_seconds: request.lock_timeout_seconds,
             wait_timeout_seconds: None,
         };
+        let started = Instant::now();
         let outcome = self.engine.try_lock(owner, &lock, now);
+        metrics::record_request(
+            Transport::Rest,
+            Rpc::TryLock,
+            match &outcome {
+                Ok(TryLockOutcome::Acquired(_)) => Outcome::Ok,
+                Ok(TryLockOutcome::Busy) => Outcome::Busy,
+                Err(error) => Outcome::Error(error.code()),
+            },
+            started.elapsed(),
+        );
         let mut key = [0u8; 36];
         let response = match &outcome {
             Ok(TryLockOutcome::Acquired(grant)) => {
@@ -254,7 +268,14 @@ impl RestServer {
     /// Unlock: the key, not the session, authorises it (reference §3.1).
     fn unlock(&self, body: &[u8], now: Tick) -> Result<Bytes, DecodeError> {
         let request: json::UnlockRequest<'_> = json::decode(body)?;
+        let started = Instant::now();
         let outcome = self.engine.unlock(&request.name, &request.key, now);
+        metrics::record_request(
+            Transport::Rest,
+            Rpc::Unlock,
+            result_of(&outcome),
+            started.elapsed(),
+        );
         Ok(json::unlock_response(
             outcome.is_ok(),
             &request.name,
@@ -267,9 +288,16 @@ impl RestServer {
     fn refresh(&self, body: &[u8], now: Tick) -> Result<Bytes, DecodeError> {
         let request: json::RefreshRequest<'_> = json::decode(body)?;
         let seconds = request.lock_timeout_seconds.unwrap_or(0);
+        let started = Instant::now();
         let outcome = self
             .engine
             .refresh(&request.name, &request.key, seconds, now);
+        metrics::record_request(
+            Transport::Rest,
+            Rpc::Refresh,
+            result_of(&outcome),
+            started.elapsed(),
+        );
         let response = match &outcome {
             Ok(grant) => LockResponse {
                 locked: true,
@@ -284,6 +312,14 @@ impl RestServer {
             Err(error) => not_locked(&request.name, &request.key, Some(error)),
         };
         Ok(response.encode())
+    }
+}
+
+/// The metrics outcome of an engine call.
+fn result_of<T>(outcome: &Result<T, LockError>) -> Outcome {
+    match outcome {
+        Ok(_) => Outcome::Ok,
+        Err(error) => Outcome::Error(error.code()),
     }
 }
 

@@ -178,10 +178,7 @@ mod tests {
                     size: 3,
                     token: 42
                 },
-                Record::Release {
-                    name: "näme",
-                    key
-                },
+                Record::Release { name: "näme", key },
                 Record::TokenFloor(99),
             ]
         );

@@ -265,6 +265,7 @@ fn write_loop(inner: &Inner, mut file: File, mut live: u64) {
             (bytes, batch.seq, counts.0, counts.1, batch.closing)
         };
         if !bytes.is_empty() {
+            let started = std::time::Instant::now();
             let written = if broken {
                 Err(std::io::Error::other("an earlier write failed"))
             } else {
@@ -272,6 +273,7 @@ fn write_loop(inner: &Inner, mut file: File, mut live: u64) {
             };
             match written {
                 Ok(()) => {
+                    crate::metrics::record_commit(grants + releases, started.elapsed());
                     inner.progress.send_modify(|p| p.0 = seq);
                 }
                 Err(e) => {

@@ -1,0 +1,174 @@
+//! Opening the connection: one tonic [`Channel`] (one HTTP/2 connection, so one server session),
+//! over plain TCP or over our own rustls configuration.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+use tracing::debug;
+
+use crate::config::{ClientConfig, TlsConfig};
+use crate::error::{Error, chain};
+use crate::retry::Backoff;
+
+/// How long one connection attempt (TCP + TLS + HTTP/2) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connection attempts before giving up (connecting is always safe to retry).
+const CONNECT_ATTEMPTS: u32 = 4;
+/// HTTP/2 keepalive: ping every 30 s, give up after 10 s without an answer, so a dead server is
+/// noticed even while no call is in flight. go-ldlm drops clients that ping more often than
+/// every 10 s (its B19), so never go below that.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The address without a scheme, and whether the scheme asked for TLS.
+pub(crate) fn split_scheme(address: &str) -> (&str, bool) {
+    if let Some(rest) = address.strip_prefix("https://") {
+        (rest.trim_end_matches('/'), true)
+    } else if let Some(rest) = address.strip_prefix("http://") {
+        (rest.trim_end_matches('/'), false)
+    } else {
+        (address, false)
+    }
+}
+
+/// The host part of `host:port` (`[::1]:3144` → `::1`).
+pub(crate) fn host(address: &str) -> &str {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => address,
+    };
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Connects (with retries) and returns the channel.
+pub(crate) async fn channel(config: &ClientConfig) -> Result<Channel, Error> {
+    let (address, https) = split_scheme(&config.address);
+    if address.is_empty() {
+        return Err(Error::InvalidArgument("the server address is empty".into()));
+    }
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| {
+            Error::InvalidArgument(format!("bad server address {:?}: {}", config.address, chain(&e)))
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    let tls = match (&config.tls, https) {
+        (Some(tls), _) => Some(tls.clone()),
+        (None, true) => Some(TlsConfig::default()),
+        (None, false) => None,
+    };
+    let connector = match tls {
+        Some(tls) => Some(TlsConnect::new(&tls, address)?),
+        None => None,
+    };
+
+    let mut backoff = Backoff::new();
+    let mut attempt = 1;
+    loop {
+        let connected = match &connector {
+            Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
+            None => endpoint.connect().await,
+        };
+        match connected {
+            Ok(channel) => return Ok(channel),
+            Err(error) if attempt < CONNECT_ATTEMPTS => {
+                let delay = backoff.next_delay();
+                debug!(address, attempt, error = %chain(&error), ?delay, "Connect failed; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            Err(error) => {
+                return Err(Error::Connect {
+                    address: address.to_owned(),
+                    message: chain(&error),
+                    source: error,
+                });
+            }
+        }
+    }
+}
+
+/// Connects TCP + TLS (`ldlm_transport::tls::client_config`, rustls with ring) for tonic; the
+/// endpoint keeps an `http://` URI so tonic adds no TLS layer of its own.
+#[derive(Clone)]
+struct TlsConnect {
+    config: Arc<rustls::ClientConfig>,
+    server_name: ServerName<'static>,
+    address: Arc<str>,
+}
+
+impl TlsConnect {
+    fn new(tls: &TlsConfig, address: &str) -> Result<Self, Error> {
+        let client_cert = tls
+            .client_cert
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()));
+        let config = ldlm_transport::tls::client_config(
+            tls.ca.as_deref(),
+            client_cert,
+            tls.skip_verify,
+            &[b"h2"],
+        )?;
+        let server_name = ServerName::try_from(host(address).to_owned()).map_err(|_| {
+            Error::InvalidArgument(format!("{address:?} has no valid host name for TLS"))
+        })?;
+        Ok(TlsConnect {
+            config,
+            server_name,
+            address: Arc::from(address),
+        })
+    }
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl tower::Service<Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect(&*this.address).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(this.config)
+                .connect(this.server_name, tcp)
+                .await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(split_scheme("localhost:3144"), ("localhost:3144", false));
+        assert_eq!(split_scheme("http://localhost:3144/"), ("localhost:3144", false));
+        assert_eq!(split_scheme("https://ldlm:3144"), ("ldlm:3144", true));
+        assert_eq!(host("localhost:3144"), "localhost");
+        assert_eq!(host("[::1]:3144"), "::1");
+        assert_eq!(host("127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(host("example"), "example");
+    }
+}

@@ -1,0 +1,102 @@
+//! Arbitrary bytes as a state file through the real loader (`state_file::load::parse`): an
+//! error naming an offset inside the file, or a consistent table. A table that loads restores
+//! into a fresh engine or is refused with a `RestoreError` (never a panic; refused means nothing
+//! restored); restored, no lock has more holders than its size, and new fencing tokens continue
+//! above every stored one. A loaded table also survives being written back (as a compacted
+//! file is) and read again.
+
+#![no_main]
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use ldlm_engine::{Engine, EngineConfig, LockRequest, Tick, TryLockOutcome};
+use ldlm_transport::state_file::format::{MAGIC, encode_floor, encode_grant};
+use ldlm_transport::state_file::load::parse;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let loaded = match parse(data) {
+        Ok(loaded) => loaded,
+        Err((offset, detail)) => {
+            assert!(offset <= data.len() as u64, "damage at {offset} past the end");
+            assert!(!detail.is_empty());
+            return;
+        }
+    };
+    if let Some((offset, len)) = loaded.torn_tail {
+        assert_eq!(offset + len, data.len() as u64, "a torn tail ends the file");
+    }
+
+    // The table is consistent: one size per name, holders within it, keys distinct.
+    let mut per_name: HashMap<&str, (u32, HashSet<u128>)> = HashMap::new();
+    let mut max_token = loaded.fencing_floor;
+    for hold in &loaded.holds {
+        assert!(hold.size > 0, "hold of {:?} with size 0", hold.name);
+        let (size, keys) = per_name
+            .entry(&hold.name)
+            .or_insert((hold.size, HashSet::new()));
+        assert_eq!(*size, hold.size, "two sizes for {:?}", hold.name);
+        assert!(keys.insert(hold.key.as_u128()), "key twice on {:?}", hold.name);
+        assert!(keys.len() <= *size as usize, "{:?} over its size", hold.name);
+        max_token = max_token.max(hold.fencing_token);
+    }
+
+    // Written back (as compaction does) and read again: the same table.
+    let mut rewritten = MAGIC.to_vec();
+    encode_floor(&mut rewritten, loaded.fencing_floor);
+    for hold in &loaded.holds {
+        encode_grant(&mut rewritten, &hold.name, hold.key, hold.size, hold.fencing_token);
+    }
+    let again = parse(&rewritten).expect("a rewritten state file loads");
+    assert_eq!(again.holds, loaded.holds);
+    assert_eq!(again.fencing_floor, max_token);
+    assert_eq!(again.torn_tail, None);
+
+    // Restored into a fresh engine.
+    let config = EngineConfig {
+        shards: 4,
+        max_name_bytes: 64,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(config, Tick::ZERO).expect("engine");
+    let lease = (data.len() % 2 == 0).then_some(Duration::from_secs(60));
+    match engine.restore(&loaded.holds, lease, loaded.fencing_floor, Tick::ZERO) {
+        Err(_) => {
+            assert_eq!(engine.stats().locks, 0, "a refused restore changed the engine");
+            return;
+        }
+        Ok(restored) => assert_eq!(restored, loaded.holds.len()),
+    }
+    let listed = engine.list();
+    assert_eq!(listed.len(), loaded.holds.len());
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    for hold in &listed {
+        let count = held.entry(&hold.name).or_default();
+        *count += 1;
+        assert!(*count <= hold.size as usize, "{:?} over its size after restore", hold.name);
+    }
+
+    // New grants continue above every stored token (while there is room above it).
+    if max_token < u64::MAX - 1 {
+        let fresh = (0..)
+            .map(|i| format!("fresh-{i}"))
+            .find(|name| !per_name.contains_key(name.as_str()))
+            .expect("a fresh name");
+        let owner = engine.new_owner();
+        let request = LockRequest {
+            name: &fresh,
+            size: None,
+            lock_timeout_seconds: None,
+            wait_timeout_seconds: None,
+        };
+        match engine.try_lock(&owner, &request, Tick::ZERO) {
+            Ok(TryLockOutcome::Acquired(grant)) => assert!(
+                grant.fencing_token > max_token,
+                "token {} not above the stored {max_token}",
+                grant.fencing_token
+            ),
+            other => panic!("a fresh lock after restore: {other:?}"),
+        }
+    }
+});
