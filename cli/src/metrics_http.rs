@@ -28,19 +28,27 @@ pub async fn serve(
         let Ok((stream, _)) = accepted else { continue };
         let (engine, rest) = (engine.clone(), rest.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                let reply = answer(&request, &engine, rest.as_deref());
-                async move { Ok::<_, Infallible>(reply) }
-            });
+            let service =
+                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let reply = answer(&request, &engine, rest.as_deref());
+                    async move { Ok::<_, Infallible>(reply) }
+                });
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
                 debug!(%error, "metrics connection ended");
             }
         });
     }
 }
 
-fn answer<B>(request: &Request<B>, engine: &Engine, rest: Option<&ldlm_rest::RestServer>) -> Response<Full<Bytes>> {
+fn answer<B>(
+    request: &Request<B>,
+    engine: &Engine,
+    rest: Option<&ldlm_rest::RestServer>,
+) -> Response<Full<Bytes>> {
     let respond = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -58,16 +66,32 @@ fn answer<B>(request: &Request<B>, engine: &Engine, rest: Option<&ldlm_rest::Res
                 waiters: stats.waiters,
                 rest_sessions: rest.map_or(0, |r| r.session_count()),
             };
-            respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics::render(gauges))
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(gauges),
+            )
         }
         (&Method::GET, "/healthz") => {
             if engine.is_shut_down() {
-                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n".into())
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n".into(),
+                )
             } else {
                 respond(StatusCode::OK, "text/plain", "ok\n".into())
             }
         }
-        (_, "/metrics" | "/healthz") => respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET\n".into()),
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics\n".into()),
+        (_, "/metrics" | "/healthz") => respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".into(),
+        ),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics\n".into(),
+        ),
     }
 }

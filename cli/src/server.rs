@@ -141,7 +141,10 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         Some(address) => Some(bind(address, "metrics").await?),
         None => None,
     };
-    let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let rest_addr = rest_listener
         .as_ref()

@@ -22,7 +22,7 @@ use crate::Error;
 /// };
 /// # let _ = (plain, secured);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ClientConfig {
     /// The server's gRPC address, `host:port` (an `http://` or `https://` prefix is accepted;
     /// `https://` without [`tls`](Self::tls) means TLS with the system's trusted CAs).
@@ -32,6 +32,17 @@ pub struct ClientConfig {
     pub password: Option<String>,
     /// TLS settings; `None` for plaintext.
     pub tls: Option<TlsConfig>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    /// Never shows the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("address", &self.address)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -173,6 +184,19 @@ mod tests {
         );
         assert!(whole_seconds(Duration::from_secs(i32::MAX as u64 + 1), "x").is_err());
         assert!(whole_seconds(Duration::MAX, "x").is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let config = ClientConfig {
+            password: Some("hunter2".into()),
+            ..ClientConfig::new("localhost:3144")
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("redacted"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -58,7 +58,11 @@ pub(crate) async fn channel(config: &ClientConfig) -> Result<Channel, Error> {
     }
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| {
-            Error::InvalidArgument(format!("bad server address {:?}: {}", config.address, chain(&e)))
+            Error::InvalidArgument(format!(
+                "bad server address {:?}: {}",
+                config.address,
+                chain(&e)
+            ))
         })?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -164,7 +168,10 @@ mod tests {
     #[test]
     fn addresses() {
         assert_eq!(split_scheme("localhost:3144"), ("localhost:3144", false));
-        assert_eq!(split_scheme("http://localhost:3144/"), ("localhost:3144", false));
+        assert_eq!(
+            split_scheme("http://localhost:3144/"),
+            ("localhost:3144", false)
+        );
         assert_eq!(split_scheme("https://ldlm:3144"), ("ldlm:3144", true));
         assert_eq!(host("localhost:3144"), "localhost");
         assert_eq!(host("[::1]:3144"), "::1");

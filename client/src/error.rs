@@ -127,10 +127,9 @@ pub enum Error {
     /// second attempt could take a second hold. If the first attempt was granted, the grant ends
     /// when this client's connection (its server session) closes or its lease expires.
     #[error(
-        "the outcome of locking {name:?} is unknown ({}: {}): the server may or may not have \
+        "the outcome of locking {name:?} is unknown ({}): the server may or may not have \
          granted it; the request was not retried",
-        status.code(),
-        status.message()
+        describe(status)
     )]
     OutcomeUnknown {
         /// The lock name.
@@ -140,7 +139,7 @@ pub enum Error {
     },
     /// A call failed at the gRPC level (server unavailable, message too large, ...) where the
     /// outcome is not in doubt (the request was refused or is safe to repeat).
-    #[error("gRPC call failed ({}): {}", .0.code(), .0.message())]
+    #[error("gRPC call failed ({})", describe(.0))]
     Transport(Box<Status>),
     /// No connection could be made to the server.
     #[error("cannot connect to {address}: {message}")]
@@ -226,19 +225,37 @@ pub(crate) fn never_sent(status: &Status) -> bool {
     false
 }
 
+/// A status's code, message and causes, on one line.
+pub(crate) fn describe(status: &Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    let mut last = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        append_cause(&mut text, &mut last, error.to_string());
+        source = error.source();
+    }
+    text
+}
+
 /// An error and its causes, on one line.
 pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
+    let mut last = text.clone();
     let mut source = error.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.ends_with(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
+    while let Some(error) = source {
+        append_cause(&mut text, &mut last, error.to_string());
+        source = error.source();
     }
     text
+}
+
+/// Appends `cause` unless it repeats what was just said.
+fn append_cause(text: &mut String, last: &mut String, cause: String) {
+    if !cause.is_empty() && !last.ends_with(&cause) {
+        text.push_str(": ");
+        text.push_str(&cause);
+    }
+    *last = cause;
 }
 
 /// Why a [`LockGuard`](crate::LockGuard) no longer holds its lock (or may not: the client can
@@ -291,9 +308,15 @@ mod tests {
             assert!(!matches!(code, LockErrorCode::Unrecognized(_)), "{value}");
             assert_eq!(code.to_wire(), value);
         }
-        assert_eq!(LockErrorCode::from_wire(42), LockErrorCode::Unrecognized(42));
+        assert_eq!(
+            LockErrorCode::from_wire(42),
+            LockErrorCode::Unrecognized(42)
+        );
         assert_eq!(LockErrorCode::Unrecognized(42).to_wire(), 42);
-        assert_eq!(LockErrorCode::LockSizeMismatch.to_string(), "LockSizeMismatch");
+        assert_eq!(
+            LockErrorCode::LockSizeMismatch.to_string(),
+            "LockSizeMismatch"
+        );
         assert_eq!(LockErrorCode::from_wire(6), LockErrorCode::LockSizeMismatch);
     }
 

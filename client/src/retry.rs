@@ -83,7 +83,10 @@ mod tests {
         let mut nominal = FIRST_DELAY;
         for _ in 0..8 {
             let delay = backoff.next_delay();
-            assert!(delay >= nominal / 2 && delay <= nominal, "{delay:?} vs {nominal:?}");
+            assert!(
+                delay >= nominal / 2 && delay <= nominal,
+                "{delay:?} vs {nominal:?}"
+            );
             nominal = (nominal * 2).min(MAX_DELAY);
         }
         let mut capped = Backoff::capped(Duration::from_millis(30));
@@ -92,7 +95,7 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn retries_only_unavailable() {
         let mut calls = 0;
         let (result, retried) = on_unavailable("t", || {

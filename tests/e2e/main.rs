@@ -7,8 +7,10 @@
 //! - `gc`: lock garbage collection and limits.
 //! - `observability`: Prometheus metrics, gRPC health checking and reflection.
 //! - `persistence`: the state file across a graceful restart.
+//! - `examples`: every example under `examples/` (Python, curl, Rust) against a fresh server.
 
 mod cross;
+mod examples;
 mod gc;
 mod harness;
 mod observability;

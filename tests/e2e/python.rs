@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use crate::harness;
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Creates (once) a venv with grpcio under target/, generates the stubs, and returns
 /// (python interpreter, stubs directory).
-async fn python() -> (PathBuf, String) {
+pub(crate) async fn python() -> (PathBuf, String) {
     let setup = tokio::task::spawn_blocking(|| {
         Command::new("bash")
             .arg(repo().join("tests/python/setup.sh"))

@@ -100,19 +100,17 @@ impl Checker {
     /// A `locked=true` answer for `name` was just received.
     ///
     /// * `floor`: [`Checker::floor`] taken before the request was sent;
-    /// * `counted`: the hold has no lease, so it joins the occupancy counter;
-    /// * `alive`: the hold is certainly still held now (no lease, or its lease cannot have run
-    ///   out yet).
+    /// * `alive_until`: `None` for a hold without a lease (it joins the occupancy counter);
+    ///   with a lease, until when it is certainly alive.
     pub(crate) fn on_grant(
         &self,
         name: u32,
         names: &Names,
         token: u64,
         floor: u64,
-        counted: bool,
-        alive: bool,
+        alive_until: Option<Instant>,
     ) {
-        if counted {
+        if alive_until.is_none() {
             let now = self.occupancy[name as usize].fetch_add(1, Ordering::AcqRel) + 1;
             if now > i64::from(self.size) {
                 self.violation(format!(
@@ -128,6 +126,9 @@ impl Checker {
         }
         self.with_token.fetch_add(1, Ordering::Relaxed);
         let previous = self.max_token[name as usize].fetch_max(token, Ordering::AcqRel);
+        // Still held *after* the exchange above, so held at it: then no later grant of this
+        // size-1 name can have been processed before it.
+        let alive = alive_until.is_none_or(|until| Instant::now() < until);
         if self.size == 1 && alive {
             if previous >= token {
                 self.violation(format!(
@@ -231,33 +232,35 @@ mod tests {
     fn occupancy_above_size_is_a_violation() {
         let names = names();
         let c = Checker::new(1, 2, Instant::now());
-        c.on_grant(0, &names, 0, 0, true, true);
+        c.on_grant(0, &names, 0, 0, None);
         c.on_release(0);
-        c.on_grant(0, &names, 0, 0, true, true);
+        c.on_grant(0, &names, 0, 0, None);
         assert_eq!(c.violations().1, 0);
-        c.on_grant(0, &names, 0, 0, true, true);
+        c.on_grant(0, &names, 0, 0, None);
         assert_eq!(c.violations().1, 1);
-        c.on_grant(1, &names, 0, 0, true, true);
+        c.on_grant(1, &names, 0, 0, None);
         assert_eq!(c.violations().1, 1, "another name has its own counter");
     }
 
     #[test]
     fn tokens_must_increase() {
         let names = names();
+        let lease = Some(Instant::now() + Duration::from_secs(60));
+        let expired = Some(Instant::now());
         let c = Checker::new(1, 2, Instant::now());
-        c.on_grant(0, &names, 5, 0, false, true);
-        c.on_grant(0, &names, 6, 5, false, true);
+        c.on_grant(0, &names, 5, 0, lease);
+        c.on_grant(0, &names, 6, 5, lease);
         assert_eq!(c.violations().1, 0);
-        c.on_grant(0, &names, 6, 6, false, true);
+        c.on_grant(0, &names, 6, 6, lease);
         assert_eq!(c.violations().1, 1, "repeated");
         // A lease that may have run out: only the floor counts.
-        c.on_grant(0, &names, 3, 2, false, false);
+        c.on_grant(0, &names, 3, 2, expired);
         assert_eq!(c.violations().1, 1);
-        c.on_grant(0, &names, 3, 6, false, false);
+        c.on_grant(0, &names, 3, 6, expired);
         assert_eq!(c.violations().1, 2);
         let c = Checker::new(3, 2, Instant::now());
-        c.on_grant(0, &names, 9, 0, false, true);
-        c.on_grant(0, &names, 8, 0, false, true);
+        c.on_grant(0, &names, 9, 0, lease);
+        c.on_grant(0, &names, 8, 0, lease);
         assert_eq!(
             c.violations().1,
             0,
@@ -270,9 +273,10 @@ mod tests {
     #[test]
     fn mixing_tokens_and_no_tokens_is_a_violation() {
         let names = names();
+        let lease = None;
         let c = Checker::new(1, 2, Instant::now());
-        c.on_grant(0, &names, 0, 0, false, true);
-        c.on_grant(1, &names, 4, 0, false, true);
+        c.on_grant(0, &names, 0, 0, lease);
+        c.on_grant(1, &names, 4, 0, lease);
         c.finish(&names);
         assert_eq!(c.violations().1, 1);
     }

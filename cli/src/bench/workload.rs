@@ -240,15 +240,8 @@ impl<C: LockClient> Worker<C> {
                 .checked_sub(ctx.plan.lease_margin)
                 .unwrap_or(sent)
         });
-        let alive = alive_until.is_none_or(|until| Instant::now() < until);
-        ctx.checker.on_grant(
-            name.id,
-            &ctx.names,
-            grant.token,
-            floor,
-            alive_until.is_none(),
-            alive,
-        );
+        ctx.checker
+            .on_grant(name.id, &ctx.names, grant.token, floor, alive_until);
         Attempt::Held(Hold {
             name: name.clone(),
             key: grant.key,
