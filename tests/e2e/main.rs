@@ -2,6 +2,7 @@
 //! `ldlm_cli::server::start` the binary uses, driven by real clients over real sockets.
 //!
 //! - `harness`: starting servers, making clients.
+//! - `readme`: the README's curl walk-through, run as printed.
 //! - `python`: any-language compatibility — a Python grpcio client built from `proto/ldlm.proto`.
 //! - `cross`: one lock table behind both transports (REST ↔ gRPC).
 //! - `gc`: lock garbage collection and limits.
@@ -16,3 +17,4 @@ mod harness;
 mod observability;
 mod persistence;
 mod python;
+mod readme;
