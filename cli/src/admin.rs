@@ -64,6 +64,12 @@ pub enum Command {
     },
 }
 
+/// The `ldlm-lock` command line as a [`clap::Command`] (the one [`Cli`] parses with), for shell
+/// completions and the man page.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// The socket path: the flag, else the environment value (if not empty), else the default.
 pub fn socket_path(flag: Option<PathBuf>, env: Option<OsString>) -> PathBuf {
     flag.or_else(|| env.filter(|v| !v.is_empty()).map(PathBuf::from))

@@ -1062,7 +1062,11 @@ fn flag_arg(name: &'static str, short: Option<char>, kind: Kind, help: String) -
     }
 }
 
-fn command() -> Command {
+/// The `ldlm-server` command line as a [`clap::Command`]: every option of the table with its
+/// short flag, value name and help (default and environment variable included). [`load_from`]
+/// parses with it and `--help` prints it; `ldlm-completions` generates the shell completions and
+/// the man page from it.
+pub fn command() -> Command {
     let defaults = ServerConfig::defaults();
     let mut cmd = Command::new("ldlm-server")
         .bin_name("ldlm-server")
