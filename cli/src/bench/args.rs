@@ -72,7 +72,9 @@ pub enum RefreshRpc {
     version,
     about = "Load generator and correctness checker for any server speaking the LDLM protocol \
              (ldlm-server or go-ldlm)",
-    after_help = "Exit status: 0 when the run passed its correctness checks, 1 on a violation \
+    long_about = None,
+    after_help = "Durations are Go durations (500ms, 10s, 1m30s); a bare number means seconds.\n\
+                  Exit status: 0 when the run passed its correctness checks, 1 on a violation \
                   (mutual exclusion, fencing tokens, rate limit) or when the server could not be \
                   reached, 2 on a bad command line."
 )]
@@ -160,7 +162,8 @@ pub struct Args {
     /// Accept any server certificate (self-signed test servers only)
     #[arg(long = "skip_verify")]
     pub skip_verify: bool,
-    /// Client runtime threads [default: the number of CPUs]
+    /// Client runtime threads [default: half the CPUs, at least 1: when client and server
+    /// share a machine, a client on every core slows both down]
     #[arg(long = "threads")]
     pub threads: Option<usize>,
     /// Print the summary as one JSON object on stdout

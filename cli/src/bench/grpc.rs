@@ -34,28 +34,36 @@ pub(crate) struct GrpcClient {
     renew: bool,
 }
 
+fn password_metadata(plan: &Plan) -> anyhow::Result<Option<AsciiMetadataValue>> {
+    match &plan.password {
+        Some(p) => Ok(Some(
+            AsciiMetadataValue::try_from(p.as_str())
+                .context("the password cannot be sent as gRPC metadata")?,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn tls_connector(plan: &Plan) -> anyhow::Result<Option<TlsConnect>> {
+    match &plan.tls {
+        Some(settings) => Ok(Some(TlsConnect {
+            config: tls::client_config(settings, b"h2")?,
+            server_name: tls::server_name(&plan.address)?,
+            address: Arc::from(plan.address.as_str()),
+        })),
+        None => Ok(None),
+    }
+}
+
 /// Opens `plan.connections` connections and returns `plan.in_flight` clients for each
 /// (connection-major: the clients of connection 0 first).
 pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
-    let password = match &plan.password {
-        Some(p) => Some(
-            AsciiMetadataValue::try_from(p.as_str())
-                .context("the password cannot be sent as gRPC metadata")?,
-        ),
-        None => None,
-    };
+    let password = password_metadata(plan)?;
     let endpoint = Endpoint::from_shared(format!("http://{}", plan.address))
         .with_context(|| format!("bad --address {:?}", plan.address))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
-    let connector = match &plan.tls {
-        Some(settings) => Some(TlsConnect {
-            config: tls::client_config(settings, b"h2")?,
-            server_name: tls::server_name(&plan.address)?,
-            address: Arc::from(plan.address.as_str()),
-        }),
-        None => None,
-    };
+    let connector = tls_connector(plan)?;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..plan.connections {
         let endpoint = endpoint.clone();
