@@ -174,6 +174,8 @@ pub struct ServerConfig {
     pub listen_address: String,
     /// `-r`/`--rest_listen_address`: the REST listen address; `None` (default, empty) = REST off.
     pub rest_listen_address: Option<String>,
+    /// `--worker_threads`: async runtime threads; 0 (default) = one per CPU core.
+    pub worker_threads: usize,
     /// `--metrics_listen_address`: where Prometheus metrics are served (`GET /metrics`);
     /// `None` (default, empty) = off.
     pub metrics_listen_address: Option<String>,
@@ -225,6 +227,7 @@ impl ServerConfig {
             listen_address: "localhost:3144".to_owned(),
             rest_listen_address: None,
             metrics_listen_address: None,
+            worker_threads: 0,
             rest_session_timeout: Duration::from_secs(10 * 60),
             tls_cert: None,
             tls_key: None,
@@ -350,6 +353,7 @@ impl fmt::Debug for ServerConfig {
             .field("listen_address", &self.listen_address)
             .field("rest_listen_address", &self.rest_listen_address)
             .field("metrics_listen_address", &self.metrics_listen_address)
+            .field("worker_threads", &self.worker_threads)
             .field("rest_session_timeout", &self.rest_session_timeout)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -866,6 +870,17 @@ static OPTIONS: &[OptSpec] = &[
             Ok(())
         },
         show: |c| c.rest_listen_address.clone().unwrap_or_default(),
+    },
+    OptSpec {
+        name: "worker_threads",
+        short: None,
+        kind: Kind::Int,
+        help: "Async runtime worker threads; 0 means one per CPU core",
+        set: |c, v| {
+            c.worker_threads = v.uint()?;
+            Ok(())
+        },
+        show: |c| c.worker_threads.to_string(),
     },
     OptSpec {
         name: "metrics_listen_address",
