@@ -1,16 +1,10 @@
 //! Opening the connection: one tonic [`Channel`] (one HTTP/2 connection, so one server session),
 //! over plain TCP or over our own rustls configuration.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
-use hyper_util::rt::TokioIo;
+use ldlm_transport::tls::TlsConnector;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
@@ -75,7 +69,7 @@ pub(crate) async fn channel(config: &ClientConfig) -> Result<Channel, Error> {
         (None, false) => None,
     };
     let connector = match tls {
-        Some(tls) => Some(TlsConnect::new(&tls, address)?),
+        Some(tls) => Some(tls_connector(&tls, address)?),
         None => None,
     };
 
@@ -105,60 +99,22 @@ pub(crate) async fn channel(config: &ClientConfig) -> Result<Channel, Error> {
     }
 }
 
-/// Connects TCP + TLS (`ldlm_transport::tls::client_config`, rustls with ring) for tonic; the
-/// endpoint keeps an `http://` URI so tonic adds no TLS layer of its own.
-#[derive(Clone)]
-struct TlsConnect {
-    config: Arc<rustls::ClientConfig>,
-    server_name: ServerName<'static>,
-    address: Arc<str>,
-}
-
-impl TlsConnect {
-    fn new(tls: &TlsConfig, address: &str) -> Result<Self, Error> {
-        let client_cert = tls
-            .client_cert
-            .as_ref()
-            .map(|(cert, key)| (cert.as_path(), key.as_path()));
-        let config = ldlm_transport::tls::client_config(
-            tls.ca.as_deref(),
-            client_cert,
-            tls.skip_verify,
-            &[b"h2"],
-        )?;
-        let server_name = ServerName::try_from(host(address).to_owned()).map_err(|_| {
-            Error::InvalidArgument(format!("{address:?} has no valid host name for TLS"))
-        })?;
-        Ok(TlsConnect {
-            config,
-            server_name,
-            address: Arc::from(address),
-        })
-    }
-}
-
-type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-
-impl tower::Service<Uri> for TlsConnect {
-    type Response = TlsIo;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let tcp = TcpStream::connect(&*this.address).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(this.config)
-                .connect(this.server_name, tcp)
-                .await?;
-            Ok(TokioIo::new(stream))
-        })
-    }
+/// Builds the shared TLS connector (`ldlm_transport::tls::TlsConnector`) for `address`.
+fn tls_connector(tls: &TlsConfig, address: &str) -> Result<TlsConnector, Error> {
+    let client_cert = tls
+        .client_cert
+        .as_ref()
+        .map(|(cert, key)| (cert.as_path(), key.as_path()));
+    let config = ldlm_transport::tls::client_config(
+        tls.ca.as_deref(),
+        client_cert,
+        tls.skip_verify,
+        &[b"h2"],
+    )?;
+    let server_name = ServerName::try_from(host(address).to_owned()).map_err(|_| {
+        Error::InvalidArgument(format!("{address:?} has no valid host name for TLS"))
+    })?;
+    Ok(TlsConnector::new(config, server_name, address))
 }
 
 #[cfg(test)]

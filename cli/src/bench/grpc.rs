@@ -1,21 +1,14 @@
 //! The gRPC driver: one tonic [`Channel`] (one HTTP/2 connection, one server session) per
 //! `--connections`, shared by `--in_flight` worker tasks that each keep one call in flight.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use http::Uri;
-use hyper_util::rt::TokioIo;
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
 use ldlm_proto::ldlm::{
     LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
 };
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use ldlm_transport::tls::TlsConnector;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -44,13 +37,13 @@ fn password_metadata(plan: &Plan) -> anyhow::Result<Option<AsciiMetadataValue>> 
     }
 }
 
-fn tls_connector(plan: &Plan) -> anyhow::Result<Option<TlsConnect>> {
+fn tls_connector(plan: &Plan) -> anyhow::Result<Option<TlsConnector>> {
     match &plan.tls {
-        Some(settings) => Ok(Some(TlsConnect {
-            config: tls::client_config(settings, b"h2")?,
-            server_name: tls::server_name(&plan.address)?,
-            address: Arc::from(plan.address.as_str()),
-        })),
+        Some(settings) => Ok(Some(TlsConnector::new(
+            tls::client_config(settings, b"h2")?,
+            tls::server_name(&plan.address)?,
+            &plan.address,
+        ))),
         None => Ok(None),
     }
 }
@@ -230,38 +223,5 @@ impl LockClient for GrpcClient {
     async fn close(self) {
         // The connection closes when its last client is dropped; the server then ends the
         // session and releases what it still holds.
-    }
-}
-
-/// Connects TCP + TLS (our rustls configuration, `tls::client_config`) for tonic; the
-/// endpoint keeps an `http://` URI so tonic does not add its own TLS layer.
-#[derive(Clone)]
-struct TlsConnect {
-    config: Arc<rustls::ClientConfig>,
-    server_name: ServerName<'static>,
-    address: Arc<str>,
-}
-
-type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-
-impl tower::Service<Uri> for TlsConnect {
-    type Response = TlsIo;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let tcp = TcpStream::connect(&*this.address).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(this.config)
-                .connect(this.server_name, tcp)
-                .await?;
-            Ok(TokioIo::new(stream))
-        })
     }
 }

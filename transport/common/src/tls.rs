@@ -1023,3 +1023,65 @@ mod tests {
         out.server.expect("server side");
     }
 }
+
+/// A tonic/hyper connector that dials TCP and does the TLS handshake with one of our rustls
+/// client configurations ([`client_config`]). The endpoint keeps an `http://` URI so tonic adds
+/// no TLS layer of its own; used by the Rust client and by `ldlm-bench`.
+#[derive(Clone)]
+pub struct TlsConnector {
+    config: Arc<rustls::ClientConfig>,
+    server_name: rustls_pki_types::ServerName<'static>,
+    address: Arc<str>,
+}
+
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+/// The stream a [`TlsConnector`] yields.
+pub type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl TlsConnector {
+    /// Connects to `address` (`host:port`), verifying the server as `server_name`.
+    pub fn new(
+        config: Arc<rustls::ClientConfig>,
+        server_name: rustls_pki_types::ServerName<'static>,
+        address: &str,
+    ) -> TlsConnector {
+        TlsConnector {
+            config,
+            server_name,
+            address: Arc::from(address),
+        }
+    }
+}
+
+impl tower_service::Service<http::Uri> for TlsConnector {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(&*this.address).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(this.config)
+                .connect(this.server_name, tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
+}
