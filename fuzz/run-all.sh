@@ -11,6 +11,7 @@
 # Installs cargo-fuzz (`cargo install cargo-fuzz --locked`, about a minute) if it is missing.
 # New inputs found are written to a scratch copy of the corpus, never into fuzz/corpus/ (which
 # stays a small, reviewed seed set): set KEEP_CORPUS=1 to grow fuzz/corpus/ instead.
+# LOG_DIR=dir keeps each target's libFuzzer log as dir/<target>.log.
 set -euo pipefail
 
 if [[ $# -ne 1 || ! $1 =~ ^[0-9]+$ || $1 -eq 0 ]]; then
@@ -32,6 +33,7 @@ targets=${TARGETS:-"engine_ops grpc_decode rest_request state_file config_file i
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
+[[ -n ${LOG_DIR:-} ]] && mkdir -p "$LOG_DIR"
 
 # Build every target first (one build), so the timed runs below only fuzz.
 echo "run-all: building the fuzz targets (release, AddressSanitizer)" >&2
@@ -52,7 +54,7 @@ for target in $targets; do
     args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
     dict="$fuzz_dir/dicts/$target.dict"
     [[ -f $dict ]] && args+=(-dict="$dict")
-    log="$scratch/$target.log"
+    log="${LOG_DIR:-$scratch}/$target.log"
     echo "run-all: $target for ${seconds}s" >&2
     if cargo fuzz run "$target" "${corpora[@]}" -- "${args[@]}" >"$log" 2>&1; then
         execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)

@@ -5,9 +5,22 @@
 //! a lock answer is consistent (locked ⇔ key, token); no lock ever has more holders than its
 //! size; sessions never exceed their limit.
 //!
-//! Session ids and lock keys are random and cannot be guessed: the cookie can name a session
-//! created earlier (`Cookie::Live`), and `@KEY@` in a body stands for the key of an earlier
-//! grant (the dictionary has it).
+//! The input is text, close to HTTP/1.1, so that seeds are readable and a dictionary helps:
+//!
+//! ```text
+//! [PASSWORD\n]                 the server wants --password (s3cret)
+//! request ("\n===\n" request)*
+//! request = METHOD " " PATH (" " flag)* "\n" (NAME ": " VALUE "\n")* "\n" BODY
+//! flag    = "chunk=" N          send the body in chunks of N bytes
+//!         | "fail"              the body fails after its last chunk (client went away)
+//!         | "hint=" N           the body claims at least N bytes in its size hint
+//! ```
+//!
+//! Session ids and lock keys are random and cannot be guessed, so in the path, header values
+//! and body `@SESSION@` (`@SESSION0@`..`@SESSION9@`) stands for a session created earlier (one
+//! is created before the input's requests), `@KEY@` (`@KEY0@`..`@KEY9@`) for the key of an
+//! earlier grant, and `@AUTH@` for `Basic` credentials with the right password. Lines that are
+//! not valid headers are skipped; a request whose method or path is not valid is skipped.
 
 #![no_main]
 
@@ -17,10 +30,9 @@ use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
-use arbitrary::Arbitrary;
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use http::header::{AUTHORIZATION, SET_COOKIE};
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -34,119 +46,14 @@ const PASSWORD: &str = "s3cret";
 const MAX_SESSIONS: usize = 3;
 const MAX_BODY: usize = 512;
 
+/// `LDLM_FUZZ_TRACE=1`: print every request and answer (to check what a seed does).
+static TRACE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("LDLM_FUZZ_TRACE").is_some());
+
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime")
 });
-
-#[derive(Arbitrary, Debug)]
-struct Input {
-    /// The server wants `--password`.
-    password: bool,
-    requests: Vec<Req>,
-}
-
-#[derive(Arbitrary, Debug)]
-struct Req {
-    method: MethodChoice,
-    path: PathChoice,
-    auth: Auth,
-    cookie: CookieChoice,
-    headers: Vec<(HeaderChoice, Vec<u8>)>,
-    body: BodyChoice,
-    /// Body chunk size (0: one chunk).
-    chunk: u8,
-    /// The body fails after its chunks (the client went away).
-    fail: bool,
-    /// A lower bound the body claims in its size hint.
-    hint: Option<u16>,
-}
-
-#[derive(Arbitrary, Debug)]
-enum MethodChoice {
-    Get,
-    Post,
-    Put,
-    Delete,
-    Patch,
-    Head,
-    Options,
-    Other(String),
-}
-
-#[derive(Arbitrary, Debug)]
-enum PathChoice {
-    Session,
-    Lock,
-    Unlock,
-    RefreshLock,
-    Renew,
-    Other(String),
-}
-
-#[derive(Arbitrary, Debug)]
-enum Auth {
-    None,
-    Correct,
-    Raw(Vec<u8>),
-}
-
-#[derive(Arbitrary, Debug)]
-enum CookieChoice {
-    None,
-    /// A session created earlier (by index), as `ldlm-session=<id>`.
-    Live(u8),
-    /// A session created earlier, inside a longer header.
-    LiveAmong(u8, String, String),
-    Raw(Vec<u8>),
-}
-
-#[derive(Arbitrary, Debug)]
-enum HeaderChoice {
-    ContentLength,
-    ContentType,
-    Cookie,
-    Authorization,
-    TransferEncoding,
-    Other(String),
-}
-
-#[derive(Arbitrary, Debug)]
-enum BodyChoice {
-    Raw(Vec<u8>),
-    TryLock {
-        name: NameChoice,
-        size: Option<i64>,
-        lease: Option<i64>,
-    },
-    Unlock {
-        name: NameChoice,
-        key: u8,
-    },
-    Refresh {
-        name: NameChoice,
-        key: u8,
-        lease: Option<i64>,
-    },
-}
-
-#[derive(Arbitrary, Debug)]
-enum NameChoice {
-    A,
-    B,
-    Raw(String),
-}
-
-impl NameChoice {
-    fn text(&self) -> &str {
-        match self {
-            NameChoice::A => "a",
-            NameChoice::B => "b",
-            NameChoice::Raw(s) => s,
-        }
-    }
-}
 
 /// A request body in chunks, optionally failing at the end.
 struct Chunks {
@@ -189,138 +96,131 @@ struct Run {
     keys: Vec<String>,
 }
 
-fn json_text(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
-}
-
 fn basic(credentials: &str) -> Vec<u8> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
     format!("Basic {encoded}").into_bytes()
 }
 
-impl Run {
-    fn key(&self, index: u8) -> String {
-        if self.keys.is_empty() {
-            return "00000000-0000-4000-8000-000000000000".to_string();
+/// Splits `haystack` at each `separator`.
+fn split<'a>(haystack: &'a [u8], separator: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = Some(haystack);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.windows(separator.len()).position(|w| w == separator) {
+            Some(at) => {
+                rest = Some(&current[at + separator.len()..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
         }
-        self.keys[index as usize % self.keys.len()].clone()
-    }
+    })
+}
 
-    fn body(&self, body: &BodyChoice) -> Vec<u8> {
-        let int = |v: Option<i64>| v.map_or("null".to_string(), |v| v.to_string());
-        match body {
-            BodyChoice::Raw(raw) => {
-                // `@KEY@` stands for an earlier grant's key.
-                let mut out = Vec::with_capacity(raw.len());
-                let mut rest = raw.as_slice();
-                let mut n = 0u8;
-                while !rest.is_empty() {
-                    if let Some(after) = rest.strip_prefix(b"@KEY@") {
-                        out.extend_from_slice(self.key(n).as_bytes());
-                        n = n.wrapping_add(1);
-                        rest = after;
-                    } else {
-                        out.push(rest[0]);
-                        rest = &rest[1..];
+/// `text` up to the first `\n`, and what follows it.
+fn line(text: &[u8]) -> (&[u8], &[u8]) {
+    match text.iter().position(|&b| b == b'\n') {
+        Some(at) => (&text[..at], &text[at + 1..]),
+        None => (text, &[]),
+    }
+}
+
+impl Run {
+    /// Replaces `@SESSION@`, `@SESSIONn@`, `@KEY@`, `@KEYn@` and `@AUTH@`.
+    fn expand(&self, text: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len());
+        let mut rest = text;
+        'outer: while let Some((&first, tail)) = rest.split_first() {
+            if first == b'@' {
+                let pick = |list: &[String], tail: &[u8]| -> (Option<String>, usize) {
+                    // `@`, optional digit, `@`: the digit picks (modulo); none means the last.
+                    match tail {
+                        [b'@', ..] => (list.last().cloned(), 1),
+                        [d @ b'0'..=b'9', b'@', ..] if !list.is_empty() => {
+                            (Some(list[(d - b'0') as usize % list.len()].clone()), 2)
+                        }
+                        [b'0'..=b'9', b'@', ..] => (None, 2),
+                        _ => (None, usize::MAX),
+                    }
+                };
+                for (word, list) in [(&b"SESSION"[..], &self.sessions), (&b"KEY"[..], &self.keys)] {
+                    if let Some(after) = tail.strip_prefix(word) {
+                        let (value, used) = pick(list, after);
+                        if used != usize::MAX {
+                            let fallback = if word == b"KEY" {
+                                "00000000-0000-4000-8000-000000000000"
+                            } else {
+                                "00000000000000000000000000000000"
+                            };
+                            out.extend_from_slice(value.as_deref().unwrap_or(fallback).as_bytes());
+                            rest = &after[used..];
+                            continue 'outer;
+                        }
                     }
                 }
-                out
-            }
-            BodyChoice::TryLock { name, size, lease } => format!(
-                r#"{{"name":{},"size":{},"lock_timeout_seconds":{}}}"#,
-                json_text(name.text()),
-                int(*size),
-                int(*lease)
-            )
-            .into_bytes(),
-            BodyChoice::Unlock { name, key } => format!(
-                r#"{{"name":{},"key":{}}}"#,
-                json_text(name.text()),
-                json_text(&self.key(*key))
-            )
-            .into_bytes(),
-            BodyChoice::Refresh { name, key, lease } => format!(
-                r#"{{"name":{},"key":{},"lockTimeoutSeconds":{}}}"#,
-                json_text(name.text()),
-                json_text(&self.key(*key)),
-                int(*lease)
-            )
-            .into_bytes(),
-        }
-    }
-
-    fn session(&self, index: u8) -> Option<&str> {
-        (!self.sessions.is_empty())
-            .then(|| self.sessions[index as usize % self.sessions.len()].as_str())
-    }
-
-    fn request(&self, req: &Req) -> Option<http::Request<Chunks>> {
-        let method = match &req.method {
-            MethodChoice::Get => Method::GET,
-            MethodChoice::Post => Method::POST,
-            MethodChoice::Put => Method::PUT,
-            MethodChoice::Delete => Method::DELETE,
-            MethodChoice::Patch => Method::PATCH,
-            MethodChoice::Head => Method::HEAD,
-            MethodChoice::Options => Method::OPTIONS,
-            MethodChoice::Other(m) => Method::from_bytes(m.as_bytes()).ok()?,
-        };
-        let path = match &req.path {
-            PathChoice::Session => "/session",
-            PathChoice::Lock => "/v1/lock",
-            PathChoice::Unlock => "/v1/unlock",
-            PathChoice::RefreshLock => "/v1/refreshlock",
-            PathChoice::Renew => "/v1/renew",
-            PathChoice::Other(p) => p,
-        };
-        let mut builder = http::Request::builder().method(method).uri(path);
-        match &req.auth {
-            Auth::None => {}
-            Auth::Correct => {
-                builder = builder.header(AUTHORIZATION, basic(&format!("user:{PASSWORD}")))
-            }
-            Auth::Raw(raw) => builder = builder.header(AUTHORIZATION, raw.as_slice()),
-        }
-        match &req.cookie {
-            CookieChoice::None => {}
-            CookieChoice::Live(i) => {
-                if let Some(id) = self.session(*i) {
-                    builder = builder.header(COOKIE, format!("ldlm-session={id}"));
+                if let Some(after) = tail.strip_prefix(b"AUTH@") {
+                    out.extend_from_slice(&basic(&format!("user:{PASSWORD}")));
+                    rest = after;
+                    continue;
                 }
             }
-            CookieChoice::LiveAmong(i, before, after) => {
-                if let Some(id) = self.session(*i) {
-                    builder = builder.header(COOKIE, format!("{before}ldlm-session={id}{after}"));
-                }
-            }
-            CookieChoice::Raw(raw) => builder = builder.header(COOKIE, raw.as_slice()),
+            out.push(first);
+            rest = tail;
         }
-        for (name, value) in &req.headers {
-            let name = match name {
-                HeaderChoice::ContentLength => CONTENT_LENGTH,
-                HeaderChoice::ContentType => CONTENT_TYPE,
-                HeaderChoice::Cookie => COOKIE,
-                HeaderChoice::Authorization => AUTHORIZATION,
-                HeaderChoice::TransferEncoding => http::header::TRANSFER_ENCODING,
-                HeaderChoice::Other(n) => HeaderName::from_bytes(n.as_bytes()).ok()?,
+        out
+    }
+
+    /// One request of the input (see the module docs), or `None` if it is not valid HTTP.
+    fn request(&self, text: &[u8]) -> Option<http::Request<Chunks>> {
+        let (first, mut rest) = line(text);
+        let mut words = first.split(|&b| b == b' ');
+        let method = Method::from_bytes(words.next()?).ok()?;
+        let path = self.expand(words.next().unwrap_or(b"/"));
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(http::Uri::try_from(path).ok()?);
+        let (mut chunk, mut fail, mut hint) = (0usize, false, None);
+        for flag in words {
+            let number = |prefix: &[u8]| {
+                std::str::from_utf8(flag.strip_prefix(prefix)?)
+                    .ok()?
+                    .parse::<u64>()
+                    .ok()
             };
-            builder = builder.header(name, HeaderValue::from_bytes(value).ok()?);
+            if flag == b"fail" {
+                fail = true;
+            } else if let Some(n) = number(b"chunk=") {
+                chunk = n.min(4096) as usize;
+            } else if let Some(n) = number(b"hint=") {
+                hint = Some(n);
+            }
         }
-        let body = Bytes::from(self.body(&req.body));
-        let chunks = if req.chunk == 0 || body.is_empty() {
+        loop {
+            let (header, after) = line(rest);
+            rest = after;
+            if header.is_empty() {
+                break;
+            }
+            let Some(colon) = header.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let value = self.expand(header[colon + 1..].strip_prefix(b" ").unwrap_or(&header[colon + 1..]));
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&header[..colon]),
+                HeaderValue::from_bytes(&value),
+            ) {
+                builder = builder.header(name, value);
+            }
+        }
+        let body = Bytes::from(self.expand(rest));
+        let chunks = if chunk == 0 || body.is_empty() {
             VecDeque::from([body])
         } else {
-            body.chunks(req.chunk as usize)
-                .map(Bytes::copy_from_slice)
-                .collect()
+            body.chunks(chunk).map(Bytes::copy_from_slice).collect()
         };
-        builder
-            .body(Chunks {
-                chunks,
-                fail: req.fail,
-                hint: req.hint.map(u64::from),
-            })
-            .ok()
+        builder.body(Chunks { chunks, fail, hint }).ok()
     }
 
     fn send(&mut self, request: http::Request<Chunks>) -> (StatusCode, http::HeaderMap, Bytes) {
@@ -333,6 +233,9 @@ impl Run {
             .expect("a full body")
             .to_bytes();
         let status = parts.status;
+        if *TRACE {
+            eprintln!("{path} -> {status} {body:?}");
+        }
         let documented = [200, 201, 400, 401, 404, 405, 409, 413, 503];
         assert!(
             documented.contains(&status.as_u16()),
@@ -407,7 +310,11 @@ impl Run {
     }
 }
 
-fuzz_target!(|input: Input| {
+fuzz_target!(|data: &[u8]| {
+    let (password, data) = match data.strip_prefix(b"PASSWORD\n") {
+        Some(rest) => (true, rest),
+        None => (false, data),
+    };
     let config = EngineConfig {
         shards: 4,
         max_name_bytes: 64,
@@ -415,7 +322,7 @@ fuzz_target!(|input: Input| {
     };
     let engine = Engine::new(config, Tick::ZERO).expect("engine");
     let options = RestOptions {
-        password: input.password.then(|| Password::new(PASSWORD)),
+        password: password.then(|| Password::new(PASSWORD)),
         max_sessions: MAX_SESSIONS,
         max_body_bytes: MAX_BODY,
         ..RestOptions::default()
@@ -424,14 +331,14 @@ fuzz_target!(|input: Input| {
     let mut run = Run {
         server,
         engine,
-        password: input.password,
+        password,
         sessions: Vec::new(),
         keys: Vec::new(),
     };
 
     // One session to start with, as a client would make it.
     let mut create = http::Request::post("/session");
-    if input.password {
+    if password {
         create = create.header(AUTHORIZATION, basic(&format!(":{PASSWORD}")));
     }
     let create = create
@@ -445,8 +352,8 @@ fuzz_target!(|input: Input| {
     assert_eq!(status, StatusCode::CREATED);
     run.check_answer("/session", status, &headers, &body);
 
-    for req in input.requests.iter().take(16) {
-        let Some(request) = run.request(req) else {
+    for text in split(data, b"\n===\n").take(16) {
+        let Some(request) = run.request(text) else {
             continue;
         };
         let path = request.uri().path().to_owned();
