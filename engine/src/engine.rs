@@ -439,7 +439,7 @@ impl Engine {
 
     /// The highest fencing token handed out so far (0 if none).
     pub fn max_fencing_token(&self) -> u64 {
-        self.inner.tokens.load(Ordering::Acquire) - 1
+        self.inner.tokens.load(Ordering::Acquire).saturating_sub(1)
     }
 
     /// Fills an empty engine with stored holds, each with a lease of `lease` from `now` (`None`:
@@ -462,6 +462,14 @@ impl Engine {
             (u32, smallvec::SmallVec<[LockKey; 1]>),
             foldhash::fast::RandomState,
         > = hashbrown::HashMap::with_capacity_and_hasher(records.len(), Default::default());
+        // Tokens must be able to keep growing for the life of the deployment: anything in the
+        // upper half of u64 is damage, not history (it would wrap around to 0 and go backwards).
+        const MAX_STORED_TOKEN: u64 = u64::MAX / 2;
+        if fencing_floor > MAX_STORED_TOKEN {
+            return Err(RestoreError::TokenOutOfRange {
+                token: fencing_floor,
+            });
+        }
         let mut max_token = fencing_floor;
         for record in records {
             if record.name.is_empty() || record.name.len() > self.inner.config.max_name_bytes {
@@ -495,6 +503,11 @@ impl Engine {
                 return Err(RestoreError::TooManyHolders {
                     name: shown(&record.name),
                     size: *size,
+                });
+            }
+            if record.fencing_token > MAX_STORED_TOKEN {
+                return Err(RestoreError::TokenOutOfRange {
+                    token: record.fencing_token,
                 });
             }
             max_token = max_token.max(record.fencing_token);

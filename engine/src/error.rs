@@ -180,6 +180,11 @@ pub enum RestoreError {
         /// The repeated key.
         key: String,
     },
+    /// A stored fencing token (or the floor) is so large that new tokens could wrap around.
+    TokenOutOfRange {
+        /// The offending token.
+        token: u64,
+    },
     /// The engine already holds locks; restore only fills an empty engine.
     NotEmpty,
 }
@@ -208,6 +213,10 @@ impl fmt::Display for RestoreError {
             RestoreError::DuplicateKey { name, key } => {
                 write!(f, "lock {name:?} has key {key} stored twice")
             }
+            RestoreError::TokenOutOfRange { token } => write!(
+                f,
+                "fencing token {token} is out of range (tokens would wrap around and go backwards)"
+            ),
             RestoreError::NotEmpty => f.write_str("restore needs an empty engine"),
         }
     }
