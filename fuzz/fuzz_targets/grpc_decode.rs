@@ -65,12 +65,18 @@ impl<'a> Run<'a> {
     fn check_lock_response(&mut self, rpc: &str, name: &str, response: LockResponse) {
         assert_eq!(response.name, name, "{rpc} echoes the name");
         if response.locked {
-            assert!(response.error.is_none(), "{rpc} locked with an error: {response:?}");
+            assert!(
+                response.error.is_none(),
+                "{rpc} locked with an error: {response:?}"
+            );
             assert_eq!(response.key.len(), 36, "{rpc} key: {response:?}");
             assert!(response.fencing_token > 0, "{rpc} token: {response:?}");
             self.grants.push((response.name, response.key));
         } else {
-            assert!(response.key.is_empty(), "{rpc} not locked with a key: {response:?}");
+            assert!(
+                response.key.is_empty(),
+                "{rpc} not locked with a key: {response:?}"
+            );
             assert_eq!(response.fencing_token, 0, "{rpc} not locked with a token");
         }
     }
@@ -107,7 +113,10 @@ impl<'a> Run<'a> {
                     return;
                 };
                 let name = request.name.clone();
-                let mut call = self.harness.service().lock(Harness::request(owner, request));
+                let mut call = self
+                    .harness
+                    .service()
+                    .lock(Harness::request(owner, request));
                 match poll(&mut call) {
                     Poll::Ready(Ok(response)) => {
                         self.check_lock_response("Lock", &name, response.into_inner())
@@ -121,7 +130,10 @@ impl<'a> Run<'a> {
                     return;
                 };
                 let name = request.name.clone();
-                let call = self.harness.service().try_lock(Harness::request(owner, request));
+                let call = self
+                    .harness
+                    .service()
+                    .try_lock(Harness::request(owner, request));
                 let response = ready(call);
                 self.check_lock_response("TryLock", &name, response);
             }
@@ -131,7 +143,10 @@ impl<'a> Run<'a> {
                 };
                 self.substitute(&mut request.name, &mut request.key);
                 let name = request.name.clone();
-                let call = self.harness.service().unlock(Harness::request(owner, request));
+                let call = self
+                    .harness
+                    .service()
+                    .unlock(Harness::request(owner, request));
                 let response: UnlockResponse = ready(call);
                 assert_eq!(response.name, name);
                 assert_eq!(response.unlocked, response.error.is_none(), "{response:?}");
@@ -154,7 +169,10 @@ impl<'a> Run<'a> {
                 };
                 self.substitute(&mut request.name, &mut request.key);
                 let (name, key) = (request.name.clone(), request.key.clone());
-                let call = self.harness.service().renew(Harness::request(owner, request));
+                let call = self
+                    .harness
+                    .service()
+                    .renew(Harness::request(owner, request));
                 self.refresh_response("Renew", &name, &key, ready(call));
             }
             _ => {
@@ -186,7 +204,11 @@ impl<'a> Run<'a> {
         for hold in &list {
             let count = held.entry(&hold.name).or_default();
             *count += 1;
-            assert!(*count <= hold.size as usize, "{:?} has more holders than its size", hold.name);
+            assert!(
+                *count <= hold.size as usize,
+                "{:?} has more holders than its size",
+                hold.name
+            );
         }
     }
 }
@@ -233,6 +255,9 @@ fuzz_target!(|data: &[u8]| {
         run.engine.release_owner(&owner, run.clock.now());
     }
     let stats = run.engine.stats();
-    assert_eq!(stats.waiters, 0, "waiters left after every client went away");
+    assert_eq!(
+        stats.waiters, 0,
+        "waiters left after every client went away"
+    );
     assert_eq!(stats.holds, 0, "holds left after every session ended");
 });

@@ -106,7 +106,10 @@ fn split<'a>(haystack: &'a [u8], separator: &'a [u8]) -> impl Iterator<Item = &'
     let mut rest = Some(haystack);
     std::iter::from_fn(move || {
         let current = rest?;
-        match current.windows(separator.len()).position(|w| w == separator) {
+        match current
+            .windows(separator.len())
+            .position(|w| w == separator)
+        {
             Some(at) => {
                 rest = Some(&current[at + separator.len()..]);
                 Some(&current[..at])
@@ -206,7 +209,11 @@ impl Run {
             let Some(colon) = header.iter().position(|&b| b == b':') else {
                 continue;
             };
-            let value = self.expand(header[colon + 1..].strip_prefix(b" ").unwrap_or(&header[colon + 1..]));
+            let value = self.expand(
+                header[colon + 1..]
+                    .strip_prefix(b" ")
+                    .unwrap_or(&header[colon + 1..]),
+            );
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(&header[..colon]),
                 HeaderValue::from_bytes(&value),
@@ -247,15 +254,27 @@ impl Run {
         } else {
             let value: serde_json::Value = serde_json::from_slice(&body)
                 .unwrap_or_else(|e| panic!("{status} body is not JSON ({e}): {body:?}"));
-            assert!(value.is_object(), "{status} body is not an object: {body:?}");
+            assert!(
+                value.is_object(),
+                "{status} body is not an object: {body:?}"
+            );
             if status.as_u16() >= 400 {
-                assert!(value["error"].is_string(), "{status} without an error: {body:?}");
+                assert!(
+                    value["error"].is_string(),
+                    "{status} without an error: {body:?}"
+                );
             }
         }
         (status, parts.headers, body)
     }
 
-    fn check_answer(&mut self, path: &str, status: StatusCode, headers: &http::HeaderMap, body: &Bytes) {
+    fn check_answer(
+        &mut self,
+        path: &str,
+        status: StatusCode,
+        headers: &http::HeaderMap,
+        body: &Bytes,
+    ) {
         if path == "/session" && status == StatusCode::CREATED {
             let cookie = headers
                 .get(SET_COOKIE)
@@ -304,7 +323,11 @@ impl Run {
         for hold in &list {
             let count = held.entry(&hold.name).or_default();
             *count += 1;
-            assert!(*count <= hold.size as usize, "{:?} over its size", hold.name);
+            assert!(
+                *count <= hold.size as usize,
+                "{:?} over its size",
+                hold.name
+            );
         }
         assert!(self.server.session_count() <= MAX_SESSIONS);
     }

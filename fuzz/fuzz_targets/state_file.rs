@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     let loaded = match parse(data) {
         Ok(loaded) => loaded,
         Err((offset, detail)) => {
-            assert!(offset <= data.len() as u64, "damage at {offset} past the end");
+            assert!(
+                offset <= data.len() as u64,
+                "damage at {offset} past the end"
+            );
             assert!(!detail.is_empty());
             return;
         }
@@ -37,8 +40,16 @@ fuzz_target!(|data: &[u8]| {
             .entry(&hold.name)
             .or_insert((hold.size, HashSet::new()));
         assert_eq!(*size, hold.size, "two sizes for {:?}", hold.name);
-        assert!(keys.insert(hold.key.as_u128()), "key twice on {:?}", hold.name);
-        assert!(keys.len() <= *size as usize, "{:?} over its size", hold.name);
+        assert!(
+            keys.insert(hold.key.as_u128()),
+            "key twice on {:?}",
+            hold.name
+        );
+        assert!(
+            keys.len() <= *size as usize,
+            "{:?} over its size",
+            hold.name
+        );
         max_token = max_token.max(hold.fencing_token);
     }
 
@@ -46,7 +57,13 @@ fuzz_target!(|data: &[u8]| {
     let mut rewritten = MAGIC.to_vec();
     encode_floor(&mut rewritten, loaded.fencing_floor);
     for hold in &loaded.holds {
-        encode_grant(&mut rewritten, &hold.name, hold.key, hold.size, hold.fencing_token);
+        encode_grant(
+            &mut rewritten,
+            &hold.name,
+            hold.key,
+            hold.size,
+            hold.fencing_token,
+        );
     }
     let again = parse(&rewritten).expect("a rewritten state file loads");
     assert_eq!(again.holds, loaded.holds);
@@ -60,10 +77,17 @@ fuzz_target!(|data: &[u8]| {
         ..EngineConfig::default()
     };
     let engine = Engine::new(config, Tick::ZERO).expect("engine");
-    let lease = (data.len() % 2 == 0).then_some(Duration::from_secs(60));
+    let lease = data
+        .len()
+        .is_multiple_of(2)
+        .then_some(Duration::from_secs(60));
     match engine.restore(&loaded.holds, lease, loaded.fencing_floor, Tick::ZERO) {
         Err(_) => {
-            assert_eq!(engine.stats().locks, 0, "a refused restore changed the engine");
+            assert_eq!(
+                engine.stats().locks,
+                0,
+                "a refused restore changed the engine"
+            );
             return;
         }
         Ok(restored) => assert_eq!(restored, loaded.holds.len()),
@@ -74,7 +98,11 @@ fuzz_target!(|data: &[u8]| {
     for hold in &listed {
         let count = held.entry(&hold.name).or_default();
         *count += 1;
-        assert!(*count <= hold.size as usize, "{:?} over its size after restore", hold.name);
+        assert!(
+            *count <= hold.size as usize,
+            "{:?} over its size after restore",
+            hold.name
+        );
     }
 
     // New grants continue above every stored token, and keep increasing. Only checked while
