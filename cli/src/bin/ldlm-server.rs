@@ -34,6 +34,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let mut signals = match server::ShutdownSignals::install() {
+            Ok(signals) => signals,
+            Err(error) => {
+                eprintln!("ldlm-server: cannot install signal handlers: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
         let running = match server::start(&config).await {
             Ok(running) => running,
             Err(error) => {
@@ -42,7 +49,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        server::shutdown_signal().await;
+        signals.wait().await;
         tracing::warn!("Shutting down");
         running.shutdown().await;
         tracing::warn!("Shutdown complete");
