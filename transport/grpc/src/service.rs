@@ -147,20 +147,10 @@ impl LdlmService {
 
 /// How a response ended, for the request metrics.
 fn outcome(ok: bool, error: Option<&Error>) -> Outcome {
-    use ldlm_engine::ErrorCode as Code;
     match error {
         None if ok => Outcome::Ok,
         None => Outcome::Busy,
-        Some(e) => Outcome::Error(match e.code {
-            1 => Code::LockDoesNotExist,
-            2 => Code::InvalidLockKey,
-            3 => Code::LockWaitTimeout,
-            4 => Code::NotLocked,
-            5 => Code::LockDoesNotExistOrInvalidKey,
-            6 => Code::LockSizeMismatch,
-            7 => Code::InvalidLockSize,
-            _ => Code::Unknown,
-        }),
+        Some(e) => Outcome::Error(ldlm_engine::ErrorCode::from_wire(e.code)),
     }
 }
 

@@ -226,16 +226,11 @@ impl RestServer {
         };
         let started = Instant::now();
         let outcome = self.engine.try_lock(owner, &lock, now);
-        metrics::record_request(
-            Transport::Rest,
-            Rpc::TryLock,
-            match &outcome {
-                Ok(TryLockOutcome::Acquired(_)) => Outcome::Ok,
-                Ok(TryLockOutcome::Busy) => Outcome::Busy,
-                Err(error) => Outcome::Error(error.code()),
-            },
-            started.elapsed(),
-        );
+        // Recorded once the answer is known, so the latency includes the durability wait (as
+        // it does over gRPC).
+        let record = |result| {
+            metrics::record_request(Transport::Rest, Rpc::TryLock, result, started.elapsed())
+        };
         let mut key = [0u8; 36];
         let response = match &outcome {
             Ok(TryLockOutcome::Acquired(grant)) => {
@@ -246,6 +241,7 @@ impl RestServer {
                     // Nobody will learn this key: give the slot back at once.
                     let _ = self.engine.unlock(&request.name, key, self.clock.now());
                     warn!(lock = %request.name, %error, "REST lock not granted: not durable");
+                    record(Outcome::Error(ldlm_engine::ErrorCode::Unknown));
                     return Ok(reply::error(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         &error.to_string(),
@@ -262,6 +258,11 @@ impl RestServer {
             Ok(TryLockOutcome::Busy) => not_locked(&request.name, "", None),
             Err(error) => not_locked(&request.name, "", Some(error)),
         };
+        record(match &outcome {
+            Ok(TryLockOutcome::Acquired(_)) => Outcome::Ok,
+            Ok(TryLockOutcome::Busy) => Outcome::Busy,
+            Err(error) => Outcome::Error(error.code()),
+        });
         Ok(reply::ok(response.encode()))
     }
 
