@@ -33,6 +33,12 @@ pub fn engine_config(config: &ServerConfig) -> EngineConfig {
         gc_interval: config.lock_gc_interval,
         gc_min_idle: config.lock_gc_min_idle,
         release_on_owner_end: !config.no_clear_on_disconnect,
+        // A burst of expiries may use as many threads as the runtime has workers.
+        advance_threads: match config.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(256),
     }
 }
 

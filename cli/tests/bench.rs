@@ -93,6 +93,74 @@ async fn trylock_over_grpc_and_rest() {
     .await;
     assert_clean(&report);
     assert!((300..=302).contains(&report.cycles), "{}", report.to_text());
+
+    // tonic's client drives the same workload as the default h2 one.
+    let report = bench(
+        &server,
+        &[
+            &["--grpc_client", "tonic", "-c", "2", "-f", "2"][..],
+            &short[..],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_clean(&report);
+    server.shutdown().await;
+}
+
+/// A CA and a server certificate for `localhost` signed by it, as PEM files in a temporary
+/// directory: `ca.pem`, `server.pem`, `server.key`.
+fn pki() -> tempfile::TempDir {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, pem: &str| std::fs::write(dir.path().join(name), pem).expect("write");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    write("ca.pem", &ca.self_signed(&ca_key).expect("CA").pem());
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let server = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    write(
+        "server.pem",
+        &server.signed_by(&key, &issuer).expect("cert").pem(),
+    );
+    write("server.key", &key.serialize_pem());
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_over_grpc_with_both_clients_and_over_rest() {
+    let pki = pki();
+    let mut config = config();
+    config.tls_cert = Some(pki.path().join("server.pem"));
+    config.tls_key = Some(pki.path().join("server.key"));
+    let server = start(&config).await;
+    // The certificate names `localhost`: connect by that name.
+    let grpc = format!("localhost:{}", server.grpc_addr.port());
+    let rest = format!("localhost:{}", server.rest_addr.expect("REST").port());
+    let ca = pki.path().join("ca.pem");
+    let ca = ca.to_str().expect("UTF-8 path");
+    for extra in [
+        &["-t", "grpc"][..],
+        &["--grpc_client", "tonic"],
+        &["-t", "rest"],
+    ] {
+        let mut argv = vec!["-q", "-a", &grpc, "--rest_address", &rest, "--ca_file", ca];
+        argv.extend_from_slice(&["-c", "2", "-d", "300ms", "--warmup", "0"]);
+        argv.extend_from_slice(extra);
+        let report = bench::run(&args(&argv)).await.expect("the bench runs");
+        assert_clean(&report);
+    }
+    // Plaintext against the TLS port: nothing is granted, every call is a transport error.
+    let plain = ["-q", "-a", &grpc, "-d", "100ms", "--warmup", "0"];
+    if let Ok(report) = bench::run(&args(&plain)).await {
+        let text = report.to_text();
+        assert_eq!(report.errors.len(), 1, "{text}");
+        assert_eq!(report.errors[0].kind, "transport", "{text}");
+        assert_eq!(report.tokens_checked, 0, "{text}");
+    }
     server.shutdown().await;
 }
 

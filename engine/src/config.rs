@@ -19,6 +19,13 @@ pub struct EngineConfig {
     /// Whether ending an owner releases its holds (true) or keeps them held and listed under
     /// the ended owner (false: `--no_clear_on_disconnect`). Its waiters are cancelled either way.
     pub release_on_owner_end: bool,
+    /// Most threads [`Engine::advance`](crate::Engine::advance) uses for a burst of timers
+    /// falling due together (say 100k leases granted in the same millisecond): once one call
+    /// has fired [`PARALLEL_ADVANCE_AFTER`](crate::PARALLEL_ADVANCE_AFTER) timers, the shards
+    /// it has not reached yet are shared among this many threads (the caller's and scoped
+    /// helpers). 1 keeps every advance on the caller's thread. The server uses its runtime's
+    /// worker count.
+    pub advance_threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -30,6 +37,7 @@ impl Default for EngineConfig {
             gc_interval: Duration::from_secs(30 * 60),
             gc_min_idle: Duration::from_secs(5 * 60),
             release_on_owner_end: true,
+            advance_threads: 1,
         }
     }
 }
@@ -57,6 +65,12 @@ impl EngineConfig {
         }
         if self.max_name_bytes == 0 {
             return Err(ConfigError("max_name_bytes must be at least 1".into()));
+        }
+        if self.advance_threads == 0 || self.advance_threads > 256 {
+            return Err(ConfigError(format!(
+                "advance_threads must be between 1 and 256, not {}",
+                self.advance_threads
+            )));
         }
         if self.max_waiters_per_lock == 0 {
             return Err(ConfigError(

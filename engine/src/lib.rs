@@ -48,7 +48,7 @@ pub mod wheel;
 pub mod model;
 
 pub use config::{ConfigError, EngineConfig};
-pub use engine::{Engine, LockOutcome, ReleaseSummary};
+pub use engine::{Engine, LockOutcome, PARALLEL_ADVANCE_AFTER, ReleaseSummary};
 pub use error::{ErrorCode, LockError, RestoreError};
 pub use owner::{Owner, OwnerId};
 pub use pending::Pending;

@@ -458,6 +458,7 @@ pub fn checker_config() -> EngineConfig {
         gc_interval: Duration::from_secs(7),
         gc_min_idle: Duration::from_secs(3),
         release_on_owner_end: true,
+        advance_threads: 1,
     }
 }
 

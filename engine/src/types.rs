@@ -253,3 +253,18 @@ pub struct AdvanceReport {
     /// Session owners whose idle timeout passed (already released).
     pub sessions_expired: Vec<OwnerId>,
 }
+
+impl AdvanceReport {
+    /// Lease, wait and GC timers this advance fired (sessions not counted).
+    pub(crate) fn timers_fired(&self) -> usize {
+        self.leases_expired + self.waits_timed_out + self.locks_collected
+    }
+
+    /// Adds another part's counts (parts never expire sessions).
+    pub(crate) fn merge(&mut self, other: AdvanceReport) {
+        self.leases_expired += other.leases_expired;
+        self.waits_timed_out += other.waits_timed_out;
+        self.locks_collected += other.locks_collected;
+        self.sessions_expired.extend(other.sessions_expired);
+    }
+}

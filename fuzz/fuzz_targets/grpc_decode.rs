@@ -221,6 +221,7 @@ fuzz_target!(|data: &[u8]| {
         gc_interval: Duration::from_secs(60),
         gc_min_idle: Duration::from_secs(1),
         release_on_owner_end: true,
+        advance_threads: 1,
     };
     let engine = Engine::new(config, Tick::ZERO).expect("engine");
     let clock = Clock::new();

@@ -26,6 +26,26 @@ impl Transport {
     }
 }
 
+/// Which gRPC client implementation drives `--transport grpc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GrpcClient {
+    /// Unary calls written straight onto HTTP/2 with the `h2` crate: the cheapest per call,
+    /// so the server, not the client, is what gets measured.
+    H2,
+    /// tonic's generated client over a `Channel`, as a tonic application would call.
+    Tonic,
+}
+
+impl GrpcClient {
+    /// The name used on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrpcClient::H2 => "h2",
+            GrpcClient::Tonic => "tonic",
+        }
+    }
+}
+
 /// What the workers do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
@@ -88,6 +108,9 @@ pub struct Args {
     /// Transport to load
     #[arg(short = 't', long = "transport", value_enum, default_value = "grpc")]
     pub transport: Transport,
+    /// gRPC client implementation (both speak the same wire protocol)
+    #[arg(long = "grpc_client", value_enum, default_value = "h2")]
+    pub grpc_client: GrpcClient,
     /// Workload to run
     #[arg(short = 'w', long = "workload", value_enum, default_value = "trylock")]
     pub workload: Workload,
@@ -216,6 +239,7 @@ pub(crate) struct TlsSettings {
 #[derive(Clone, Debug)]
 pub(crate) struct Plan {
     pub(crate) transport: Transport,
+    pub(crate) grpc_client: GrpcClient,
     pub(crate) workload: Workload,
     pub(crate) address: String,
     pub(crate) rest_address: String,
@@ -339,6 +363,7 @@ impl Plan {
         };
         Ok(Plan {
             transport: args.transport,
+            grpc_client: args.grpc_client,
             workload: args.workload,
             address: args.address.clone(),
             rest_address: args.rest_address.clone(),

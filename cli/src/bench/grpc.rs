@@ -1,4 +1,5 @@
-//! The gRPC driver: one tonic [`Channel`] (one HTTP/2 connection, one server session) per
+//! The tonic gRPC driver (`--grpc_client tonic`; the default is [`super::grpc_h2`]), and the
+//! message helpers both gRPC drivers share: one tonic [`Channel`] (one HTTP/2 connection, one server session) per
 //! `--connections`, shared by `--in_flight` worker tasks that each keep one call in flight.
 
 use std::time::Duration;
@@ -93,7 +94,7 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
 }
 
 /// An error and its sources, on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(s) = source {
@@ -120,14 +121,14 @@ fn status_error(status: tonic::Status) -> CallError {
     CallError::Grpc(status.code(), status.message().to_owned())
 }
 
-fn lock_error(error: ldlm_proto::ldlm::Error) -> LockError {
+pub(super) fn lock_error(error: ldlm_proto::ldlm::Error) -> LockError {
     LockError {
         code: error.code,
         message: error.message,
     }
 }
 
-fn grant(response: LockResponse) -> Grant {
+pub(super) fn grant(response: LockResponse) -> Grant {
     Grant {
         locked: response.locked,
         key: response.key,
@@ -137,12 +138,12 @@ fn grant(response: LockResponse) -> Grant {
 }
 
 /// Absent when 0 (no lease / wait forever).
-fn seconds(value: u32) -> Option<i32> {
+pub(super) fn seconds(value: u32) -> Option<i32> {
     (value != 0).then_some(value as i32)
 }
 
 /// Absent when 1 (the default size).
-fn size(value: u32) -> Option<i32> {
+pub(super) fn size(value: u32) -> Option<i32> {
     (value != 1).then_some(value as i32)
 }
 

@@ -6,8 +6,9 @@
 //!            [-d DURATION] [-n COUNT] [--warmup D] [--json] [-q] ...
 //! ```
 //!
-//! **Transports.** `grpc`: `--connections` HTTP/2 connections (tonic channels; each is its own
-//! server session), with `--in_flight` worker tasks per connection, each keeping one call in
+//! **Transports.** `grpc`: `--connections` HTTP/2 connections (each is its own server
+//! session; by default driven by the lean `h2` client of [`grpc_h2`], or by tonic's client
+//! with `--grpc_client tonic`), with `--in_flight` worker tasks per connection, each keeping one call in
 //! flight. `rest`: `--connections` keep-alive HTTP/1.1 connections (`--rest_address`), each
 //! with its own session (`POST /session`, cookie `ldlm-session`); REST has only TryLock.
 //!
@@ -68,6 +69,7 @@ mod args;
 mod checker;
 mod client;
 mod grpc;
+mod grpc_h2;
 mod names;
 mod report;
 mod rest;
@@ -86,7 +88,7 @@ use clap::Parser as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinSet;
 
-pub use args::{Args, RefreshRpc, Transport, UsageError, Workload};
+pub use args::{Args, GrpcClient, RefreshRpc, Transport, UsageError, Workload};
 pub use report::{ErrorSummary, Report, Windows};
 pub use stats::Latency;
 
@@ -179,10 +181,16 @@ pub async fn run_until(
     let stats = Stats::new(plan.workers().min(2 * threads.max(1)));
     let seed = uuid::Uuid::new_v4().as_u64_pair().0;
     match plan.transport {
-        Transport::Grpc => {
-            let clients = grpc::connect(&plan).await?;
-            drive(plan, names, checker, stats, clients, seed, interrupt).await
-        }
+        Transport::Grpc => match plan.grpc_client {
+            GrpcClient::H2 => {
+                let clients = grpc_h2::connect(&plan).await?;
+                drive(plan, names, checker, stats, clients, seed, interrupt).await
+            }
+            GrpcClient::Tonic => {
+                let clients = grpc::connect(&plan).await?;
+                drive(plan, names, checker, stats, clients, seed, interrupt).await
+            }
+        },
         Transport::Rest => {
             let clients = rest::connect(&plan).await?;
             drive(plan, names, checker, stats, clients, seed, interrupt).await
@@ -327,6 +335,10 @@ fn summarize(ctx: &Ctx, end: Instant, cancelled: usize) -> Report {
     Report {
         workload: plan.workload,
         transport: plan.transport,
+        client: match plan.transport {
+            Transport::Grpc => plan.grpc_client.as_str(),
+            Transport::Rest => "hyper",
+        },
         address: match plan.transport {
             Transport::Grpc => plan.address.clone(),
             Transport::Rest => plan.rest_address.clone(),

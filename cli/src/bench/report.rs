@@ -45,6 +45,8 @@ pub struct Report {
     pub workload: Workload,
     /// The transport.
     pub transport: Transport,
+    /// The client implementation: `h2` or `tonic` for gRPC, `hyper` for REST.
+    pub client: &'static str,
     /// The server address used.
     pub address: String,
     /// Connections (sessions).
@@ -172,6 +174,7 @@ impl Report {
         json!({
             "workload": self.workload.as_str(),
             "transport": self.transport.as_str(),
+            "client": self.client,
             "address": self.address,
             "connections": self.connections,
             "in_flight": self.in_flight,
@@ -217,9 +220,10 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "ldlm-bench {} over {} to {}: {} connection(s) x {} in flight, size {}, {:.2} s measured",
+            "ldlm-bench {} over {} ({} client) to {}: {} connection(s) x {} in flight, size {}, {:.2} s measured",
             self.workload.as_str(),
             self.transport.as_str(),
+            self.client,
             self.address,
             self.connections,
             self.in_flight,

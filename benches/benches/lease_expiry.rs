@@ -1,0 +1,166 @@
+//! Lease expiry lateness (DESIGN §7: 100k leases due at once, p99 ≤ 50 ms).
+//!
+//! The server's own expiry path with the real clock: an engine as `ldlm-server` builds it
+//! (default configuration; with `--state-file`, also the state file's event sink and writer
+//! thread, so every expiry is written as it is on a server with `--state_file`), its timer
+//! driver ([`spawn_timer_driver`]) on a 2-worker tokio runtime. N leases are taken at one
+//! engine tick, so all fall due at the same millisecond; an event sink notes the wall-clock
+//! instant at which each hold is actually released. Like the server, the engine may share a
+//! big burst among as many threads as there are CPUs (`EngineConfig::advance_threads`). Lateness = release instant − due instant.
+//! It includes the driver's wake-up, the wheel cascading the 100k timers down to their slot,
+//! and releasing each hold one after another: the last hold released is as late as the whole
+//! batch takes.
+//!
+//! Not a criterion bench: the distribution of one burst is the number.
+//!
+//! `cargo bench -p ldlm-benches --bench lease_expiry [-- N] [--state-file] [--serial]`
+//! (N = 100000; `--serial` keeps the burst on one thread, `advance_threads = 1`)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ldlm_engine::{Engine, EngineConfig, Event, EventSink, LockRequest, TryLockOutcome};
+use ldlm_transport::driver::{Clock, spawn_timer_driver};
+use ldlm_transport::state_file::StateFile;
+
+// The server's allocator: expiry frees memory for every hold, so the allocator is part of the cost.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Lease of every lock: long enough that taking N leases finishes well before they fall due,
+/// and long enough to sit in a higher wheel level and cascade down (as real leases do).
+const LEASE_SECONDS: i32 = 5;
+
+/// Notes when each hold ends (nanoseconds after `origin`, in the slot of the lease's number, so
+/// threads releasing different leases never contend), then passes the event on (to the state
+/// file, if any).
+struct ReleaseTimes {
+    origin: Instant,
+    released_at: Vec<AtomicU64>,
+    next: Option<Arc<dyn EventSink>>,
+}
+
+impl EventSink for ReleaseTimes {
+    fn record(&self, event: Event<'_>) -> u64 {
+        if let Event::Released { name, .. } = event {
+            let index: usize = name["lease-".len()..].parse().expect("a lease- name");
+            let nanos = self.origin.elapsed().as_nanos() as u64;
+            self.released_at[index].store(nanos.max(1), Ordering::Relaxed);
+        }
+        self.next.as_ref().map_or(0, |next| next.record(event))
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(100_000);
+    let with_state_file = args.iter().any(|a| a == "--state-file");
+    // As ldlm-server: a burst may use as many threads as the runtime has workers (one per CPU),
+    // unless `--serial` asks for the one-thread figure.
+    let threads = if args.iter().any(|a| a == "--serial") {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = with_state_file.then(|| {
+        let (file, _) = StateFile::open(&dir.path().join("ldlm.state")).expect("state file");
+        file
+    });
+    let times = Arc::new(ReleaseTimes {
+        origin: Instant::now(),
+        released_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        next: state.as_ref().map(|file| file.sink()),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let clock = Clock::new();
+    let config = EngineConfig {
+        advance_threads: threads,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::with_event_sink(config, clock.now(), times.clone()).expect("config");
+    let driver = {
+        let _entered = runtime.enter();
+        spawn_timer_driver(engine.clone(), clock, |_| {})
+    };
+
+    // N leases granted at one tick: all due at the same millisecond.
+    let owner = engine.new_owner();
+    let granted_at = clock.now();
+    let names: Vec<String> = (0..n).map(|i| format!("lease-{i:07}")).collect();
+    let taking = Instant::now();
+    for name in &names {
+        let request = LockRequest {
+            name,
+            lock_timeout_seconds: Some(LEASE_SECONDS),
+            ..LockRequest::default()
+        };
+        match engine.try_lock(&owner, &request, granted_at) {
+            Ok(TryLockOutcome::Acquired(_)) => {}
+            other => panic!("{name} not granted: {other:?}"),
+        }
+    }
+    let taken_in = taking.elapsed();
+    let due = clock.instant_of(granted_at) + Duration::from_secs(LEASE_SECONDS as u64);
+    assert!(
+        Instant::now() < due,
+        "taking {n} leases took {taken_in:?}: longer than the lease"
+    );
+
+    // Wait until all are released (or clearly never will be).
+    let give_up = due + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let released = times
+            .released_at
+            .iter()
+            .filter(|at| at.load(Ordering::Relaxed) != 0)
+            .count();
+        if released >= n || Instant::now() > give_up {
+            break;
+        }
+    }
+    driver.abort();
+    let released: Vec<Instant> = times
+        .released_at
+        .iter()
+        .map(|at| match at.load(Ordering::Relaxed) {
+            0 => panic!("not every lease expired within 10 s"),
+            nanos => times.origin + Duration::from_nanos(nanos),
+        })
+        .collect();
+    assert_eq!(engine.stats().holds, 0);
+
+    let mut lateness: Vec<Duration> = released
+        .iter()
+        .map(|at| at.saturating_duration_since(due))
+        .collect();
+    lateness.sort_unstable();
+    let early = released.iter().filter(|at| **at < due).count();
+    println!(
+        "{n} leases due at once{}, advance_threads {threads} (taken in {:.0} ms): lateness min {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; released before due: {early}",
+        if with_state_file {
+            ", with a state file"
+        } else {
+            ""
+        },
+        taken_in.as_secs_f64() * 1e3,
+        lateness[0].as_secs_f64() * 1e3,
+        percentile(&lateness, 0.50).as_secs_f64() * 1e3,
+        percentile(&lateness, 0.99).as_secs_f64() * 1e3,
+        lateness[lateness.len() - 1].as_secs_f64() * 1e3,
+    );
+    assert_eq!(early, 0, "a lease ended before it was due");
+    drop(state);
+}
