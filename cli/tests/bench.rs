@@ -108,6 +108,32 @@ async fn trylock_over_grpc_and_rest() {
     server.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_leaves_every_lock_held() {
+    let mut config = config();
+    // Holds outlive the bench's connections, as when measuring memory.
+    config.no_clear_on_disconnect = true;
+    let server = start(&config).await;
+    let mut total = 0;
+    for transport in ["grpc", "rest"] {
+        let report = bench(
+            &server,
+            &[
+                "-t", transport, "-w", "fill", "-c", "3", "-n", "400", "--warmup", "0",
+            ],
+        )
+        .await;
+        let text = report.to_text();
+        assert!(report.passed() && report.errors.is_empty(), "{text}");
+        assert_eq!(report.not_acquired, 0, "{text}");
+        assert!((400..=402).contains(&report.cycles), "{text}");
+        total += report.cycles as usize;
+    }
+    // Every TryLock of the two runs took a new name, and all are still held.
+    assert_eq!(server.engine.stats().holds, total);
+    server.shutdown().await;
+}
+
 /// A CA and a server certificate for `localhost` signed by it, as PEM files in a temporary
 /// directory: `ca.pem`, `server.pem`, `server.key`.
 fn pki() -> tempfile::TempDir {

@@ -59,6 +59,9 @@ pub enum Workload {
     Refresh,
     /// go-ldlm's stress soak: random TryLock/Lock, random wait and lock timeouts, random holds.
     Mixed,
+    /// TryLock a new name every cycle and keep it (leased with `--lock_timeout`, if set): fills
+    /// the server with held locks, e.g. to measure its memory (see BENCHMARKS.md).
+    Fill,
 }
 
 impl Workload {
@@ -70,6 +73,7 @@ impl Workload {
             Workload::Ratelimit => "ratelimit",
             Workload::Refresh => "refresh",
             Workload::Mixed => "mixed",
+            Workload::Fill => "fill",
         }
     }
 }
@@ -335,7 +339,7 @@ impl Plan {
             (Workload::Mixed, n) => n.unwrap_or((workers * 3 / 10).max(1)),
             (_, Some(_)) => return usage("--names applies to the ratelimit and mixed workloads"),
             (Workload::Contended, None) => 1,
-            (Workload::Trylock | Workload::Refresh, None) => workers,
+            (Workload::Trylock | Workload::Refresh | Workload::Fill, None) => workers,
         };
         if names == 0 {
             return usage("--names must be at least 1");

@@ -23,6 +23,9 @@
 //! - `refresh`: each worker holds its own name with a lease (`--lock_timeout`, default 10 s)
 //!   and refreshes it in a loop (cycle = one refresh); every `--probe_every` refreshes a
 //!   TryLock on the held name must be refused.
+//! - `fill`: TryLock a new name every cycle and keep it (leased if `--lock_timeout` is set):
+//!   fills the server with held locks, e.g. to measure its memory with
+//!   `--no_clear_on_disconnect` (cycle = one TryLock; every one must be granted).
 //! - `mixed`: go-ldlm's stress soak: a random name among `--names` (UUIDs, one replaced every
 //!   `--randomize_interval`), TryLock or (gRPC) Lock at random, each with a 50% chance of a
 //!   random wait / lock timeout below `--timeout_max` seconds, a random hold below

@@ -1,5 +1,6 @@
 //! The worker loops, one task per request in flight, generic over the transport.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -174,6 +175,7 @@ impl<C: LockClient> Worker<C> {
             Workload::Ratelimit => self.ratelimit().await,
             Workload::Refresh => self.refresh().await,
             Workload::Mixed => self.mixed().await,
+            Workload::Fill => self.fill().await,
         }
         self.client
     }
@@ -311,6 +313,43 @@ impl<C: LockClient> Worker<C> {
                     self.ctx.stats.not_acquired.fetch_add(1, Ordering::Relaxed);
                 }
                 Attempt::Failed => {}
+            }
+            self.ctx.stats.cycle(measured);
+        }
+    }
+
+    /// TryLock of a new name each cycle (`<this worker's name>-<n>`), never unlocked. Every name
+    /// is fresh, so every TryLock must be granted; a refusal counts as not acquired. Each name
+    /// is granted once, so there is no occupancy or token sequence to check.
+    async fn fill(&mut self) {
+        let prefix = self.ctx.names.get(self.id);
+        let (lock_timeout, size) = (self.ctx.plan.lock_timeout, self.ctx.plan.size);
+        let mut name = String::with_capacity(prefix.text.len() + 12);
+        for n in 0u64.. {
+            let Some(measured) = self.ctx.next_cycle() else {
+                break;
+            };
+            name.clear();
+            let _ = write!(name, "{}-{n}", prefix.text);
+            let sent = Instant::now();
+            let result = self.client.try_lock(&name, lock_timeout, size).await;
+            if measured {
+                self.ctx
+                    .stats
+                    .record(self.shard, Op::TryLock, sent.elapsed());
+            }
+            match result {
+                Ok(grant) if grant.locked => {}
+                Ok(grant) => match grant.error {
+                    Some(error) => self
+                        .ctx
+                        .stats
+                        .error(error_code_name(error.code), &error.message),
+                    None => {
+                        self.ctx.stats.not_acquired.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                Err(error) => self.call_failed(error).await,
             }
             self.ctx.stats.cycle(measured);
         }
