@@ -28,6 +28,7 @@ use crate::shard::{Alarm, Ctx, Shard, ShardStats, Want};
 use crate::time::Tick;
 use crate::types::{
     AdvanceReport, EventSink, Grant, HoldInfo, HoldRecord, LockKey, LockRequest, TryLockOutcome,
+    Unlocked,
 };
 use crate::wheel::TimerWheel;
 
@@ -281,8 +282,8 @@ impl Engine {
     }
 
     /// Unlock: whoever presents name + key releases that hold; the slot goes to the oldest
-    /// waiter.
-    pub fn unlock(&self, name: &str, key: &str, now: Tick) -> Result<(), LockError> {
+    /// waiter ([`Unlocked::handed_off`] says whether one was served).
+    pub fn unlock(&self, name: &str, key: &str, now: Tick) -> Result<Unlocked, LockError> {
         let hash = self.inner.hash(name);
         let shard = self.inner.shard(hash);
         self.inner.shards[shard]

@@ -56,5 +56,5 @@ pub use shard::ShardStats;
 pub use time::Tick;
 pub use types::{
     AdvanceReport, Event, EventSink, Grant, HoldInfo, HoldRecord, LockKey, LockRequest,
-    TryLockOutcome,
+    TryLockOutcome, Unlocked,
 };

@@ -595,7 +595,7 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
                 let (gid, key) = key_of(&grants, grant);
                 let m = model.unlock(name, gid, now_ms);
                 let e = match engine.unlock(name, &key, now) {
-                    Ok(()) => Outcome::Done,
+                    Ok(_) => Outcome::Done,
                     Err(e) => Outcome::Failed(e),
                 };
                 (e, m)

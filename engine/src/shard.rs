@@ -25,7 +25,7 @@ use crate::config::EngineConfig;
 use crate::error::LockError;
 use crate::owner::{Owner, OwnerId};
 use crate::time::Tick;
-use crate::types::{Event, EventSink, Grant, HoldInfo, LockKey, TryLockOutcome};
+use crate::types::{Event, EventSink, Grant, HoldInfo, LockKey, TryLockOutcome, Unlocked};
 use crate::wheel::{TimerId, TimerWheel};
 
 /// A validated Lock/TryLock request: the lock's size, the lease and the wait in whole seconds.
@@ -383,7 +383,7 @@ impl Shard {
         name: &str,
         key: &str,
         now: Tick,
-    ) -> Result<(), LockError> {
+    ) -> Result<Unlocked, LockError> {
         let now = self.observe(now);
         let Shard {
             locks,
@@ -397,8 +397,8 @@ impl Shard {
             .and_then(|key| entry.state.holders.iter().position(|h| h.key == key))
             .ok_or(LockError::InvalidLockKey)?;
         take_hold(ctx, wheel, owners, entry, index);
-        serve_waiters(ctx, wheel, owners, entry, now);
-        Ok(())
+        let handed_off = serve_waiters(ctx, wheel, owners, entry, now);
+        Ok(Unlocked { handed_off })
     }
 
     pub(crate) fn refresh(
@@ -825,7 +825,8 @@ fn serve_waiters(
     owners: &mut FastMap<OwnerId, OwnerIndex>,
     entry: &mut LockEntry,
     now: Tick,
-) {
+) -> usize {
+    let mut handed_off = 0;
     while entry.state.holders.len() < entry.state.size as usize {
         let Some(waiter) = entry.state.waiters.as_mut().and_then(|w| w.pop_front()) else {
             break;
@@ -854,11 +855,14 @@ fn serve_waiters(
             // The receiver went away after the check: hand the slot back and go on.
             let index = entry.state.holders.len() - 1;
             take_hold(ctx, wheel, owners, entry, index);
+        } else {
+            handed_off += 1;
         }
     }
     if entry.state.waiters.as_ref().is_some_and(|w| w.is_empty()) {
         entry.state.waiters = None;
     }
+    handed_off
 }
 
 fn remove_waiter(entry: &mut LockEntry, waiter: u64) -> Option<Waiter> {

@@ -241,6 +241,15 @@ pub trait EventSink: Send + Sync {
     fn record(&self, event: Event<'_>) -> u64;
 }
 
+/// What a successful [`crate::Engine::unlock`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unlocked {
+    /// Waiters handed a slot by this unlock (0 when nobody was waiting). A transport answering
+    /// the unlock may let those waiters answer first: on a contended lock the grant, not the
+    /// unlock's reply, is what the next holder is waiting for.
+    pub handed_off: usize,
+}
+
 /// What one [`crate::Engine::advance`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdvanceReport {

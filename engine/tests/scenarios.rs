@@ -54,17 +54,19 @@ fn locking() {
     busy(&engine, &b, &req("l"), at(0));
     let mut waiting = queue(&engine, &b, &req("l"), at(0));
     assert!(waiting.try_result().is_none());
-    engine
+    let unlocked = engine
         .unlock("l", &first.key.to_string(), at(2))
         .expect("holder unlocks");
+    assert_eq!(unlocked.handed_off, 1, "the unlock served the waiter");
     let second = waiting.try_result().expect("handed off").expect("granted");
     assert_eq!(
         engine.unlock("l", &first.key.to_string(), at(2)),
         Err(LockError::InvalidLockKey)
     );
-    engine
+    let unlocked = engine
         .unlock("l", &second.key.to_string(), at(2))
         .expect("new key unlocks");
+    assert_eq!(unlocked.handed_off, 0, "nobody was waiting");
     assert!(second.fencing_token > first.fencing_token);
 }
 
