@@ -13,8 +13,12 @@ use tracing::{error, info, warn};
 use super::format::{self, MAGIC};
 use super::load::{self, LoadError, Loaded};
 
-/// Compact when the log holds this many more records than twice the live holds.
+/// Compact when the log holds this many more records than twice the live holds (and nothing is
+/// waiting to be written; at four times live + slack, compact regardless).
 const COMPACT_SLACK: u64 = 100_000;
+
+/// How long the writer must have had nothing to write before it compacts (see `write_loop`).
+const COMPACT_QUIET: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Records waiting for the writer, and its state.
 #[derive(Default)]
@@ -299,7 +303,12 @@ fn write_loop(inner: &Inner, mut file: File, mut live: u64) {
             }
             continue;
         }
-        if !broken && records_in_file > 2 * live + COMPACT_SLACK {
+        // Compaction stops appends (no grant becomes durable meanwhile) and takes CPU, so it
+        // waits for a quiet moment (nothing to write for COMPACT_QUIET) — unless the log has
+        // grown far past the threshold, which sustained load must not postpone forever.
+        let due = records_in_file > 2 * live + COMPACT_SLACK;
+        let overdue = records_in_file > 4 * (live + COMPACT_SLACK);
+        if !broken && (overdue || (due && quiet(inner))) {
             match compact(inner) {
                 Ok((new_file, held)) => {
                     file = new_file;
@@ -313,6 +322,17 @@ fn write_loop(inner: &Inner, mut file: File, mut live: u64) {
             }
         }
     }
+}
+
+/// Waits up to [`COMPACT_QUIET`] for records to write; true if none came.
+fn quiet(inner: &Inner) -> bool {
+    let mut batch = inner.batch.lock();
+    if !batch.bytes.is_empty() || batch.closing {
+        return false;
+    }
+    batch.writer_idle = true;
+    let _ = inner.wake.wait_for(&mut batch, COMPACT_QUIET);
+    batch.bytes.is_empty() && !batch.closing
 }
 
 /// Rewrites the log as its live set. Runs on the writer thread, so nothing is appended meanwhile.
