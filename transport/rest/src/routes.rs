@@ -207,7 +207,7 @@ impl RestServer {
         let now = self.clock.now();
         let answer = match route {
             Route::Lock => self.try_lock(owner, &body, now).await,
-            Route::Unlock => self.unlock(&body, now).map(reply::ok),
+            Route::Unlock => self.unlock(&body, now).await.map(reply::ok),
             Route::Refresh => self.refresh(&body, now).map(reply::ok),
         };
         answer.unwrap_or_else(|error| reply::error(StatusCode::BAD_REQUEST, &error.to_string()))
@@ -266,11 +266,16 @@ impl RestServer {
         Ok(reply::ok(response.encode()))
     }
 
-    /// Unlock: the key, not the session, authorises it (reference §3.1).
-    fn unlock(&self, body: &[u8], now: Tick) -> Result<Bytes, DecodeError> {
+    /// Unlock: the key, not the session, authorises it (reference §3.1). If it hands the lock
+    /// to a waiter (a gRPC Lock), it yields once so that grant is answered first, as gRPC's
+    /// Unlock does.
+    async fn unlock(&self, body: &[u8], now: Tick) -> Result<Bytes, DecodeError> {
         let request: json::UnlockRequest<'_> = json::decode(body)?;
         let started = Instant::now();
         let outcome = self.engine.unlock(&request.name, &request.key, now);
+        if matches!(outcome, Ok(unlocked) if unlocked.handed_off > 0) {
+            tokio::task::yield_now().await;
+        }
         metrics::record_request(
             Transport::Rest,
             Rpc::Unlock,
