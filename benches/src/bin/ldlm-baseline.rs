@@ -10,8 +10,12 @@
 //! **Not a lock server**: it grants everything, so `ldlm-bench`'s checks against it may fail;
 //! only the throughput is meaningful.
 //!
+//! An optional third address serves the same gRPC answers straight from the `h2` crate (no
+//! hyper, no tonic, a task per call as hyper has): the floor of HTTP/2 itself, i.e. what a
+//! gRPC server below tonic could reach at most.
+//!
 //! ```sh
-//! cargo run --release -p ldlm-benches --bin ldlm-baseline -- 127.0.0.1:3145 127.0.0.1:8085
+//! cargo run --release -p ldlm-benches --bin ldlm-baseline -- 127.0.0.1:3145 127.0.0.1:8085 [127.0.0.1:3146]
 //! target/release/ldlm-bench -a 127.0.0.1:3145 -c 16 -d 10s
 //! target/release/ldlm-bench -t rest --rest_address 127.0.0.1:8085 -c 16 -d 10s
 //! ```
@@ -128,6 +132,66 @@ async fn rest(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
     Ok(response)
 }
 
+/// The raw-h2 floor: one task per connection accepting streams, one task per call.
+async fn serve_h2(listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let Ok(mut connection) = h2::server::handshake(stream).await else {
+                return;
+            };
+            while let Some(Ok((request, respond))) = connection.accept().await {
+                tokio::spawn(answer_h2(request, respond));
+            }
+        });
+    }
+}
+
+/// One unary call over raw h2: read the framed request, answer as [`GrantAll`] would.
+async fn answer_h2(request: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>) {
+    let unlock = request.uri().path() == "/ldlm.LDLM/Unlock";
+    let mut body = request.into_body();
+    let mut message = bytes::BytesMut::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        message.extend_from_slice(&chunk);
+    }
+    // Every request message has the lock name in field 1, like TryLockRequest.
+    let name = message
+        .get(5..)
+        .and_then(|m| <TryLockRequest as prost::Message>::decode(m).ok())
+        .map(|r| r.name)
+        .unwrap_or_default();
+    let encoded = if unlock {
+        prost::Message::encode_to_vec(&UnlockResponse {
+            unlocked: true,
+            name,
+            error: None,
+        })
+    } else {
+        prost::Message::encode_to_vec(&granted(name))
+    };
+    let mut framed = Vec::with_capacity(5 + encoded.len());
+    framed.push(0);
+    framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&encoded);
+    let mut head = Response::new(());
+    head.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    let Ok(mut send) = respond.send_response(head, false) else {
+        return;
+    };
+    let _ = send.send_data(Bytes::from(framed), false);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let _ = send.send_trailers(trailers);
+}
+
 async fn serve_rest(listener: tokio::net::TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -146,20 +210,22 @@ async fn serve_rest(listener: tokio::net::TcpListener) {
 }
 
 fn main() -> std::process::ExitCode {
-    let mut args = std::env::args().skip(1);
-    let (Some(grpc), Some(rest)) = (args.next(), args.next()) else {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !(2..=3).contains(&args.len()) {
         eprintln!(
-            "usage: ldlm-baseline GRPC_ADDRESS REST_ADDRESS   (e.g. 127.0.0.1:3145 127.0.0.1:8085)"
+            "usage: ldlm-baseline GRPC_ADDRESS REST_ADDRESS [RAW_H2_GRPC_ADDRESS]   (e.g. 127.0.0.1:3145 127.0.0.1:8085)"
         );
         return std::process::ExitCode::from(2);
+    }
+    let Ok(addresses) = args
+        .iter()
+        .map(|a| a.parse::<SocketAddr>())
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        eprintln!("ldlm-baseline: addresses must be IP:PORT");
+        return std::process::ExitCode::from(2);
     };
-    let (grpc, rest): (SocketAddr, SocketAddr) = match (grpc.parse(), rest.parse()) {
-        (Ok(g), Ok(r)) => (g, r),
-        _ => {
-            eprintln!("ldlm-baseline: addresses must be IP:PORT");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let (grpc, rest, raw) = (addresses[0], addresses[1], addresses.get(2).copied());
     // The server's default runtime: one worker per core (2 here).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,6 +240,18 @@ fn main() -> std::process::ExitCode {
             }
         };
         tokio::spawn(serve_rest(rest_listener));
+        if let Some(raw) = raw {
+            match tokio::net::TcpListener::bind(raw).await {
+                Ok(l) => {
+                    tokio::spawn(serve_h2(l));
+                    eprintln!("ldlm-baseline: raw h2 gRPC on {raw}");
+                }
+                Err(e) => {
+                    eprintln!("ldlm-baseline: cannot listen on {raw}: {e}");
+                    return std::process::ExitCode::from(1);
+                }
+            }
+        }
         eprintln!("ldlm-baseline: gRPC on {grpc}, REST on {rest} (grants everything)");
         match tonic::transport::Server::builder()
             .tcp_nodelay(true)
