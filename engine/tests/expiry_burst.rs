@@ -4,7 +4,9 @@
 //! name's events keep their order.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use ldlm_engine::{
     Engine, EngineConfig, Event, EventSink, LockOutcome, LockRequest, PARALLEL_ADVANCE_AFTER,
@@ -15,15 +17,36 @@ use ldlm_engine::{
 /// and the name of the thread that reported it.
 type Recorded = (String, &'static str, u64, Option<String>);
 
+/// The name `advance` gives its helper threads.
+const HELPER: &str = "ldlm-advance";
+
 /// Every event, in the order the engine reported them.
-#[derive(Default)]
+///
+/// With a `gate`, the thread that called `advance` pauses at its `gate`-th release until a
+/// helper has reported something (at most 10 s): by then the burst is certainly in its
+/// parallel phase, so the test sees the helpers work however the threads are scheduled.
 struct Recorder {
     events: Mutex<Vec<Recorded>>,
+    gate: Option<usize>,
+    caller_releases: AtomicUsize,
+    helper_seen: (Mutex<bool>, Condvar),
+}
+
+impl Recorder {
+    fn new(gate: Option<usize>) -> Recorder {
+        Recorder {
+            events: Mutex::default(),
+            gate,
+            caller_releases: AtomicUsize::new(0),
+            helper_seen: (Mutex::new(false), Condvar::new()),
+        }
+    }
 }
 
 impl EventSink for Recorder {
     fn record(&self, event: Event<'_>) -> u64 {
         let thread = std::thread::current().name().map(str::to_owned);
+        let on_helper = thread.as_deref() == Some(HELPER);
         let entry = match event {
             Event::Granted {
                 name,
@@ -32,7 +55,20 @@ impl EventSink for Recorder {
             } => (name.to_owned(), "granted", fencing_token, thread),
             Event::Released { name, .. } => (name.to_owned(), "released", 0, thread),
         };
+        let released = entry.1 == "released";
         self.events.lock().unwrap().push(entry);
+        let (seen, changed) = &self.helper_seen;
+        if on_helper {
+            *seen.lock().unwrap() = true;
+            changed.notify_all();
+        } else if released
+            && Some(self.caller_releases.fetch_add(1, Ordering::Relaxed) + 1) == self.gate
+        {
+            let guard = seen.lock().unwrap();
+            let _ = changed
+                .wait_timeout_while(guard, Duration::from_secs(10), |seen| !*seen)
+                .unwrap();
+        }
         0
     }
 }
@@ -43,10 +79,13 @@ fn at(millis: u64) -> Tick {
 
 fn burst(threads: usize) {
     let leases = 4 * PARALLEL_ADVANCE_AFTER + 17;
-    let recorder = Arc::new(Recorder::default());
+    // The serial phase ends within the shard where 1,024 timers have fired (a shard holds
+    // ~leases/16), so the caller's 2,000th release is always in the parallel phase.
+    let gate = (threads > 1).then_some(2 * PARALLEL_ADVANCE_AFTER - 48);
+    let recorder = Arc::new(Recorder::new(gate));
     let config = EngineConfig {
         advance_threads: threads,
-        gc_interval: std::time::Duration::ZERO,
+        gc_interval: Duration::ZERO,
         ..EngineConfig::default()
     };
     let engine = Engine::with_event_sink(config, Tick::ZERO, recorder.clone()).expect("config");
@@ -111,7 +150,7 @@ fn burst(threads: usize) {
     }
     let on_helpers = events
         .iter()
-        .filter(|(.., thread)| thread.as_deref() == Some("ldlm-advance"))
+        .filter(|(.., thread)| thread.as_deref() == Some(HELPER))
         .count();
     if threads == 1 {
         assert_eq!(on_helpers, 0, "advance_threads = 1 never starts a helper");

@@ -136,6 +136,8 @@ async fn rest(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infal
 async fn serve_h2(listener: tokio::net::TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors or similar: do not spin a core (it would skew the floor).
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -195,6 +197,8 @@ async fn answer_h2(request: Request<h2::RecvStream>, mut respond: h2::server::Se
 async fn serve_rest(listener: tokio::net::TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors or similar: do not spin a core (it would skew the floor).
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);

@@ -30,7 +30,8 @@ impl Transport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GrpcClient {
     /// Unary calls written straight onto HTTP/2 with the `h2` crate: the cheapest per call,
-    /// so the server, not the client, is what gets measured.
+    /// so the server, not the client, is what gets measured. A failed connection is not
+    /// reopened (its calls are reported as transport errors).
     H2,
     /// tonic's generated client over a `Channel`, as a tonic application would call.
     Tonic,

@@ -14,6 +14,10 @@
 //! (BENCHMARKS.md). `--grpc_client tonic` still runs the tonic client, e.g. to see what a
 //! tonic application would measure.
 //!
+//! Unlike a tonic `Channel`, a connection that fails (the server closed it or restarted) is not
+//! reopened: every later call on it is a `transport` error, which is what a benchmark should
+//! report rather than hide.
+//!
 //! ## Wire format (gRPC over HTTP/2)
 //!
 //! Request: `POST /ldlm.LDLM/<Method>` with `content-type: application/grpc`, `te: trailers`
@@ -148,6 +152,9 @@ async fn open(
                 .connect(name, tcp)
                 .await
                 .context("TLS handshake")?;
+            if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                anyhow::bail!("the server did not agree to HTTP/2 (ALPN h2): not a gRPC port?");
+            }
             handshake(stream).await
         }
         None => handshake(tcp).await,
@@ -213,15 +220,24 @@ impl H2Client {
         let response = response.await.map_err(transport)?;
 
         let (head, mut body) = response.into_parts();
-        if head.status != http::StatusCode::OK {
-            return Err(CallError::Decode(format!(
-                "HTTP status {} instead of 200",
-                head.status
-            )));
-        }
-        // Trailers-only: an error status right in the headers, no message.
+        // Trailers-only (an error status right in the headers, no message), or not gRPC.
         if head.headers.contains_key("grpc-status") {
-            return Err(status_error(&head.headers));
+            return Err(match status_error(&head.headers) {
+                CallError::Grpc(tonic::Code::Ok, _) => {
+                    CallError::Decode("status OK without a response message".to_owned())
+                }
+                other => other,
+            });
+        }
+        if head.status != http::StatusCode::OK {
+            return Err(http_status_error(head.status));
+        }
+        let content_type = head.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
+        if !content_type.is_some_and(|t| t.starts_with(b"application/grpc")) {
+            return Err(CallError::Decode(format!(
+                "not a gRPC response (content-type {:?}): is --address a gRPC port?",
+                content_type.map(String::from_utf8_lossy)
+            )));
         }
         let mut message = BytesMut::new();
         while let Some(chunk) = body.data().await {
@@ -250,6 +266,20 @@ fn status_error(headers: &HeaderMap) -> CallError {
         Some(status) => CallError::Grpc(status.code(), status.message().to_owned()),
         None => CallError::Decode("response without grpc-status".to_owned()),
     }
+}
+
+/// A non-200 answer without `grpc-status`, mapped as gRPC clients do (the gRPC spec's "HTTP to
+/// gRPC status code mapping"), so `--grpc_client h2` and `tonic` report the same errors.
+fn http_status_error(status: http::StatusCode) -> CallError {
+    let code = match status.as_u16() {
+        400 => tonic::Code::Internal,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::Unimplemented,
+        429 | 502 | 503 | 504 => tonic::Code::Unavailable,
+        _ => tonic::Code::Unknown,
+    };
+    CallError::Grpc(code, format!("HTTP status {status} without a gRPC status"))
 }
 
 /// One length-prefixed, uncompressed message making up the whole body.
@@ -393,6 +423,19 @@ mod tests {
                 matches!(result, Err(CallError::Decode(_))),
                 "{body:?} was accepted"
             );
+        }
+    }
+
+    #[test]
+    fn http_statuses_map_like_grpc_clients() {
+        for (status, code) in [
+            (401, tonic::Code::Unauthenticated),
+            (404, tonic::Code::Unimplemented),
+            (503, tonic::Code::Unavailable),
+            (500, tonic::Code::Unknown),
+        ] {
+            let status = http::StatusCode::from_u16(status).unwrap();
+            assert!(matches!(http_status_error(status), CallError::Grpc(c, _) if c == code));
         }
     }
 

@@ -273,20 +273,18 @@ impl RestServer {
         let request: json::UnlockRequest<'_> = json::decode(body)?;
         let started = Instant::now();
         let outcome = self.engine.unlock(&request.name, &request.key, now);
-        if matches!(outcome, Ok(unlocked) if unlocked.handed_off > 0) {
-            tokio::task::yield_now().await;
-        }
         metrics::record_request(
             Transport::Rest,
             Rpc::Unlock,
             result_of(&outcome),
             started.elapsed(),
         );
-        Ok(json::unlock_response(
-            outcome.is_ok(),
-            &request.name,
-            outcome.as_ref().err(),
-        ))
+        let response =
+            json::unlock_response(outcome.is_ok(), &request.name, outcome.as_ref().err());
+        if matches!(outcome, Ok(unlocked) if unlocked.handed_off > 0) {
+            tokio::task::yield_now().await;
+        }
+        Ok(response)
     }
 
     /// Refresh / Renew. The request's key is echoed unless the timeout itself was refused

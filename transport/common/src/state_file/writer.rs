@@ -332,6 +332,7 @@ fn quiet(inner: &Inner) -> bool {
     }
     batch.writer_idle = true;
     let _ = inner.wake.wait_for(&mut batch, COMPACT_QUIET);
+    batch.writer_idle = false;
     batch.bytes.is_empty() && !batch.closing
 }
 
