@@ -90,19 +90,12 @@ fn main() {
         ..EngineConfig::default()
     };
     let engine = Engine::with_event_sink(config, clock.now(), times.clone()).expect("config");
-    let driver = {
-        let _entered = runtime.enter();
-        spawn_timer_driver(engine.clone(), clock, |_| {})
-    };
-
     // N leases granted at one tick: all due at the same millisecond.
     let owner = engine.new_owner();
     let granted_at = clock.now();
     let names: Vec<String> = (0..n).map(|i| format!("lease-{i:07}")).collect();
     let taking = Instant::now();
-    // Each lease's own deadline, as the engine set it: the timer driver may advance a shard's
-    // clock past `granted_at` while leases are still being taken (shard time never goes back),
-    // and such a lease is due a little later than the others.
+    // Each lease's own deadline, as the engine set it (checked to be the same for all below).
     let mut due_at: Vec<Instant> = Vec::with_capacity(n);
     for name in &names {
         let request = LockRequest {
@@ -119,6 +112,14 @@ fn main() {
         }
     }
     let taken_in = taking.elapsed();
+    // The driver starts only now: had it run while the leases were taken, its `advance` would
+    // have moved the shards' clocks past `granted_at` (shard time never goes back), spreading
+    // the deadlines over the time it took to take them.
+    let driver = {
+        let _entered = runtime.enter();
+        spawn_timer_driver(engine.clone(), clock, |_| {})
+    };
+
     let due = clock.instant_of(granted_at) + Duration::from_secs(LEASE_SECONDS as u64);
     let spread = due_at
         .iter()
@@ -129,6 +130,7 @@ fn main() {
         Instant::now() < due,
         "taking {n} leases took {taken_in:?}: longer than the lease"
     );
+    assert!(spread.is_zero(), "deadlines spread over {spread:?}");
 
     // Wait until all are released (or clearly never will be).
     let give_up = due + Duration::from_secs(10);
