@@ -104,31 +104,48 @@ impl Durability {
     }
 }
 
+thread_local! {
+    /// Where [`Inner::record`] encodes a record before taking the batch mutex, so the mutex is
+    /// held only for a copy (threads expiring a burst of leases in parallel all record).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl EventSink for Inner {
     fn record(&self, event: Event<'_>) -> u64 {
-        let mut batch = self.batch.lock();
-        match event {
-            Event::Granted {
-                name,
-                key,
-                size,
-                fencing_token,
-                ..
-            } => {
-                format::encode_grant(&mut batch.bytes, name, key, size, fencing_token);
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            let grant = match event {
+                Event::Granted {
+                    name,
+                    key,
+                    size,
+                    fencing_token,
+                    ..
+                } => {
+                    format::encode_grant(scratch, name, key, size, fencing_token);
+                    true
+                }
+                Event::Released { name, key } => {
+                    format::encode_release(scratch, name, key);
+                    false
+                }
+            };
+            // Sequence numbers and bytes are assigned under one lock, so the file holds the
+            // records in sequence order.
+            let mut batch = self.batch.lock();
+            batch.bytes.extend_from_slice(scratch);
+            if grant {
                 batch.grants += 1;
-            }
-            Event::Released { name, key } => {
-                format::encode_release(&mut batch.bytes, name, key);
+            } else {
                 batch.releases += 1;
             }
-        }
-        batch.seq += 1;
-        if batch.writer_idle {
-            batch.writer_idle = false;
-            self.wake.notify_one();
-        }
-        batch.seq
+            batch.seq += 1;
+            if batch.writer_idle {
+                batch.writer_idle = false;
+                self.wake.notify_one();
+            }
+            batch.seq
+        })
     }
 }
 
