@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
-use ldlm_proto::ldlm::{LockRequest, RenewRequest, TryLockRequest, UnlockRequest};
+use ldlm_proto::ldlm::{LockRequest, LockResponse, RenewRequest, TryLockRequest, UnlockRequest};
 use support::Process;
 use tonic::transport::Channel;
 
@@ -269,35 +269,23 @@ async fn client(
                 }
                 (None, n) => {
                     let (locked, key, token) = match (&mut g, &mut r) {
-                        (Some(g), _) if n < 5 => match g
-                            .lock(LockRequest {
+                        (Some(g), _) if n < 5 => grpc_outcome(
+                            g.lock(LockRequest {
                                 name: name.clone(),
                                 lock_timeout_seconds: Some(lease),
                                 wait_timeout_seconds: Some(1),
                                 size: None,
                             })
-                            .await
-                        {
-                            Ok(r) => {
-                                let r = r.into_inner();
-                                (r.locked, r.key, r.fencing_token)
-                            }
-                            Err(_) => (false, String::new(), 0),
-                        },
-                        (Some(g), _) => match g
-                            .try_lock(TryLockRequest {
+                            .await,
+                        ),
+                        (Some(g), _) => grpc_outcome(
+                            g.try_lock(TryLockRequest {
                                 name: name.clone(),
                                 lock_timeout_seconds: Some(lease),
                                 size: None,
                             })
-                            .await
-                        {
-                            Ok(r) => {
-                                let r = r.into_inner();
-                                (r.locked, r.key, r.fencing_token)
-                            }
-                            Err(_) => (false, String::new(), 0),
-                        },
+                            .await,
+                        ),
                         (_, Some(r)) => {
                             let body =
                                 format!(r#"{{"name":"{name}","lock_timeout_seconds":{lease}}}"#);
@@ -446,5 +434,18 @@ fn the_checker_catches_what_it_must() {
         "client 3 was granted token 9 while client 2 certainly held token 11",
     ] {
         assert!(all.contains(expected), "missing {expected:?} in {all}");
+    }
+}
+
+/// A gRPC Lock/TryLock answer as (locked, key, fencing token); a failed call holds nothing.
+fn grpc_outcome(
+    result: Result<tonic::Response<LockResponse>, tonic::Status>,
+) -> (bool, String, u64) {
+    match result {
+        Ok(r) => {
+            let r = r.into_inner();
+            (r.locked, r.key, r.fencing_token)
+        }
+        Err(_) => (false, String::new(), 0),
     }
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use ldlm_transport::tls::TlsConnector;
-use rustls::pki_types::ServerName;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
@@ -31,17 +30,6 @@ pub(crate) fn split_scheme(address: &str) -> (&str, bool) {
     } else {
         (address, false)
     }
-}
-
-/// The host part of `host:port` (`[::1]:3144` → `::1`).
-pub(crate) fn host(address: &str) -> &str {
-    let host = match address.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => address,
-    };
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
 }
 
 /// Connects (with retries) and returns the channel.
@@ -111,7 +99,7 @@ fn tls_connector(tls: &TlsConfig, address: &str) -> Result<TlsConnector, Error> 
         tls.skip_verify,
         &[b"h2"],
     )?;
-    let server_name = ServerName::try_from(host(address).to_owned()).map_err(|_| {
+    let server_name = ldlm_transport::tls::server_name(address).ok_or_else(|| {
         Error::InvalidArgument(format!("{address:?} has no valid host name for TLS"))
     })?;
     Ok(TlsConnector::new(config, server_name, address))
@@ -129,9 +117,5 @@ mod tests {
             ("localhost:3144", false)
         );
         assert_eq!(split_scheme("https://ldlm:3144"), ("ldlm:3144", true));
-        assert_eq!(host("localhost:3144"), "localhost");
-        assert_eq!(host("[::1]:3144"), "::1");
-        assert_eq!(host("127.0.0.1:8080"), "127.0.0.1");
-        assert_eq!(host("example"), "example");
     }
 }

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
 use ldlm_proto::ldlm::{
     LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
+    UnlockResponse,
 };
 use ldlm_transport::tls::TlsConnector;
 use tonic::metadata::AsciiMetadataValue;
@@ -121,13 +122,14 @@ fn status_error(status: tonic::Status) -> CallError {
     CallError::Grpc(status.code(), status.message().to_owned())
 }
 
-pub(super) fn lock_error(error: ldlm_proto::ldlm::Error) -> LockError {
+fn lock_error(error: ldlm_proto::ldlm::Error) -> LockError {
     LockError {
         code: error.code,
         message: error.message,
     }
 }
 
+/// A Lock/TryLock/RefreshLock/Renew response as the workers see it (both gRPC drivers).
 pub(super) fn grant(response: LockResponse) -> Grant {
     Grant {
         locked: response.locked,
@@ -137,14 +139,46 @@ pub(super) fn grant(response: LockResponse) -> Grant {
     }
 }
 
+/// An Unlock response as the workers see it (both gRPC drivers).
+pub(super) fn unlocked(response: UnlockResponse) -> Unlocked {
+    Unlocked {
+        unlocked: response.unlocked,
+        error: response.error.map(lock_error),
+    }
+}
+
 /// Absent when 0 (no lease / wait forever).
-pub(super) fn seconds(value: u32) -> Option<i32> {
+fn seconds(value: u32) -> Option<i32> {
     (value != 0).then_some(value as i32)
 }
 
 /// Absent when 1 (the default size).
-pub(super) fn size(value: u32) -> Option<i32> {
+fn size(value: u32) -> Option<i32> {
     (value != 1).then_some(value as i32)
+}
+
+/// A TryLock request as both gRPC drivers send it.
+pub(super) fn try_lock_request(name: &str, lock_timeout: u32, lock_size: u32) -> TryLockRequest {
+    TryLockRequest {
+        name: name.to_owned(),
+        lock_timeout_seconds: seconds(lock_timeout),
+        size: size(lock_size),
+    }
+}
+
+/// A Lock request as both gRPC drivers send it.
+pub(super) fn lock_request(
+    name: &str,
+    wait_timeout: u32,
+    lock_timeout: u32,
+    lock_size: u32,
+) -> LockRequest {
+    LockRequest {
+        name: name.to_owned(),
+        wait_timeout_seconds: seconds(wait_timeout),
+        lock_timeout_seconds: seconds(lock_timeout),
+        size: size(lock_size),
+    }
 }
 
 impl LockClient for GrpcClient {
@@ -154,11 +188,7 @@ impl LockClient for GrpcClient {
         lock_timeout: u32,
         lock_size: u32,
     ) -> Result<Grant, CallError> {
-        let request = self.request(TryLockRequest {
-            name: name.to_owned(),
-            lock_timeout_seconds: seconds(lock_timeout),
-            size: size(lock_size),
-        });
+        let request = self.request(try_lock_request(name, lock_timeout, lock_size));
         let response = self.inner.try_lock(request).await.map_err(status_error)?;
         Ok(grant(response.into_inner()))
     }
@@ -170,12 +200,7 @@ impl LockClient for GrpcClient {
         lock_timeout: u32,
         lock_size: u32,
     ) -> Result<Grant, CallError> {
-        let request = self.request(LockRequest {
-            name: name.to_owned(),
-            wait_timeout_seconds: seconds(wait_timeout),
-            lock_timeout_seconds: seconds(lock_timeout),
-            size: size(lock_size),
-        });
+        let request = self.request(lock_request(name, wait_timeout, lock_timeout, lock_size));
         let response = self.inner.lock(request).await.map_err(status_error)?;
         Ok(grant(response.into_inner()))
     }
@@ -185,16 +210,8 @@ impl LockClient for GrpcClient {
             name: name.to_owned(),
             key,
         });
-        let response = self
-            .inner
-            .unlock(request)
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        Ok(Unlocked {
-            unlocked: response.unlocked,
-            error: response.error.map(lock_error),
-        })
+        let response = self.inner.unlock(request).await.map_err(status_error)?;
+        Ok(unlocked(response.into_inner()))
     }
 
     async fn refresh(
@@ -203,20 +220,22 @@ impl LockClient for GrpcClient {
         key: &str,
         lock_timeout: u32,
     ) -> Result<Grant, CallError> {
+        let (name, key, lock_timeout_seconds) =
+            (name.to_owned(), key.to_owned(), lock_timeout as i32);
         let response = if self.renew {
-            let request = self.request(RenewRequest {
-                name: name.to_owned(),
-                key: key.to_owned(),
-                lock_timeout_seconds: lock_timeout as i32,
-            });
-            self.inner.renew(request).await
+            let request = RenewRequest {
+                name,
+                key,
+                lock_timeout_seconds,
+            };
+            self.inner.renew(self.request(request)).await
         } else {
-            let request = self.request(RefreshLockRequest {
-                name: name.to_owned(),
-                key: key.to_owned(),
-                lock_timeout_seconds: lock_timeout as i32,
-            });
-            self.inner.refresh_lock(request).await
+            let request = RefreshLockRequest {
+                name,
+                key,
+                lock_timeout_seconds,
+            };
+            self.inner.refresh_lock(self.request(request)).await
         };
         Ok(grant(response.map_err(status_error)?.into_inner()))
     }

@@ -33,17 +33,14 @@ use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, HeaderValue, TE};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Uri};
-use ldlm_proto::ldlm::{
-    LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
-    UnlockResponse,
-};
+use ldlm_proto::ldlm::{LockResponse, RefreshLockRequest, UnlockRequest, UnlockResponse};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::args::{Plan, RefreshRpc};
 use super::client::{CallError, Grant, LockClient, Unlocked};
-use super::grpc::{error_chain, grant, lock_error, seconds, size};
+use super::grpc::{error_chain, grant, lock_request, try_lock_request, unlocked};
 use super::tls;
 
 /// How long connecting (TCP + TLS + HTTP/2 handshake) may take.
@@ -313,11 +310,7 @@ impl LockClient for H2Client {
         lock_timeout: u32,
         lock_size: u32,
     ) -> Result<Grant, CallError> {
-        let request = TryLockRequest {
-            name: name.to_owned(),
-            lock_timeout_seconds: seconds(lock_timeout),
-            size: size(lock_size),
-        };
+        let request = try_lock_request(name, lock_timeout, lock_size);
         let response: LockResponse = self.unary(path::TRY_LOCK, &request).await?;
         Ok(grant(response))
     }
@@ -329,12 +322,7 @@ impl LockClient for H2Client {
         lock_timeout: u32,
         lock_size: u32,
     ) -> Result<Grant, CallError> {
-        let request = LockRequest {
-            name: name.to_owned(),
-            wait_timeout_seconds: seconds(wait_timeout),
-            lock_timeout_seconds: seconds(lock_timeout),
-            size: size(lock_size),
-        };
+        let request = lock_request(name, wait_timeout, lock_timeout, lock_size);
         let response: LockResponse = self.unary(path::LOCK, &request).await?;
         Ok(grant(response))
     }
@@ -345,10 +333,7 @@ impl LockClient for H2Client {
             key,
         };
         let response: UnlockResponse = self.unary(path::UNLOCK, &request).await?;
-        Ok(Unlocked {
-            unlocked: response.unlocked,
-            error: response.error.map(lock_error),
-        })
+        Ok(unlocked(response))
     }
 
     async fn refresh(
@@ -357,21 +342,19 @@ impl LockClient for H2Client {
         key: &str,
         lock_timeout: u32,
     ) -> Result<Grant, CallError> {
-        let response: LockResponse = if self.renew {
-            let request = RenewRequest {
-                name: name.to_owned(),
-                key: key.to_owned(),
-                lock_timeout_seconds: lock_timeout as i32,
-            };
-            self.unary(path::RENEW, &request).await?
-        } else {
-            let request = RefreshLockRequest {
-                name: name.to_owned(),
-                key: key.to_owned(),
-                lock_timeout_seconds: lock_timeout as i32,
-            };
-            self.unary(path::REFRESH_LOCK, &request).await?
+        // RenewRequest and RefreshLockRequest are the same message on the wire: only the
+        // method differs.
+        let request = RefreshLockRequest {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            lock_timeout_seconds: lock_timeout as i32,
         };
+        let method = if self.renew {
+            path::RENEW
+        } else {
+            path::REFRESH_LOCK
+        };
+        let response: LockResponse = self.unary(method, &request).await?;
         Ok(grant(response))
     }
 

@@ -469,6 +469,16 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
+    #[test]
+    fn server_name_is_the_host_part() {
+        let name = |address| server_name(address).map(|n| n.to_str().into_owned());
+        assert_eq!(name("localhost:3144").as_deref(), Some("localhost"));
+        assert_eq!(name("[::1]:3144").as_deref(), Some("::1"));
+        assert_eq!(name("127.0.0.1:8080").as_deref(), Some("127.0.0.1"));
+        assert_eq!(name("example").as_deref(), Some("example"));
+        assert_eq!(name("bad host:1"), None);
+    }
+
     /// Certificates generated at test time, written as PEM files into a temporary directory.
     struct Pki {
         dir: tempfile::TempDir,
@@ -1022,6 +1032,21 @@ mod tests {
         out.client.expect("client side");
         out.server.expect("server side");
     }
+}
+
+/// The name a server's certificate must carry when it is dialled at `address` (`host:port`,
+/// `[v6]:port` or a bare host): the host part, as a DNS name or an IP address. `None` if the
+/// host is neither. Used by the Rust client and by `ldlm-bench`.
+pub fn server_name(address: &str) -> Option<rustls_pki_types::ServerName<'static>> {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => address,
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    rustls_pki_types::ServerName::try_from(host.to_owned()).ok()
 }
 
 /// A tonic/hyper connector that dials TCP and does the TLS handshake with one of our rustls

@@ -244,3 +244,39 @@ async fn the_log_is_compacted_and_keeps_its_content() {
     assert!(loaded.fencing_floor >= final_grant.fencing_token);
     assert!(loaded.holds.iter().any(|h| h.key == keep.key));
 }
+
+/// `Durability::confirm`: a grant confirmed on disk stays held; one whose confirmation is
+/// abandoned (the request went away) before its record is written is given back, as is one
+/// that can no longer be written. Both transports rely on this.
+#[tokio::test]
+async fn an_unconfirmed_grant_is_given_back() {
+    use std::future::Future as _;
+    use std::task::{Context, Poll, Waker};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (file, _) = StateFile::open(&dir.path().join("state")).expect("open");
+    let engine = engine_with(&file);
+    let clock = ldlm_transport::driver::Clock::new();
+    let durability = file.durability();
+    let held = |name: &str| engine.list().iter().any(|h| &*h.name == name);
+
+    let kept = lock(&engine, "kept", 1);
+    durability
+        .confirm(&engine, &clock, "kept", &kept)
+        .await
+        .expect("written");
+    assert!(held("kept"));
+
+    // With the writer stopped, nothing more becomes durable.
+    file.close();
+    let lost = lock(&engine, "lost", 1);
+    assert!(held("lost"));
+    {
+        let confirming = std::pin::pin!(durability.confirm(&engine, &clock, "lost", &lost));
+        // Pending (then dropped: the request went away) or an error: given back either way.
+        let polled = confirming.poll(&mut Context::from_waker(Waker::noop()));
+        assert!(!matches!(polled, Poll::Ready(Ok(()))), "{polled:?}");
+    }
+    assert!(!held("lost"), "the unconfirmed grant was given back");
+    assert!(held("kept"), "a confirmed grant stays");
+}

@@ -50,28 +50,6 @@ pub(crate) struct LdlmService {
     durability: Option<Durability>,
 }
 
-/// Gives a grant's slot back when dropped armed: the grant could not be made durable, or the
-/// call was dropped while waiting for it.
-struct GiveBack<'a> {
-    service: &'a LdlmService,
-    name: &'a str,
-    grant: Grant,
-    armed: bool,
-}
-
-impl Drop for GiveBack<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut key = [0u8; 36];
-            let key = self.grant.key.encode(&mut key);
-            let _ = self
-                .service
-                .engine
-                .unlock(self.name, key, self.service.clock.now());
-        }
-    }
-}
-
 impl LdlmService {
     pub(crate) fn new(engine: Engine, clock: Clock, durability: Option<Durability>) -> LdlmService {
         LdlmService {
@@ -81,28 +59,28 @@ impl LdlmService {
         }
     }
 
-    /// `grant`, once it is on disk (at once without a state file).
-    async fn durable(&self, name: &str, grant: Grant) -> Result<Grant, Status> {
+    /// `grant`, once it is on disk (at once without a state file). If it cannot be written,
+    /// or the call is dropped meanwhile, [`Durability::confirm`] gives the slot back; a failure
+    /// is counted in the metrics as REST counts it, since the caller returns a `Status`.
+    async fn durable(
+        &self,
+        rpc: Rpc,
+        started: Instant,
+        name: &str,
+        grant: Grant,
+    ) -> Result<Grant, Status> {
         let Some(durability) = &self.durability else {
             return Ok(grant);
         };
-        if grant.durable_seq == 0 {
-            return Ok(grant);
-        }
-        let mut give_back = GiveBack {
-            service: self,
-            name,
-            grant,
-            armed: true,
-        };
-        match durability.wait(grant.durable_seq).await {
-            Ok(()) => {
-                give_back.armed = false;
-                Ok(grant)
-            }
+        match durability
+            .confirm(&self.engine, &self.clock, name, &grant)
+            .await
+        {
+            Ok(()) => Ok(grant),
             Err(error) => {
-                drop(give_back);
                 warn!(lock = %name, %error, "gRPC lock not granted: not durable");
+                let outcome = Outcome::Error(ldlm_engine::ErrorCode::Unknown);
+                metrics::record_request(Transport::Grpc, rpc, outcome, started.elapsed());
                 Err(Status::internal(error.to_string()))
             }
         }
@@ -233,7 +211,10 @@ impl Ldlm for LdlmService {
             }
         };
         let result = match result {
-            Ok(grant) => Ok(Some(self.durable(&request.name, grant).await?)),
+            Ok(grant) => Ok(Some(
+                self.durable(Rpc::Lock, started, &request.name, grant)
+                    .await?,
+            )),
             Err(e) => Err(e),
         };
         let response = lock_response(request.name, result);
@@ -265,7 +246,10 @@ impl Ldlm for LdlmService {
                 TryLockOutcome::Busy => None,
             });
         let result = match result {
-            Ok(Some(grant)) => Ok(Some(self.durable(&request.name, grant).await?)),
+            Ok(Some(grant)) => Ok(Some(
+                self.durable(Rpc::TryLock, started, &request.name, grant)
+                    .await?,
+            )),
             other => other,
         };
         let response = lock_response(request.name, result);

@@ -235,11 +235,12 @@ impl RestServer {
         let response = match &outcome {
             Ok(TryLockOutcome::Acquired(grant)) => {
                 let key = grant.key.encode(&mut key);
+                // Not durable (or the request dropped meanwhile): `confirm` gives the slot back.
                 if let Some(durability) = &self.durability
-                    && let Err(error) = durability.wait(grant.durable_seq).await
+                    && let Err(error) = durability
+                        .confirm(&self.engine, &self.clock, &request.name, grant)
+                        .await
                 {
-                    // Nobody will learn this key: give the slot back at once.
-                    let _ = self.engine.unlock(&request.name, key, self.clock.now());
                     warn!(lock = %request.name, %error, "REST lock not granted: not durable");
                     record(Outcome::Error(ldlm_engine::ErrorCode::Unknown));
                     return Ok(reply::error(

@@ -6,7 +6,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ldlm_engine::{Event, EventSink};
+use ldlm_engine::{Engine, Event, EventSink, Grant};
+
+use crate::driver::Clock;
 use parking_lot::{Condvar, Mutex};
 use tracing::{error, info, warn};
 
@@ -100,6 +102,48 @@ impl Durability {
                 state.1.as_deref().unwrap_or("unknown error").to_string(),
             )),
             Err(_) => Err(DurabilityError("the state file was closed".into())),
+        }
+    }
+
+    /// Resolves once `grant` (of lock `name`) is on disk: the transports' "durable before
+    /// locked" (DESIGN §4.5). If it cannot be written, **or if this future is dropped first**
+    /// (the client cancelled, its connection closed), the grant is given back to `engine`: no
+    /// slot stays held under a key nobody will ever learn.
+    pub async fn confirm(
+        &self,
+        engine: &Engine,
+        clock: &Clock,
+        name: &str,
+        grant: &Grant,
+    ) -> Result<(), DurabilityError> {
+        let mut give_back = GiveBack {
+            engine,
+            clock,
+            name,
+            grant,
+            armed: true,
+        };
+        let result = self.wait(grant.durable_seq).await;
+        give_back.armed = result.is_err();
+        result
+    }
+}
+
+/// Unlocks a grant when dropped armed (see [`Durability::confirm`]).
+struct GiveBack<'a> {
+    engine: &'a Engine,
+    clock: &'a Clock,
+    name: &'a str,
+    grant: &'a Grant,
+    armed: bool,
+}
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut key = [0u8; 36];
+            let key = self.grant.key.encode(&mut key);
+            let _ = self.engine.unlock(self.name, key, self.clock.now());
         }
     }
 }
