@@ -140,6 +140,9 @@ impl FromStr for LogLevel {
     }
 }
 
+/// Most `--worker_threads` accepted (more threads than this only cost memory and switches).
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 /// The complete `ldlm-server` configuration. Field names are the option names.
 ///
 /// `Debug` never shows the password. Build one with [`load`]/[`load_from`], or start from
@@ -174,7 +177,8 @@ pub struct ServerConfig {
     pub listen_address: String,
     /// `-r`/`--rest_listen_address`: the REST listen address; `None` (default, empty) = REST off.
     pub rest_listen_address: Option<String>,
-    /// `--worker_threads`: async runtime threads; 0 (default) = one per CPU core.
+    /// `--worker_threads`: async runtime threads; 0 (default) = one per CPU core; at most
+    /// [`MAX_WORKER_THREADS`].
     pub worker_threads: usize,
     /// `--metrics_listen_address`: where Prometheus metrics are served (`GET /metrics`);
     /// `None` (default, empty) = off.
@@ -292,6 +296,15 @@ impl ServerConfig {
                 format!(
                     "shards must be a power of two between 1 and 65536, got {}",
                     self.shards
+                ),
+            ));
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(Invalid::new(
+                "worker_threads",
+                format!(
+                    "worker_threads must be between 0 (one per CPU core) and {MAX_WORKER_THREADS}, got {}",
+                    self.worker_threads
                 ),
             ));
         }

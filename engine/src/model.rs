@@ -733,6 +733,13 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
                 stats.locks, stats.waiters
             ));
         }
+        if stats.holds != model_holds.len() {
+            return Err(format!(
+                "step {i} {op:?}: engine counts {} holds, model has {}",
+                stats.holds,
+                model_holds.len()
+            ));
+        }
     }
     Ok(())
 }

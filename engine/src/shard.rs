@@ -166,6 +166,13 @@ pub struct ShardStats {
     pub timers: usize,
 }
 
+/// Held slots and queued waiters of one shard (see [`Shard::stats`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    holds: usize,
+    waiters: usize,
+}
+
 /// One shard. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct Shard {
@@ -174,6 +181,10 @@ pub(crate) struct Shard {
     locks: HashTable<Box<LockEntry>>,
     wheel: TimerWheel<Timer>,
     owners: FastMap<OwnerId, OwnerIndex>,
+    /// Held slots and queued waiters in this shard, kept as they change so that
+    /// [`Shard::stats`] (a `/metrics` scrape) costs O(1) under the mutex, not a walk of every
+    /// lock. The model checker compares them with the real holds and waiters after every step.
+    counts: Counts,
     next_waiter: u64,
     /// The latest time this shard has been told; time never goes backwards inside a shard.
     latest: Tick,
@@ -229,6 +240,7 @@ impl Shard {
             locks: HashTable::new(),
             wheel,
             owners: FastMap::default(),
+            counts: Counts::default(),
             next_waiter: 0,
             latest: now,
         }
@@ -292,6 +304,7 @@ impl Shard {
             locks,
             wheel,
             owners,
+            counts,
             ..
         } = self;
         let entry = Self::find_or_create(locks, hash, name, size, now)?;
@@ -300,6 +313,7 @@ impl Shard {
                 ctx,
                 wheel,
                 owners,
+                counts,
                 entry,
                 owner.id(),
                 lease,
@@ -331,11 +345,21 @@ impl Shard {
             locks,
             wheel,
             owners,
+            counts,
             ..
         } = self;
         let entry = Self::find_or_create(locks, hash, name, size, now)?;
         if entry.state.holders.len() < size as usize && entry.state.waiters.is_none() {
-            return Ok(Ok(grant(ctx, wheel, owners, entry, owner.id(), lease, now)));
+            return Ok(Ok(grant(
+                ctx,
+                wheel,
+                owners,
+                counts,
+                entry,
+                owner.id(),
+                lease,
+                now,
+            )));
         }
         let queued = entry.state.waiters.as_ref().map_or(0, |w| w.len());
         if queued >= ctx.config.max_waiters_per_lock {
@@ -373,6 +397,7 @@ impl Shard {
                 timer,
                 lock_timeout: lease,
             });
+        counts.waiters += 1;
         Ok(Err((id, entry.name.clone(), rx)))
     }
 
@@ -389,6 +414,7 @@ impl Shard {
             locks,
             wheel,
             owners,
+            counts,
             ..
         } = self;
         let entry = find(locks, hash, name).ok_or(LockError::LockDoesNotExist)?;
@@ -396,8 +422,8 @@ impl Shard {
         let index = LockKey::parse(key)
             .and_then(|key| entry.state.holders.iter().position(|h| h.key == key))
             .ok_or(LockError::InvalidLockKey)?;
-        take_hold(ctx, wheel, owners, entry, index);
-        let handed_off = serve_waiters(ctx, wheel, owners, entry, now);
+        take_hold(ctx, wheel, owners, counts, entry, index);
+        let handed_off = serve_waiters(ctx, wheel, owners, counts, entry, now);
         Ok(Unlocked { handed_off })
     }
 
@@ -455,6 +481,7 @@ impl Shard {
             locks,
             wheel,
             owners,
+            counts,
             ..
         } = self;
         let entry = find(locks, hash, name).ok_or(LockError::LockDoesNotExist)?;
@@ -474,8 +501,8 @@ impl Shard {
             },
         };
         entry.state.last_used = now;
-        let hold = take_hold(ctx, wheel, owners, entry, index);
-        serve_waiters(ctx, wheel, owners, entry, now);
+        let hold = take_hold(ctx, wheel, owners, counts, entry, index);
+        serve_waiters(ctx, wheel, owners, counts, entry, now);
         Ok(hold.key)
     }
 
@@ -494,12 +521,13 @@ impl Shard {
             locks,
             wheel,
             owners,
+            counts,
             ..
         } = self;
         let Some(entry) = find(locks, hash, name) else {
             return;
         };
-        if let Some(w) = remove_waiter(entry, waiter) {
+        if let Some(w) = remove_waiter(counts, entry, waiter) {
             if let Some(timer) = w.timer {
                 wheel.cancel(timer);
             }
@@ -511,8 +539,8 @@ impl Shard {
         if let Ok(Ok(grant)) = rx.try_recv()
             && let Some(index) = entry.state.holders.iter().position(|h| h.key == grant.key)
         {
-            take_hold(ctx, wheel, owners, entry, index);
-            serve_waiters(ctx, wheel, owners, entry, now);
+            take_hold(ctx, wheel, owners, counts, entry, index);
+            serve_waiters(ctx, wheel, owners, counts, entry, now);
         }
     }
 
@@ -529,6 +557,7 @@ impl Shard {
             locks,
             wheel,
             owners,
+            counts,
             ..
         } = self;
         let Some(index) = owners.remove(&owner) else {
@@ -537,7 +566,7 @@ impl Shard {
         let cancelled = index.waiters.len();
         for (waiter, hash) in index.waiters {
             if let Some(entry) = find_waiting(locks, hash, waiter)
-                && let Some(w) = remove_waiter(entry, waiter)
+                && let Some(w) = remove_waiter(counts, entry, waiter)
             {
                 if let Some(timer) = w.timer {
                     wheel.cancel(timer);
@@ -565,9 +594,9 @@ impl Shard {
                 continue;
             };
             if let Some(position) = entry.state.holders.iter().position(|h| h.key == key) {
-                take_hold(ctx, wheel, owners, entry, position);
+                take_hold(ctx, wheel, owners, counts, entry, position);
                 entry.state.last_used = now;
-                serve_waiters(ctx, wheel, owners, entry, now);
+                serve_waiters(ctx, wheel, owners, counts, entry, now);
                 released += 1;
             }
         }
@@ -582,6 +611,7 @@ impl Shard {
                 locks,
                 wheel,
                 owners,
+                counts,
                 ..
             } = self;
             match timer {
@@ -592,9 +622,9 @@ impl Shard {
                     if let Some(index) = entry.state.holders.iter().position(|h| h.key == key) {
                         // The timer has fired: it is no longer in the wheel.
                         entry.state.holders[index].lease = None;
-                        take_hold(ctx, wheel, owners, entry, index);
+                        take_hold(ctx, wheel, owners, counts, entry, index);
                         entry.state.last_used = now;
-                        serve_waiters(ctx, wheel, owners, entry, now);
+                        serve_waiters(ctx, wheel, owners, counts, entry, now);
                         report.leases_expired += 1;
                     }
                 }
@@ -602,7 +632,7 @@ impl Shard {
                     let Some(entry) = find(locks, hash, &name) else {
                         continue;
                     };
-                    if let Some(w) = remove_waiter(entry, waiter) {
+                    if let Some(w) = remove_waiter(counts, entry, waiter) {
                         unindex_waiter(owners, w.owner.id(), w.id);
                         entry.state.last_used = now;
                         let _ = w.tx.try_send(Err(LockError::LockWaitTimeout));
@@ -640,6 +670,7 @@ impl Shard {
             locks,
             wheel,
             owners,
+            counts,
             ..
         } = self;
         for entry in locks.iter_mut() {
@@ -650,6 +681,7 @@ impl Shard {
                 .into_iter()
                 .flat_map(|w| w.into_iter())
             {
+                counts.waiters -= 1;
                 if let Some(timer) = w.timer {
                     wheel.cancel(timer);
                 }
@@ -672,7 +704,12 @@ impl Shard {
         now: Tick,
     ) {
         let now = self.observe(now);
-        let Shard { locks, wheel, .. } = self;
+        let Shard {
+            locks,
+            wheel,
+            counts,
+            ..
+        } = self;
         let entry =
             Self::find_or_create(locks, hash, name, size, now).expect("sizes validated by restore");
         let lease = lease.map(|d| {
@@ -691,6 +728,7 @@ impl Shard {
             token,
             lease,
         });
+        counts.holds += 1;
     }
 
     /// Makes room for `additional` more locks (restore knows how many are coming).
@@ -717,16 +755,12 @@ impl Shard {
     }
 
     pub(crate) fn stats(&self) -> ShardStats {
-        let mut stats = ShardStats {
+        ShardStats {
             locks: self.locks.len(),
+            holds: self.counts.holds,
+            waiters: self.counts.waiters,
             timers: self.wheel.len(),
-            ..ShardStats::default()
-        };
-        for entry in self.locks.iter() {
-            stats.holds += entry.state.holders.len();
-            stats.waiters += entry.state.waiters.as_ref().map_or(0, |w| w.len());
         }
-        stats
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Tick> {
@@ -735,10 +769,13 @@ impl Shard {
 }
 
 /// Grants a free slot of `entry` to `owner`. The caller has checked that a slot is free.
+// The shard's parts are passed one by one (not `&mut Shard`) because `entry` borrows its table.
+#[allow(clippy::too_many_arguments)]
 fn grant(
     ctx: &Ctx<'_>,
     wheel: &mut TimerWheel<Timer>,
     owners: &mut FastMap<OwnerId, OwnerIndex>,
+    counts: &mut Counts,
     entry: &mut LockEntry,
     owner: OwnerId,
     lease: Option<u32>,
@@ -767,6 +804,7 @@ fn grant(
         token,
         lease: lease.map(|(_, timer)| timer),
     });
+    counts.holds += 1;
     owners
         .entry(owner)
         .or_default()
@@ -794,10 +832,12 @@ fn take_hold(
     ctx: &Ctx<'_>,
     wheel: &mut TimerWheel<Timer>,
     owners: &mut FastMap<OwnerId, OwnerIndex>,
+    counts: &mut Counts,
     entry: &mut LockEntry,
     index: usize,
 ) -> Hold {
     let hold = entry.state.holders.remove(index);
+    counts.holds -= 1;
     if let Some(timer) = hold.lease {
         wheel.cancel(timer);
     }
@@ -823,6 +863,7 @@ fn serve_waiters(
     ctx: &Ctx<'_>,
     wheel: &mut TimerWheel<Timer>,
     owners: &mut FastMap<OwnerId, OwnerIndex>,
+    counts: &mut Counts,
     entry: &mut LockEntry,
     now: Tick,
 ) -> usize {
@@ -831,6 +872,7 @@ fn serve_waiters(
         let Some(waiter) = entry.state.waiters.as_mut().and_then(|w| w.pop_front()) else {
             break;
         };
+        counts.waiters -= 1;
         if let Some(timer) = waiter.timer {
             wheel.cancel(timer);
         }
@@ -846,6 +888,7 @@ fn serve_waiters(
             ctx,
             wheel,
             owners,
+            counts,
             entry,
             waiter.owner.id(),
             waiter.lock_timeout,
@@ -854,7 +897,7 @@ fn serve_waiters(
         if waiter.tx.try_send(Ok(granted)).is_err() {
             // The receiver went away after the check: hand the slot back and go on.
             let index = entry.state.holders.len() - 1;
-            take_hold(ctx, wheel, owners, entry, index);
+            take_hold(ctx, wheel, owners, counts, entry, index);
         } else {
             handed_off += 1;
         }
@@ -865,10 +908,11 @@ fn serve_waiters(
     handed_off
 }
 
-fn remove_waiter(entry: &mut LockEntry, waiter: u64) -> Option<Waiter> {
+fn remove_waiter(counts: &mut Counts, entry: &mut LockEntry, waiter: u64) -> Option<Waiter> {
     let waiters = entry.state.waiters.as_mut()?;
     let position = waiters.iter().position(|w| w.id == waiter)?;
     let removed = waiters.remove(position);
+    counts.waiters -= 1;
     if waiters.is_empty() {
         entry.state.waiters = None;
     }

@@ -941,3 +941,10 @@ fn env_var_names() {
         "LDLM_GRPC_MAX_MESSAGE_BYTES"
     );
 }
+
+#[test]
+fn worker_threads_is_bounded() {
+    assert_eq!(config(&["--worker_threads", "2"], &[]).worker_threads, 2);
+    let e = error(&["--worker_threads", "5000"], &[]);
+    assert_contains(e.message(), &["worker_threads", "1024"]);
+}
