@@ -129,6 +129,7 @@ impl Client {
             lock_timeout_seconds: lease,
             size: options.wire_size()?,
         };
+        let sent = Instant::now();
         let response = self
             .rpc
             .clone()
@@ -136,9 +137,24 @@ impl Client {
             .await
             .map_err(|status| Error::from_acquire_status(name, status))?
             .into_inner();
-        // The wait may have been long: the lease runs from (about) now.
-        let granted = Instant::now();
-        match self.granted(name, response, lease, granted)? {
+        // The server started the lease when it granted, somewhere between `sent` and now. The
+        // guard must never believe in a lease the server has already ended, so it counts from
+        // `sent`; after a wait long enough to eat into the lease, it renews first and counts
+        // from that renewal instead (if the renewal fails, the guard's own renewals take over).
+        let mut lease_start = sent;
+        if let Some(seconds) = lease
+            && response.locked
+            && response.error.is_none()
+        {
+            let lease = Duration::from_secs(seconds.unsigned_abs().into());
+            if sent.elapsed() >= lease / crate::guard::RENEW_FRACTION {
+                let renew_sent = Instant::now();
+                if self.refresh(name, &response.key, lease).await.is_ok() {
+                    lease_start = renew_sent;
+                }
+            }
+        }
+        match self.granted(name, response, lease, lease_start)? {
             Some(guard) => Ok(guard),
             None => Err(Error::Lock(LockError::not_locked("Lock"))),
         }

@@ -18,7 +18,7 @@ use crate::retry::Backoff;
 /// The share of the lease after which the guard renews it: a third, so two renewals can fail
 /// (and be retried) before the lease runs out. go-ldlm's client waits max(lease − 30 s, 10 s),
 /// which lets any lease under about 10 s lapse before the first renewal (its B17).
-const RENEW_FRACTION: u32 = 3;
+pub(crate) const RENEW_FRACTION: u32 = 3;
 
 type LostSender = Arc<watch::Sender<Option<LostReason>>>;
 

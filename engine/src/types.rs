@@ -269,11 +269,11 @@ impl AdvanceReport {
         self.leases_expired + self.waits_timed_out + self.locks_collected
     }
 
-    /// Adds another part's counts (parts never expire sessions).
+    /// Adds a helper's counts (helpers advance shards only; sessions expire on the caller).
     pub(crate) fn merge(&mut self, other: AdvanceReport) {
+        debug_assert!(other.sessions_expired.is_empty());
         self.leases_expired += other.leases_expired;
         self.waits_timed_out += other.waits_timed_out;
         self.locks_collected += other.locks_collected;
-        self.sessions_expired.extend(other.sessions_expired);
     }
 }

@@ -86,6 +86,13 @@ type Replay<'a> =
 
 /// Reads and replays the state file at `path`; a missing or empty file is an empty state.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    load_expecting(path, None)
+}
+
+/// [`load`] when the caller knows about how many locks the file holds (compaction does: the
+/// live set), so the replay table is sized for them rather than for every record in the log,
+/// which at compaction time is at least twice as many.
+pub fn load_expecting(path: &Path, locks: Option<usize>) -> Result<Loaded, LoadError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
@@ -96,7 +103,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
             });
         }
     };
-    parse(&bytes).map_err(|(offset, detail)| LoadError::Damaged {
+    parse_expecting(&bytes, locks).map_err(|(offset, detail)| LoadError::Damaged {
         path: path.to_path_buf(),
         offset,
         detail,
@@ -106,6 +113,11 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
 /// Replays a state file's bytes. `Err((offset, detail))` on damage. Never panics, whatever the
 /// input (the `state_file` fuzz target holds it to that).
 pub fn parse(bytes: &[u8]) -> Result<Loaded, (u64, String)> {
+    parse_expecting(bytes, None)
+}
+
+/// [`parse`], sizing the replay table for `locks` locks when given (else for one per record).
+fn parse_expecting(bytes: &[u8], locks: Option<usize>) -> Result<Loaded, (u64, String)> {
     let mut loaded = Loaded::default();
     if bytes.is_empty() {
         return Ok(loaded);
@@ -121,7 +133,7 @@ pub fn parse(bytes: &[u8]) -> Result<Loaded, (u64, String)> {
         return Err((0, "not an LDLM state file (bad magic)".into()));
     }
     // Names borrow from `bytes`: replaying a million records allocates per lock, not per record.
-    let estimate = bytes.len() / 48;
+    let estimate = locks.unwrap_or(bytes.len() / 48);
     let mut locks: Replay<'_> = HashMap::with_capacity_and_hasher(estimate, Default::default());
     let mut order: Vec<&str> = Vec::with_capacity(estimate);
     let mut at = MAGIC.len();

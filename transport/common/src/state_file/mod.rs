@@ -13,7 +13,8 @@
 //! file, fsync, rename over the old one, fsync the directory), and the server restores the holds
 //! into the engine. The log is compacted the same way when it has grown well past the live set
 //! (more than twice the live holds plus 100k records) and the writer has had nothing to write
-//! for 20 ms; a steady trickle of records postpones it until the log is four times past that.
+//! for 20 ms; a steady trickle of records postpones it until the log holds more than four times
+//! (live holds + 100k) records, when it compacts regardless.
 //! The highest fencing token ever handed out is kept, so tokens never go backwards.
 
 pub mod format;

@@ -16,7 +16,7 @@ use super::format::{self, MAGIC};
 use super::load::{self, LoadError, Loaded};
 
 /// Compact when the log holds this many more records than twice the live holds (and nothing is
-/// waiting to be written; at four times live + slack, compact regardless).
+/// waiting to be written; past 4 × (live + slack) records, compact regardless).
 const COMPACT_SLACK: u64 = 100_000;
 
 /// How long the writer must have had nothing to write before it compacts (see `write_loop`).
@@ -370,7 +370,7 @@ fn write_loop(inner: &Inner, mut file: File, mut live: u64) {
         let due = records_in_file > 2 * live + COMPACT_SLACK;
         let overdue = records_in_file > 4 * (live + COMPACT_SLACK);
         if !broken && (overdue || (due && quiet(inner))) {
-            match compact(inner) {
+            match compact(inner, live) {
                 Ok((new_file, held)) => {
                     file = new_file;
                     live = held;
@@ -398,8 +398,10 @@ fn quiet(inner: &Inner) -> bool {
 }
 
 /// Rewrites the log as its live set. Runs on the writer thread, so nothing is appended meanwhile.
-fn compact(inner: &Inner) -> Result<(File, u64), String> {
-    let loaded = load::load(&inner.path).map_err(|e| e.to_string())?;
+/// `live`: the holds the log should contain (sizes the replay table).
+fn compact(inner: &Inner, live: u64) -> Result<(File, u64), String> {
+    let loaded =
+        load::load_expecting(&inner.path, Some(live as usize)).map_err(|e| e.to_string())?;
     write_compacted(&inner.path, &loaded).map_err(|e| e.to_string())?;
     let file = open_append(&inner.path).map_err(|e| e.to_string())?;
     info!(state_file = %inner.path.display(), held = loaded.holds.len(), "Compacted the state file");
