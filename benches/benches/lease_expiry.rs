@@ -1,12 +1,12 @@
 //! Lease expiry lateness (DESIGN §7: 100k leases due at once, p99 ≤ 50 ms).
 //!
-//! The server's own expiry path with the real clock: an engine as `ldlm-server` builds it
-//! (default configuration; with `--state-file`, also the state file's event sink and writer
-//! thread, so every expiry is written as it is on a server with `--state_file`), its timer
-//! driver ([`spawn_timer_driver`]) on a 2-worker tokio runtime. N leases are taken at one
-//! engine tick, so all fall due at the same millisecond; an event sink notes the wall-clock
-//! instant at which each hold is actually released. Like the server, the engine may share a
-//! big burst among as many threads as there are CPUs (`EngineConfig::advance_threads`). Lateness = release instant − due instant.
+//! The server's own expiry path with the real clock: the engine configured by
+//! `ldlm_cli::server::engine_config` from the server's defaults (so a big burst is shared among
+//! as many threads as there are CPUs, `advance_threads`), with `--state-file` also the state
+//! file's event sink and writer thread, and the timer driver ([`spawn_timer_driver`]) on the
+//! server's default tokio runtime. N leases are taken at one engine tick, so all fall due at
+//! the same millisecond; an event sink notes the wall-clock instant at which each hold is
+//! actually released. Lateness = release instant − due instant.
 //! It includes the driver's wake-up, the wheel cascading the 100k timers down to their slot,
 //! and releasing each hold one after another: the last hold released is as late as the whole
 //! batch takes.
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ldlm_engine::{Engine, EngineConfig, Event, EventSink, LockRequest, TryLockOutcome};
+use ldlm_engine::{Engine, Event, EventSink, LockRequest, TryLockOutcome};
 use ldlm_transport::driver::{Clock, spawn_timer_driver};
 use ldlm_transport::state_file::StateFile;
 
@@ -61,13 +61,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(100_000);
     let with_state_file = args.iter().any(|a| a == "--state-file");
-    // As ldlm-server: a burst may use as many threads as the runtime has workers (one per CPU),
-    // unless `--serial` asks for the one-thread figure.
-    let threads = if args.iter().any(|a| a == "--serial") {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    };
+    // The engine exactly as ldlm-server configures it by default (a burst may use one thread
+    // per CPU), unless `--serial` asks for the one-thread figure.
+    let mut config = ldlm_cli::server::engine_config(&ldlm_cli::config::ServerConfig::defaults());
+    if args.iter().any(|a| a == "--serial") {
+        config.advance_threads = 1;
+    }
+    let threads = config.advance_threads;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let state = with_state_file.then(|| {
@@ -79,16 +79,12 @@ fn main() {
         released_at: (0..n).map(|_| AtomicU64::new(0)).collect(),
         next: state.as_ref().map(|file| file.sink()),
     });
+    // The server's default runtime: one worker per CPU.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     let clock = Clock::new();
-    let config = EngineConfig {
-        advance_threads: threads,
-        ..EngineConfig::default()
-    };
     let engine = Engine::with_event_sink(config, clock.now(), times.clone()).expect("config");
     // N leases granted at one tick: all due at the same millisecond.
     let owner = engine.new_owner();
