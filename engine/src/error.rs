@@ -27,20 +27,6 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// The code for a wire value; values the proto does not define are `Unknown`.
-    pub const fn from_wire(value: i32) -> ErrorCode {
-        match value {
-            1 => ErrorCode::LockDoesNotExist,
-            2 => ErrorCode::InvalidLockKey,
-            3 => ErrorCode::LockWaitTimeout,
-            4 => ErrorCode::NotLocked,
-            5 => ErrorCode::LockDoesNotExistOrInvalidKey,
-            6 => ErrorCode::LockSizeMismatch,
-            7 => ErrorCode::InvalidLockSize,
-            _ => ErrorCode::Unknown,
-        }
-    }
-
     /// The enum value's name as written in the proto (the REST JSON uses it).
     pub const fn name(self) -> &'static str {
         match self {
@@ -306,10 +292,6 @@ mod tests {
             assert_eq!(error.to_string(), message);
         }
         assert_eq!(ErrorCode::LockSizeMismatch as i32, 6);
-        for code in 0..8 {
-            assert_eq!(ErrorCode::from_wire(code) as i32, code);
-        }
-        assert_eq!(ErrorCode::from_wire(99), ErrorCode::Unknown);
         assert_eq!(ErrorCode::InvalidLockSize.name(), "InvalidLockSize");
         assert!(
             LockError::NameTooLong { limit: 4096 }

@@ -32,7 +32,13 @@ impl Clock {
 
     /// The current tick.
     pub fn now(&self) -> Tick {
-        Tick::from_millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX))
+        self.tick_at(Instant::now())
+    }
+
+    /// The tick of `instant` (a request's start, read once for both its latency and its tick).
+    pub fn tick_at(&self, instant: Instant) -> Tick {
+        let since = instant.saturating_duration_since(self.origin);
+        Tick::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// The instant a tick stands for.

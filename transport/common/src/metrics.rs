@@ -10,7 +10,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ldlm_engine::{AdvanceReport, ErrorCode};
+use ldlm_engine::{AdvanceReport, ErrorCode, LockError};
 
 /// Which transport served a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,21 +47,45 @@ pub enum Outcome {
 
 const TRANSPORTS: [&str; 2] = ["grpc", "rest"];
 const RPCS: [&str; 4] = ["Lock", "TryLock", "Unlock", "Refresh"];
-/// Results: ok, busy, then one per error code.
-const RESULTS: [&str; 10] = [
-    "ok",
-    "busy",
-    "Unknown",
-    "LockDoesNotExist",
-    "InvalidLockKey",
-    "LockWaitTimeout",
-    "NotLocked",
-    "LockDoesNotExistOrInvalidKey",
-    "LockSizeMismatch",
-    "InvalidLockSize",
+/// The error codes, in the order of their numbers ([`Outcome`]'s index is `2 + code`).
+const CODES: [ErrorCode; 8] = [
+    ErrorCode::Unknown,
+    ErrorCode::LockDoesNotExist,
+    ErrorCode::InvalidLockKey,
+    ErrorCode::LockWaitTimeout,
+    ErrorCode::NotLocked,
+    ErrorCode::LockDoesNotExistOrInvalidKey,
+    ErrorCode::LockSizeMismatch,
+    ErrorCode::InvalidLockSize,
 ];
+/// Result labels: `ok`, `busy`, then one per error code (its proto name).
+const RESULTS: usize = 2 + CODES.len();
+
+fn result_label(index: usize) -> &'static str {
+    match index {
+        0 => "ok",
+        1 => "busy",
+        i => CODES[i - 2].name(),
+    }
+}
 
 impl Outcome {
+    /// The outcome of an engine call that succeeded or failed (Unlock, Refresh).
+    pub fn of<T>(result: &Result<T, LockError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Ok,
+            Err(error) => Outcome::Error(error.code()),
+        }
+    }
+
+    /// The outcome of a Lock/TryLock, where `Ok(None)` is "busy".
+    pub fn of_acquire<T>(result: &Result<Option<T>, LockError>) -> Outcome {
+        match result {
+            Ok(None) => Outcome::Busy,
+            other => Outcome::of(other),
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Outcome::Ok => 0,
@@ -137,7 +161,7 @@ impl<const N: usize> Histogram<N> {
 }
 
 struct Registry {
-    requests: [[[AtomicU64; RESULTS.len()]; RPCS.len()]; TRANSPORTS.len()],
+    requests: [[[AtomicU64; RESULTS]; RPCS.len()]; TRANSPORTS.len()],
     latency: [[Histogram<14>; RPCS.len()]; TRANSPORTS.len()],
     leases_expired: AtomicU64,
     waits_timed_out: AtomicU64,
@@ -148,7 +172,7 @@ struct Registry {
 }
 
 static REGISTRY: Registry = Registry {
-    requests: [const { [const { [const { AtomicU64::new(0) }; RESULTS.len()] }; RPCS.len()] };
+    requests: [const { [const { [const { AtomicU64::new(0) }; RESULTS] }; RPCS.len()] };
         TRANSPORTS.len()],
     latency: [const { [const { Histogram::new() }; RPCS.len()] }; TRANSPORTS.len()],
     leases_expired: AtomicU64::new(0),
@@ -210,8 +234,8 @@ pub fn render(gauges: Gauges) -> String {
     out.push_str("# TYPE ldlm_requests_total counter\n");
     for (t, transport) in TRANSPORTS.iter().enumerate() {
         for (p, rpc) in RPCS.iter().enumerate() {
-            for (o, result) in RESULTS.iter().enumerate() {
-                let n = r.requests[t][p][o].load(Ordering::Relaxed);
+            for o in 0..RESULTS {
+                let (n, result) = (r.requests[t][p][o].load(Ordering::Relaxed), result_label(o));
                 let _ = writeln!(
                     out,
                     "ldlm_requests_total{{transport=\"{transport}\",rpc=\"{rpc}\",result=\"{result}\"}} {n}"
@@ -308,6 +332,14 @@ pub fn render(gauges: Gauges) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_in_number_order() {
+        for (i, code) in CODES.iter().enumerate() {
+            assert_eq!(*code as usize, i, "{code:?}");
+            assert_eq!(Outcome::Error(*code).index(), 2 + i);
+        }
+    }
 
     #[test]
     fn counts_and_renders() {

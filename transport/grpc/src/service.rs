@@ -103,7 +103,11 @@ impl LdlmService {
             timeout = secs,
             "{rpc} request"
         );
-        let response = match self.engine.refresh(&name, &key, secs, self.clock.now()) {
+        let result = self
+            .engine
+            .refresh(&name, &key, secs, self.clock.tick_at(started));
+        let outcome = Outcome::of(&result);
+        let response = match result {
             Ok(grant) => LockResponse {
                 locked: true,
                 name,
@@ -121,18 +125,8 @@ impl LdlmService {
             },
         };
         log_lock_response(rpc, session, &response);
-        let outcome = outcome(response.locked, response.error.as_ref());
         metrics::record_request(Transport::Grpc, Rpc::Refresh, outcome, started.elapsed());
         response
-    }
-}
-
-/// How a response ended, for the request metrics.
-fn outcome(ok: bool, error: Option<&Error>) -> Outcome {
-    match error {
-        None if ok => Outcome::Ok,
-        None => Outcome::Busy,
-        Some(e) => Outcome::Error(ldlm_engine::ErrorCode::from_wire(e.code)),
     }
 }
 
@@ -202,7 +196,10 @@ impl Ldlm for LdlmService {
                 lock_timeout_seconds: request.lock_timeout_seconds,
                 wait_timeout_seconds: request.wait_timeout_seconds,
             };
-            match self.engine.lock(&session.owner, &query, self.clock.now()) {
+            match self
+                .engine
+                .lock(&session.owner, &query, self.clock.tick_at(started))
+            {
                 Ok(LockOutcome::Acquired(grant)) => Ok(grant),
                 // If the client cancels or its deadline passes, tonic drops this future, and
                 // with it the `Pending`: the waiter leaves the queue.
@@ -217,9 +214,9 @@ impl Ldlm for LdlmService {
             )),
             Err(e) => Err(e),
         };
+        let outcome = Outcome::of_acquire(&result);
         let response = lock_response(request.name, result);
         log_lock_response("Lock", session, &response);
-        let outcome = outcome(response.locked, response.error.as_ref());
         metrics::record_request(Transport::Grpc, Rpc::Lock, outcome, started.elapsed());
         Ok(Response::new(response))
     }
@@ -240,7 +237,7 @@ impl Ldlm for LdlmService {
         };
         let result = self
             .engine
-            .try_lock(&session.owner, &query, self.clock.now())
+            .try_lock(&session.owner, &query, self.clock.tick_at(started))
             .map(|outcome| match outcome {
                 TryLockOutcome::Acquired(grant) => Some(grant),
                 TryLockOutcome::Busy => None,
@@ -252,9 +249,9 @@ impl Ldlm for LdlmService {
             )),
             other => other,
         };
+        let outcome = Outcome::of_acquire(&result);
         let response = lock_response(request.name, result);
         log_lock_response("TryLock", session, &response);
-        let outcome = outcome(response.locked, response.error.as_ref());
         metrics::record_request(Transport::Grpc, Rpc::TryLock, outcome, started.elapsed());
         Ok(Response::new(response))
     }
@@ -274,8 +271,9 @@ impl Ldlm for LdlmService {
         );
         let result = self
             .engine
-            .unlock(&request.name, &request.key, self.clock.now());
+            .unlock(&request.name, &request.key, self.clock.tick_at(started));
         let handed_off = matches!(result, Ok(unlocked) if unlocked.handed_off > 0);
+        let outcome = Outcome::of(&result);
         let response = UnlockResponse {
             unlocked: result.is_ok(),
             name: request.name,
@@ -289,7 +287,6 @@ impl Ldlm for LdlmService {
             error = response.error.as_ref().map(|e| tracing::field::display(&e.message)),
             "Unlock response"
         );
-        let outcome = outcome(response.unlocked, response.error.as_ref());
         metrics::record_request(Transport::Grpc, Rpc::Unlock, outcome, started.elapsed());
         if handed_off {
             // The waiters just handed the lock were woken on this thread; let them answer

@@ -32,7 +32,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
-use ldlm_engine::{LockError, LockRequest, Owner, Tick, TryLockOutcome};
+use ldlm_engine::{LockError, LockRequest, Owner, TryLockOutcome};
 use tracing::{debug, warn};
 
 use crate::body::{self, BodyError};
@@ -204,11 +204,12 @@ impl RestServer {
                 return reply::error(StatusCode::BAD_REQUEST, &message);
             }
         };
-        let now = self.clock.now();
+        // Read once: the request's latency and its engine tick both start here.
+        let started = Instant::now();
         let answer = match route {
-            Route::Lock => self.try_lock(owner, &body, now).await,
-            Route::Unlock => self.unlock(&body, now).await.map(reply::ok),
-            Route::Refresh => self.refresh(&body, now).map(reply::ok),
+            Route::Lock => self.try_lock(owner, &body, started).await,
+            Route::Unlock => self.unlock(&body, started).await.map(reply::ok),
+            Route::Refresh => self.refresh(&body, started).map(reply::ok),
         };
         answer.unwrap_or_else(|error| reply::error(StatusCode::BAD_REQUEST, &error.to_string()))
     }
@@ -216,7 +217,12 @@ impl RestServer {
     /// TryLock. A failed or busy TryLock answers an empty key (DESIGN §4.3). With a state
     /// file, "locked" is answered only once the grant is on disk (DESIGN §4.5); if it cannot be
     /// written, the hold is given back and the answer is `500`.
-    async fn try_lock(&self, owner: &Owner, body: &[u8], now: Tick) -> Result<Reply, DecodeError> {
+    async fn try_lock(
+        &self,
+        owner: &Owner,
+        body: &[u8],
+        started: Instant,
+    ) -> Result<Reply, DecodeError> {
         let request: json::TryLockRequest<'_> = json::decode(body)?;
         let lock = LockRequest {
             name: &request.name,
@@ -224,7 +230,7 @@ impl RestServer {
             lock_timeout_seconds: request.lock_timeout_seconds,
             wait_timeout_seconds: None,
         };
-        let started = Instant::now();
+        let now = self.clock.tick_at(started);
         let outcome = self.engine.try_lock(owner, &lock, now);
         // Recorded once the answer is known, so the latency includes the durability wait (as
         // it does over gRPC).
@@ -270,14 +276,14 @@ impl RestServer {
     /// Unlock: the key, not the session, authorises it (reference §3.1). If it hands the lock
     /// to a waiter (a gRPC Lock), it yields once so that grant is answered first, as gRPC's
     /// Unlock does.
-    async fn unlock(&self, body: &[u8], now: Tick) -> Result<Bytes, DecodeError> {
+    async fn unlock(&self, body: &[u8], started: Instant) -> Result<Bytes, DecodeError> {
         let request: json::UnlockRequest<'_> = json::decode(body)?;
-        let started = Instant::now();
+        let now = self.clock.tick_at(started);
         let outcome = self.engine.unlock(&request.name, &request.key, now);
         metrics::record_request(
             Transport::Rest,
             Rpc::Unlock,
-            result_of(&outcome),
+            Outcome::of(&outcome),
             started.elapsed(),
         );
         let response =
@@ -290,17 +296,17 @@ impl RestServer {
 
     /// Refresh / Renew. The request's key is echoed unless the timeout itself was refused
     /// (reference §2.4); an unknown name or key is `LockDoesNotExistOrInvalidKey` (DESIGN §4.1).
-    fn refresh(&self, body: &[u8], now: Tick) -> Result<Bytes, DecodeError> {
+    fn refresh(&self, body: &[u8], started: Instant) -> Result<Bytes, DecodeError> {
         let request: json::RefreshRequest<'_> = json::decode(body)?;
         let seconds = request.lock_timeout_seconds.unwrap_or(0);
-        let started = Instant::now();
+        let now = self.clock.tick_at(started);
         let outcome = self
             .engine
             .refresh(&request.name, &request.key, seconds, now);
         metrics::record_request(
             Transport::Rest,
             Rpc::Refresh,
-            result_of(&outcome),
+            Outcome::of(&outcome),
             started.elapsed(),
         );
         let response = match &outcome {
@@ -317,14 +323,6 @@ impl RestServer {
             Err(error) => not_locked(&request.name, &request.key, Some(error)),
         };
         Ok(response.encode())
-    }
-}
-
-/// The metrics outcome of an engine call.
-fn result_of<T>(outcome: &Result<T, LockError>) -> Outcome {
-    match outcome {
-        Ok(_) => Outcome::Ok,
-        Err(error) => Outcome::Error(error.code()),
     }
 }
 
