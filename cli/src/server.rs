@@ -247,30 +247,16 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
     let grpc_engine = engine.clone();
     let grpc_stopped = stopped();
     tasks.push(tokio::spawn(async move {
-        let served = match durability {
-            // With a state file, "locked" is answered only once the grant is on disk.
-            Some(durability) => {
-                ldlm_grpc::serve_with_durability(
-                    grpc_engine,
-                    clock,
-                    grpc_listener,
-                    grpc_options,
-                    durability,
-                    grpc_stopped,
-                )
-                .await
-            }
-            None => {
-                ldlm_grpc::serve(
-                    grpc_engine,
-                    clock,
-                    grpc_listener,
-                    grpc_options,
-                    grpc_stopped,
-                )
-                .await
-            }
-        };
+        // With a state file, "locked" is answered only once the grant is on disk.
+        let served = ldlm_grpc::serve(
+            grpc_engine,
+            clock,
+            grpc_listener,
+            grpc_options,
+            durability,
+            grpc_stopped,
+        )
+        .await;
         served.map_err(|e| anyhow!("gRPC server: {e}"))
     }));
     warn!("gRPC server started. Listening on {grpc_addr}");

@@ -2,7 +2,7 @@
 //!
 //! The gRPC transport of LDLM (DESIGN §5): go-ldlm's `ldlm.LDLM` service served with tonic,
 //! on top of the synchronous [`ldlm_engine::Engine`]. The server binary calls one function:
-//! [`serve`], or [`serve_with_durability`] when grants go to a state file.
+//! [`serve`] (given a `Durability` when grants go to a state file).
 //!
 //! ## Shape
 //!
@@ -130,33 +130,13 @@ pub enum GrpcError {
 /// `lock manager is shutdown`, and connections closing afterwards keep their locks
 /// (DESIGN §4.4). Connections that close before `Engine::shutdown` release theirs.
 ///
+/// **Durability.** With `durability` (the engine records grants in a state file), Lock and
+/// TryLock answer "locked" only once the grant is on disk (DESIGN §4.5); a grant that cannot be
+/// written is given back and the call fails with status `INTERNAL`.
+///
 /// The engine's timers must be driven separately
 /// ([`spawn_timer_driver`](ldlm_transport::driver::spawn_timer_driver)).
 pub async fn serve(
-    engine: Engine,
-    clock: Clock,
-    listener: TcpListener,
-    options: GrpcOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), GrpcError> {
-    serve_inner(engine, clock, listener, options, None, shutdown).await
-}
-
-/// [`serve`] for an engine that records grants in a state file: Lock and TryLock answer
-/// "locked" only once `durability` reports the grant on disk (DESIGN §4.5). A grant that
-/// cannot be written is given back and the call fails with status `INTERNAL`.
-pub async fn serve_with_durability(
-    engine: Engine,
-    clock: Clock,
-    listener: TcpListener,
-    options: GrpcOptions,
-    durability: Durability,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), GrpcError> {
-    serve_inner(engine, clock, listener, options, Some(durability), shutdown).await
-}
-
-async fn serve_inner(
     engine: Engine,
     clock: Clock,
     listener: TcpListener,

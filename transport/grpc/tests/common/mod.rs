@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ldlm_engine::{Engine, EngineConfig};
-use ldlm_grpc::{GrpcError, GrpcOptions, serve, serve_with_durability};
+use ldlm_grpc::{GrpcError, GrpcOptions, serve};
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
 use ldlm_proto::ldlm::{
     ErrorCode, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest,
@@ -70,17 +70,14 @@ impl TestServer {
         let shutdown = async move {
             let _ = rx.await;
         };
-        let task = match durability {
-            None => tokio::spawn(serve(engine.clone(), clock, listener, options, shutdown)),
-            Some(durability) => tokio::spawn(serve_with_durability(
-                engine.clone(),
-                clock,
-                listener,
-                options,
-                durability,
-                shutdown,
-            )),
-        };
+        let task = tokio::spawn(serve(
+            engine.clone(),
+            clock,
+            listener,
+            options,
+            durability,
+            shutdown,
+        ));
         TestServer {
             addr,
             engine,
