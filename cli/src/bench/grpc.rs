@@ -10,7 +10,6 @@ use ldlm_proto::ldlm::{
     LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
     UnlockResponse,
 };
-use ldlm_transport::tls::TlsConnector;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -39,17 +38,6 @@ fn password_metadata(plan: &Plan) -> anyhow::Result<Option<AsciiMetadataValue>> 
     }
 }
 
-fn tls_connector(plan: &Plan) -> anyhow::Result<Option<TlsConnector>> {
-    match &plan.tls {
-        Some(settings) => Ok(Some(TlsConnector::new(
-            tls::client_config(settings, b"h2")?,
-            tls::server_name(&plan.address)?,
-            &plan.address,
-        ))),
-        None => Ok(None),
-    }
-}
-
 /// Opens `plan.connections` connections and returns `plan.in_flight` clients for each
 /// (connection-major: the clients of connection 0 first).
 pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
@@ -58,7 +46,7 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
         .with_context(|| format!("bad --address {:?}", plan.address))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
-    let connector = tls_connector(plan)?;
+    let connector = tls::connector(plan.tls.as_ref(), &plan.address, b"h2")?;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..plan.connections {
         let endpoint = endpoint.clone();

@@ -42,6 +42,7 @@ use super::args::{Plan, RefreshRpc};
 use super::client::{CallError, Grant, LockClient, Unlocked};
 use super::grpc::{error_chain, grant, lock_request, try_lock_request, unlocked};
 use super::tls;
+use ldlm_transport::tls::TlsConnector;
 
 /// How long connecting (TCP + TLS + HTTP/2 handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,13 +80,7 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<H2Client>> {
         ),
         None => None,
     };
-    let tls = match &plan.tls {
-        Some(settings) => Some((
-            tokio_rustls::TlsConnector::from(tls::client_config(settings, b"h2")?),
-            tls::server_name(&plan.address)?,
-        )),
-        None => None,
-    };
+    let tls = tls::connector(plan.tls.as_ref(), &plan.address, b"h2")?;
     let scheme = if tls.is_some() {
         Scheme::HTTPS
     } else {
@@ -136,25 +131,21 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<H2Client>> {
 /// TCP (+ TLS) + the HTTP/2 handshake; the connection is driven by a task of its own.
 async fn open(
     address: &str,
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    tls: Option<TlsConnector>,
 ) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
-    let tcp = TcpStream::connect(address).await?;
-    tcp.set_nodelay(true)?;
     match tls {
-        Some((connector, name)) => {
-            let stream = connector
-                .connect(name, tcp)
-                .await
-                .context("TLS handshake")?;
+        Some(connector) => {
+            let stream = connector.connect().await.context("TLS handshake")?;
             if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
                 anyhow::bail!("the server did not agree to HTTP/2 (ALPN h2): not a gRPC port?");
             }
             handshake(stream).await
         }
-        None => handshake(tcp).await,
+        None => {
+            let tcp = TcpStream::connect(address).await?;
+            tcp.set_nodelay(true)?;
+            handshake(tcp).await
+        }
     }
 }
 

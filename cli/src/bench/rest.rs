@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use super::args::{Plan, RefreshRpc};
 use super::client::{CallError, Grant, LockClient, LockError, Unlocked};
 use super::tls;
+use ldlm_transport::tls::TlsConnector;
 
 /// How long connecting and creating the session may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,10 +45,7 @@ struct Target {
     address: String,
     host: HeaderValue,
     authorization: Option<HeaderValue>,
-    tls: Option<(
-        tokio_rustls::TlsConnector,
-        rustls::pki_types::ServerName<'static>,
-    )>,
+    tls: Option<TlsConnector>,
     refresh_uri: &'static str,
 }
 
@@ -64,13 +62,7 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<RestClient>> {
         }
         None => None,
     };
-    let tls = match &plan.tls {
-        Some(settings) => Some((
-            tokio_rustls::TlsConnector::from(tls::client_config(settings, b"http/1.1")?),
-            tls::server_name(&address)?,
-        )),
-        None => None,
-    };
+    let tls = tls::connector(plan.tls.as_ref(), &address, b"http/1.1")?;
     let target = Target {
         address,
         host,
@@ -101,21 +93,24 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<RestClient>> {
     Ok(clients.into_iter().flatten().collect())
 }
 
+/// The HTTP/1.1 handshake on `io`; the connection is driven by a task of its own.
+async fn http1_handshake<T>(io: T) -> hyper::Result<http1::SendRequest<Full<Bytes>>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 impl RestClient {
     async fn connect(target: Target) -> anyhow::Result<RestClient> {
-        let tcp = TcpStream::connect(&target.address).await?;
-        tcp.set_nodelay(true)?;
-        let sender = match target.tls {
-            Some((connector, name)) => {
-                let stream = connector.connect(name, tcp).await?;
-                let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-                tokio::spawn(connection);
-                sender
-            }
+        let sender = match &target.tls {
+            Some(connector) => http1_handshake(connector.connect().await?).await?,
             None => {
-                let (sender, connection) = http1::handshake(TokioIo::new(tcp)).await?;
-                tokio::spawn(connection);
-                sender
+                let tcp = TcpStream::connect(&target.address).await?;
+                tcp.set_nodelay(true)?;
+                http1_handshake(tcp).await?
             }
         };
         let mut client = RestClient {

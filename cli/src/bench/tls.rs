@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use ldlm_transport::tls::TlsConnector;
 use rustls::pki_types::ServerName;
 
 use super::args::TlsSettings;
@@ -29,4 +30,21 @@ pub(crate) fn client_config(
 pub(crate) fn server_name(address: &str) -> anyhow::Result<ServerName<'static>> {
     ldlm_transport::tls::server_name(address)
         .with_context(|| format!("{address:?} has no valid host name for TLS"))
+}
+
+/// The connector for `address` when the run uses TLS (`settings`), advertising ALPN `alpn`.
+pub(crate) fn connector(
+    settings: Option<&TlsSettings>,
+    address: &str,
+    alpn: &[u8],
+) -> anyhow::Result<Option<TlsConnector>> {
+    settings
+        .map(|settings| {
+            Ok(TlsConnector::new(
+                client_config(settings, alpn)?,
+                server_name(address)?,
+                address,
+            ))
+        })
+        .transpose()
 }

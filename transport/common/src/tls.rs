@@ -1085,6 +1085,19 @@ impl TlsConnector {
     }
 }
 
+impl TlsConnector {
+    /// Dials the address (TCP, `TCP_NODELAY`) and completes the TLS handshake.
+    pub async fn connect(
+        &self,
+    ) -> io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(&*self.address).await?;
+        tcp.set_nodelay(true)?;
+        tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(self.server_name.clone(), tcp)
+            .await
+    }
+}
+
 impl tower_service::Service<http::Uri> for TlsConnector {
     type Response = TlsIo;
     type Error = std::io::Error;
@@ -1100,13 +1113,6 @@ impl tower_service::Service<http::Uri> for TlsConnector {
 
     fn call(&mut self, _uri: http::Uri) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move {
-            let tcp = tokio::net::TcpStream::connect(&*this.address).await?;
-            tcp.set_nodelay(true)?;
-            let stream = tokio_rustls::TlsConnector::from(this.config)
-                .connect(this.server_name, tcp)
-                .await?;
-            Ok(hyper_util::rt::TokioIo::new(stream))
-        })
+        Box::pin(async move { Ok(hyper_util::rt::TokioIo::new(this.connect().await?)) })
     }
 }
