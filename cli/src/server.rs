@@ -63,8 +63,10 @@ impl Running {
     pub async fn shutdown(self) {
         self.engine.shutdown();
         let _ = self.stop.send(true);
+        // One deadline for all listeners (they stop in parallel), not a grace period each.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         for task in self.tasks {
-            match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
+            match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(error))) => {
                     warn!(error = %format!("{error:#}"), "Listener ended with an error")
