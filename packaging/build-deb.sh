@@ -3,7 +3,7 @@
 # last line printed). Needs cargo-deb (`cargo install cargo-deb --locked`; check-deb.sh installs
 # it when missing). Extra arguments go to `cargo deb` (e.g. --deb-revision 2).
 #
-# 1. release build of ldlm-cli (ldlm-server, ldlm-lock, ldlm-bench, ldlm-completions);
+# 1. release build of ldlm-cli (ldlm-server, ldlm-lock, ldlm-completions) and ldlm-bench;
 # 2. completions and man pages, generated from the binaries' clap Commands by ldlm-completions
 #    into target/completions and target/man (the assets of [package.metadata.deb] in
 #    cli/Cargo.toml point there);
@@ -18,7 +18,7 @@ if ! cargo deb --version >/dev/null 2>&1; then
     exit 1
 fi
 
-cargo build --release --locked -p ldlm-cli
+cargo build --release --locked -p ldlm-cli -p ldlm-bench
 
 # The real target directory (CARGO_TARGET_DIR or build.target-dir may move it); the generated
 # files always go to <workspace>/target/{completions,man}, where the deb assets expect them.

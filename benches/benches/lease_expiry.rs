@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ldlm_engine::{Engine, Event, EventSink, LockRequest, TryLockOutcome};
-use ldlm_transport::driver::{Clock, spawn_timer_driver};
-use ldlm_transport::state_file::StateFile;
+use ldlm_service::driver::{Clock, spawn_timer_driver};
+use ldlm_state_file::StateFile;
 
 // The server's allocator: expiry frees memory for every hold, so the allocator is part of the cost.
 #[global_allocator]

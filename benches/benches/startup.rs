@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use ldlm_engine::{Engine, EngineConfig, LockKey, Tick};
-use ldlm_transport::state_file::{StateFile, format};
+use ldlm_state_file::{StateFile, format};
 
 fn main() {
     let n: usize = std::env::args()

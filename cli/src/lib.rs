@@ -1,13 +1,14 @@
-//! LDLM binaries (`ldlm-server`, `ldlm-lock`, `ldlm-bench`) and what they share.
+//! LDLM binaries (`ldlm-server`, `ldlm-lock`) and what they share.
 //!
 //! - [`config`]: the `ldlm-server` configuration (flags, `LDLM_*` environment variables and a
 //!   JSON/YAML config file, merged as default < file < environment < flag).
-//! - [`duration`]: Go-syntax durations (`300ms`, `1h30m`) as used by that configuration.
+//! - [`server`]: wiring the lock service and its transports together, and graceful shutdown.
+//! - [`admin`]: `ldlm-lock`, the admin tool on the IPC socket.
 
 pub mod admin;
-pub mod bench;
 pub mod config;
-pub mod duration;
 pub mod logging;
-pub mod metrics_http;
 pub mod server;
+
+/// Go-syntax durations (`300ms`, `1h30m`), as the configuration takes them.
+pub use ldlm_duration as duration;

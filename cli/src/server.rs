@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use ldlm_engine::{Engine, EngineConfig};
-use ldlm_transport::driver::{Clock, spawn_timer_driver};
-use ldlm_transport::password::Password;
-use ldlm_transport::state_file::StateFile;
-use ldlm_transport::tls::{self, TlsOptions};
+use ldlm_security::password::Password;
+use ldlm_security::tls::{self, TlsOptions};
+use ldlm_service::driver::{Clock, spawn_timer_driver};
+use ldlm_state_file::StateFile;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -190,7 +190,7 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
 
     let rest_for_driver = rest.as_ref().map(|(server, _)| Arc::clone(server));
     let driver = spawn_timer_driver(engine.clone(), clock, move |report| {
-        ldlm_transport::metrics::record_advance(&report);
+        ldlm_service::metrics::record_advance(&report);
         if report.locks_collected > 0 {
             info!(
                 num_locks = report.locks_collected,
@@ -265,7 +265,7 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
 
     if let Some(listener) = metrics_listener {
         let rest_server = rest.as_ref().map(|(server, _)| Arc::clone(server));
-        let serve = crate::metrics_http::serve(listener, engine.clone(), rest_server, stopped());
+        let serve = ldlm_metrics_http::serve(listener, engine.clone(), rest_server, stopped());
         tasks.push(tokio::spawn(async move {
             serve.await;
             Ok(())

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ldlm_engine::{Engine, EngineConfig, Grant, LockRequest, TryLockOutcome};
-use ldlm_transport::driver::Clock;
+use ldlm_service::driver::Clock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ldlm-lock");
 

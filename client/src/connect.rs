@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ldlm_transport::tls::TlsConnector;
+use ldlm_security::tls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
@@ -87,19 +87,19 @@ pub(crate) async fn channel(config: &ClientConfig) -> Result<Channel, Error> {
     }
 }
 
-/// Builds the shared TLS connector (`ldlm_transport::tls::TlsConnector`) for `address`.
+/// Builds the shared TLS connector (`ldlm_security::tls::TlsConnector`) for `address`.
 fn tls_connector(tls: &TlsConfig, address: &str) -> Result<TlsConnector, Error> {
     let client_cert = tls
         .client_cert
         .as_ref()
         .map(|(cert, key)| (cert.as_path(), key.as_path()));
-    let config = ldlm_transport::tls::client_config(
+    let config = ldlm_security::tls::client_config(
         tls.ca.as_deref(),
         client_cert,
         tls.skip_verify,
         &[b"h2"],
     )?;
-    let server_name = ldlm_transport::tls::server_name(address).ok_or_else(|| {
+    let server_name = ldlm_security::tls::server_name(address).ok_or_else(|| {
         Error::InvalidArgument(format!("{address:?} has no valid host name for TLS"))
     })?;
     Ok(TlsConnector::new(config, server_name, address))

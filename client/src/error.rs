@@ -154,7 +154,7 @@ pub enum Error {
     },
     /// The TLS configuration could not be built (unreadable or invalid certificate files).
     #[error("TLS configuration: {0}")]
-    Tls(#[from] ldlm_transport::tls::TlsError),
+    Tls(#[from] ldlm_security::tls::TlsError),
     /// An argument cannot be sent (a size or duration out of the wire's range, a password that
     /// is not valid gRPC metadata, a malformed address).
     #[error("invalid argument: {0}")]

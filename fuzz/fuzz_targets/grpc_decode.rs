@@ -29,7 +29,7 @@ use ldlm_proto::ldlm::{
     LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
     UnlockResponse,
 };
-use ldlm_transport::driver::Clock;
+use ldlm_service::driver::Clock;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use tonic::{Response, Status};

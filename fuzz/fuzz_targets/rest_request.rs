@@ -38,8 +38,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use ldlm_engine::{Engine, EngineConfig, Tick};
 use ldlm_rest::{RestOptions, RestServer};
-use ldlm_transport::driver::Clock;
-use ldlm_transport::password::Password;
+use ldlm_service::driver::Clock;
+use ldlm_security::password::Password;
 use libfuzzer_sys::fuzz_target;
 
 const PASSWORD: &str = "s3cret";

@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use ldlm_engine::{Engine, EngineConfig, LockRequest, Tick, TryLockOutcome};
-use ldlm_transport::state_file::format::{MAGIC, encode_floor, encode_grant};
-use ldlm_transport::state_file::load::parse;
+use ldlm_state_file::format::{MAGIC, encode_floor, encode_grant};
+use ldlm_state_file::load::parse;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -65,7 +65,7 @@ fn commands() -> Vec<Command> {
     }
     let lock =
         ldlm_cli::admin::command().mut_arg("socket", |arg| arg.value_hint(ValueHint::FilePath));
-    let bench = ldlm_cli::bench::Args::command();
+    let bench = ldlm_bench::Args::command();
     vec![server, lock, bench]
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
-use ldlm_transport::password::Password;
+use ldlm_security::password::Password;
 use tonic::Status;
 use tower::{Layer, Service};
 use tracing::warn;

@@ -34,7 +34,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ldlm_engine::{Engine, Owner};
-use ldlm_transport::driver::Clock;
+use ldlm_service::driver::Clock;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};

@@ -49,9 +49,9 @@ use std::time::Duration;
 
 use ldlm_engine::Engine;
 use ldlm_proto::ldlm::ldlm_server::LdlmServer;
-use ldlm_transport::driver::Clock;
-use ldlm_transport::password::Password;
-use ldlm_transport::state_file::Durability;
+use ldlm_security::password::Password;
+use ldlm_service::driver::Clock;
+use ldlm_state_file::Durability;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Server;
@@ -70,7 +70,7 @@ pub struct GrpcOptions {
     /// `--password`: when set, every call must carry metadata `authorization` equal to it.
     pub password: Option<Password>,
     /// TLS (and mTLS) configuration; `None` serves plaintext HTTP/2. It should advertise ALPN
-    /// `h2` (`ldlm_transport::tls::server_config(.., &[b"h2"])`).
+    /// `h2` (`ldlm_security::tls::server_config(.., &[b"h2"])`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// `--keepalive_interval`: the server pings a connection after this long without traffic.
     /// Zero disables the pings.
@@ -135,7 +135,7 @@ pub enum GrpcError {
 /// written is given back and the call fails with status `INTERNAL`.
 ///
 /// The engine's timers must be driven separately
-/// ([`spawn_timer_driver`](ldlm_transport::driver::spawn_timer_driver)).
+/// ([`spawn_timer_driver`](ldlm_service::driver::spawn_timer_driver)).
 pub async fn serve(
     engine: Engine,
     clock: Clock,
@@ -237,7 +237,7 @@ pub mod fuzzing {
 
     use ldlm_engine::{Engine, Owner};
     use ldlm_proto::ldlm::ldlm_server::Ldlm;
-    use ldlm_transport::driver::Clock;
+    use ldlm_service::driver::Clock;
 
     use crate::conn::SessionInfo;
     use crate::service::LdlmService;

@@ -34,9 +34,9 @@ use ldlm_proto::ldlm::{
     Error, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest,
     UnlockRequest, UnlockResponse,
 };
-use ldlm_transport::driver::Clock;
-use ldlm_transport::metrics::{self, Outcome, Rpc, Transport};
-use ldlm_transport::state_file::Durability;
+use ldlm_service::driver::Clock;
+use ldlm_service::metrics::{self, Outcome, Rpc, Transport};
+use ldlm_state_file::Durability;
 use tonic::{Extensions, Request, Response, Status};
 use tracing::{debug, warn};
 

@@ -488,7 +488,7 @@ async fn unicode_names_are_byte_exact() {
 /// With a state file, "locked" is answered only once the grant is on disk.
 #[tokio::test]
 async fn grants_are_durable_before_the_reply() {
-    use ldlm_transport::state_file::{StateFile, load::load};
+    use ldlm_state_file::{StateFile, load::load};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state");
     let (state, _) = StateFile::open(&path).expect("open");
@@ -518,7 +518,7 @@ async fn grants_are_durable_before_the_reply() {
 /// deadline passes while it waits for the writer, which was stopped).
 #[tokio::test]
 async fn a_grant_that_is_not_durable_is_given_back() {
-    use ldlm_transport::state_file::StateFile;
+    use ldlm_state_file::StateFile;
     let dir = tempfile::tempdir().expect("tempdir");
     let (state, _) = StateFile::open(&dir.path().join("state")).expect("open");
     let server = TestServer::with_state_file(&state).await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use ldlm_engine::EngineConfig;
 use ldlm_grpc::GrpcOptions;
-use ldlm_transport::password::Password;
+use ldlm_security::password::Password;
 
 const SLACK: Duration = Duration::from_secs(3);
 

@@ -10,8 +10,8 @@ use common::*;
 use ldlm_engine::EngineConfig;
 use ldlm_grpc::GrpcOptions;
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
-use ldlm_transport::password::Password;
-use ldlm_transport::tls::{TlsOptions, install_default_provider, server_config};
+use ldlm_security::password::Password;
+use ldlm_security::tls::{TlsOptions, install_default_provider, server_config};
 use prost::Message as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

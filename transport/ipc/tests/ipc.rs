@@ -10,7 +10,7 @@ use std::time::Duration;
 use ldlm_engine::{Engine, EngineConfig, Grant, LockOutcome, LockRequest, Owner, TryLockOutcome};
 use ldlm_ipc::protocol::{MAX_REQUEST_BYTES, encode_request};
 use ldlm_ipc::{IpcError, LockEntry, Request, Response, bind, request, serve};
-use ldlm_transport::driver::Clock;
+use ldlm_service::driver::Clock;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -21,7 +21,7 @@
 
 use std::time::Instant;
 
-use ldlm_transport::metrics::{self, Outcome, Rpc, Transport};
+use ldlm_service::metrics::{self, Outcome, Rpc, Transport};
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};

@@ -14,8 +14,8 @@ use ldlm_proto::ldlm::{
     ErrorCode, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest,
     UnlockRequest, UnlockResponse,
 };
-use ldlm_transport::driver::{Clock, spawn_timer_driver};
-use ldlm_transport::state_file::{Durability, StateFile};
+use ldlm_service::driver::{Clock, spawn_timer_driver};
+use ldlm_state_file::{Durability, StateFile};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

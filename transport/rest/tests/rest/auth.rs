@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{Method, StatusCode};
 use ldlm_rest::RestOptions;
-use ldlm_transport::password::Password;
+use ldlm_security::password::Password;
 
 use crate::harness::{Client, Reply, TestServer};
 

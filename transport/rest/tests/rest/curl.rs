@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ldlm_rest::RestOptions;
-use ldlm_transport::password::Password;
+use ldlm_security::password::Password;
 use serde_json::{Value, json};
 
 use crate::harness::TestServer;

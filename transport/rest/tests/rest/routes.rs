@@ -8,8 +8,8 @@ use ldlm_rest::RestOptions;
 use serde_json::json;
 
 use ldlm_engine::{Engine, EngineConfig};
-use ldlm_transport::driver::Clock;
-use ldlm_transport::state_file::StateFile;
+use ldlm_service::driver::Clock;
+use ldlm_state_file::StateFile;
 
 use crate::harness::{TestServer, assert_uuid_v4, chunked, fencing_token, full};
 
@@ -443,7 +443,7 @@ async fn locked_is_answered_once_the_grant_is_on_disk() {
     assert_eq!(last["locked"], true);
 
     // What the client was told is what the file holds (read without stopping the writer).
-    let loaded = ldlm_transport::state_file::load::load(&path).expect("load");
+    let loaded = ldlm_state_file::load::load(&path).expect("load");
     let held: Vec<_> = loaded
         .holds
         .iter()

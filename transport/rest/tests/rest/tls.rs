@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{Method, StatusCode};
 use ldlm_rest::RestOptions;
-use ldlm_transport::tls::{TlsOptions, client_config, server_config};
+use ldlm_security::tls::{TlsOptions, client_config, server_config};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -182,7 +182,7 @@ async fn curl_over_https() {
         String::from_utf8_lossy(&output.stderr)
     );
     let (body, status) = stdout.rsplit_once('\n').expect("status line");
-    // The server's ALPN preference (http/1.1 first, as ldlm-transport's REST config) decides.
+    // The server's ALPN preference (http/1.1 first, as the server's REST TLS config) decides.
     assert!(status == "201 1.1" || status == "201 2", "{status}");
     assert!(body.starts_with("{\"session_id\": \""), "{body}");
 }

@@ -1,9 +1,9 @@
-//! Client TLS for both drivers, built by `ldlm_transport::tls::client_config`.
+//! Client TLS for both drivers, built by `ldlm_security::tls::client_config`.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use ldlm_transport::tls::TlsConnector;
+use ldlm_security::tls::TlsConnector;
 use rustls::pki_types::ServerName;
 
 use super::args::TlsSettings;
@@ -17,7 +17,7 @@ pub(crate) fn client_config(
         .client_cert
         .as_ref()
         .map(|(cert, key)| (cert.as_path(), key.as_path()));
-    ldlm_transport::tls::client_config(
+    ldlm_security::tls::client_config(
         settings.ca_file.as_deref(),
         client_cert,
         settings.skip_verify,
@@ -28,7 +28,7 @@ pub(crate) fn client_config(
 
 /// The name the server's certificate must carry: the host part of `address`.
 pub(crate) fn server_name(address: &str) -> anyhow::Result<ServerName<'static>> {
-    ldlm_transport::tls::server_name(address)
+    ldlm_security::tls::server_name(address)
         .with_context(|| format!("{address:?} has no valid host name for TLS"))
 }
 

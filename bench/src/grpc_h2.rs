@@ -42,7 +42,7 @@ use super::args::{Plan, RefreshRpc};
 use super::client::{CallError, Grant, LockClient, Unlocked};
 use super::grpc::{error_chain, grant, lock_request, try_lock_request, unlocked};
 use super::tls;
-use ldlm_transport::tls::TlsConnector;
+use ldlm_security::tls::TlsConnector;
 
 /// How long connecting (TCP + TLS + HTTP/2 handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use ldlm_engine::{Engine, EngineConfig, LockKey, LockRequest, Tick, TryLockOutcome};
-use ldlm_transport::state_file::{LoadError, StateFile, format, load};
+use ldlm_state_file::{LoadError, StateFile, format, load};
 
 fn engine_with(file: &StateFile) -> Engine {
     let config = EngineConfig {
@@ -256,7 +256,7 @@ async fn an_unconfirmed_grant_is_given_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (file, _) = StateFile::open(&dir.path().join("state")).expect("open");
     let engine = engine_with(&file);
-    let clock = ldlm_transport::driver::Clock::new();
+    let clock = ldlm_service::driver::Clock::new();
     let durability = file.durability();
     let held = |name: &str| engine.list().iter().any(|h| &*h.name == name);
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Parser as _;
-use ldlm_cli::bench::{self, Args, Report};
+use ldlm_bench::{self as bench, Args, Report};
 use ldlm_cli::config::ServerConfig;
 use ldlm_cli::server::{self, Running};
 use ldlm_proto::ldlm::ldlm_server::{Ldlm, LdlmServer};

@@ -1,5 +1,5 @@
 //! `ldlm-bench`: load generator and correctness checker for LDLM servers. All logic lives in
-//! the library (`ldlm_cli::bench`).
+//! the library (`ldlm_bench`).
 
 // mimalloc: the client allocates per request (messages, keys); keep that cheap so the client is
 // not the bottleneck.
@@ -7,5 +7,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    ldlm_cli::bench::main()
+    ldlm_bench::main()
 }

@@ -1,5 +1,5 @@
 //! The `--metrics_listen_address` endpoint: `GET /metrics` in the Prometheus text format
-//! (see `ldlm_transport::metrics`), `GET /healthz` for plain HTTP probes. HTTP/1.1 on raw hyper.
+//! (see `ldlm_service::metrics`), `GET /healthz` for plain HTTP probes. HTTP/1.1 on raw hyper.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use ldlm_engine::Engine;
-use ldlm_transport::metrics::{self, Gauges};
+use ldlm_service::metrics::{self, Gauges};
 use tokio::net::TcpListener;
 use tracing::debug;
 

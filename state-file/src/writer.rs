@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use ldlm_engine::{Engine, Event, EventSink, Grant};
 
-use crate::driver::Clock;
+use ldlm_service::driver::Clock;
 use parking_lot::{Condvar, Mutex};
 use tracing::{error, info, warn};
 
-use super::format::{self, MAGIC};
-use super::load::{self, LoadError, Loaded};
+use crate::format::{self, MAGIC};
+use crate::load::{self, LoadError, Loaded};
 
 /// Compact when the log holds this many more records than twice the live holds (and nothing is
 /// waiting to be written; past 4 × (live + slack) records, compact regardless).
@@ -338,7 +338,7 @@ fn write_loop(inner: &Inner, mut file: File, mut live: u64) {
             };
             match written {
                 Ok(()) => {
-                    crate::metrics::record_commit(grants + releases, started.elapsed());
+                    ldlm_service::metrics::record_commit(grants + releases, started.elapsed());
                     inner.progress.send_modify(|p| p.0 = seq);
                 }
                 Err(e) => {

@@ -15,7 +15,7 @@ use hashbrown::HashMap;
 use ldlm_engine::{HoldRecord, LockKey};
 use smallvec::SmallVec;
 
-use super::format::{self, MAGIC, MAX_PAYLOAD, RECORD_HEADER, Record};
+use crate::format::{self, MAGIC, MAX_PAYLOAD, RECORD_HEADER, Record};
 
 /// What a state file holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

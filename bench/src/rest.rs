@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use super::args::{Plan, RefreshRpc};
 use super::client::{CallError, Grant, LockClient, LockError, Unlocked};
 use super::tls;
-use ldlm_transport::tls::TlsConnector;
+use ldlm_security::tls::TlsConnector;
 
 /// How long connecting and creating the session may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

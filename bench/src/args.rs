@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::duration::parse_go_duration;
+use ldlm_duration::parse_go_duration;
 
 /// How the bench talks to the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
