@@ -4,7 +4,7 @@
 # times out; the reproducer is left in fuzz/artifacts/<target>/.
 #
 #   fuzz/run-all.sh 20            # CI: 20 s per target
-#   fuzz/run-all.sh 600           # the 10-minute bar of issue 7
+#   fuzz/run-all.sh 600           # 10 minutes per target: the long run
 #   TARGETS="state_file ipc_frame" fuzz/run-all.sh 60
 #
 # Works on stable Rust: cargo-fuzz's nightly-only flags are allowed with RUSTC_BOOTSTRAP=1.

@@ -14,6 +14,7 @@ use ldlm_proto::ldlm::{
     LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
     UnlockResponse,
 };
+use ldlm_testkit::TestPki;
 use tonic::{Request, Response, Status};
 
 fn config() -> ServerConfig {
@@ -134,39 +135,17 @@ async fn fill_leaves_every_lock_held() {
     server.shutdown().await;
 }
 
-/// A CA and a server certificate for `localhost` signed by it, as PEM files in a temporary
-/// directory: `ca.pem`, `server.pem`, `server.key`.
-fn pki() -> tempfile::TempDir {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let write = |name: &str, pem: &str| std::fs::write(dir.path().join(name), pem).expect("write");
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-    write("ca.pem", &ca.self_signed(&ca_key).expect("CA").pem());
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().expect("key");
-    let server = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    write(
-        "server.pem",
-        &server.signed_by(&key, &issuer).expect("cert").pem(),
-    );
-    write("server.key", &key.serialize_pem());
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_over_grpc_with_both_clients_and_over_rest() {
-    let pki = pki();
+    let pki = TestPki::generate();
     let mut config = config();
-    config.tls_cert = Some(pki.path().join("server.pem"));
-    config.tls_key = Some(pki.path().join("server.key"));
+    config.tls_cert = Some(pki.server_cert());
+    config.tls_key = Some(pki.server_key());
     let server = start(&config).await;
     // The certificate names `localhost`: connect by that name.
     let grpc = format!("localhost:{}", server.grpc_addr.port());
     let rest = format!("localhost:{}", server.rest_addr.expect("REST").port());
-    let ca = pki.path().join("ca.pem");
+    let ca = pki.ca();
     let ca = ca.to_str().expect("UTF-8 path");
     for extra in [
         &["-t", "grpc"][..],

@@ -1,4 +1,4 @@
-//! Engine lock benchmarks: uncontended try_lock+unlock on existing names (DESIGN §7: ≥ 3M/s on
+//! Engine lock benchmarks: uncontended try_lock+unlock on existing names (target: ≥ 3M/s on
 //! one thread), new-name churn, two threads contending on one name, and blocking hand-off.
 
 use std::hint::black_box;

@@ -1,4 +1,4 @@
-//! Lease expiry lateness (DESIGN §7: 100k leases due at once, p99 ≤ 50 ms).
+//! Lease expiry lateness (target: 100k leases due at once, p99 ≤ 50 ms).
 //!
 //! The server's own expiry path with the real clock: the engine configured by
 //! `ldlm_cli::server::engine_config` from the server's defaults (so a big burst is shared among
@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ldlm_engine::{Engine, Event, EventSink, LockRequest, TryLockOutcome};
-use ldlm_service::driver::{Clock, spawn_timer_driver};
+use ldlm_service::Clock;
+use ldlm_service::driver::spawn_timer_driver;
 use ldlm_state_file::StateFile;
 
 // The server's allocator: expiry frees memory for every hold, so the allocator is part of the cost.

@@ -1,5 +1,6 @@
 //! `ldlm-lock`: the admin CLI that lists and unlocks the locks of a running server over its IPC
-//! socket (reference §8, DESIGN §4.6).
+//! socket, as go-ldlm's does, but over our own IPC protocol and with an `unlock` that works
+//! (go-ldlm's B3).
 //!
 //! ```text
 //! ldlm-lock [-s|--socket PATH] list [--json]

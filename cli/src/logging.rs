@@ -1,4 +1,4 @@
-//! Logs: JSON lines on stderr through `tracing`, at the configured level (reference §11).
+//! Logs: JSON lines on stderr through `tracing`, at the configured level, as go-ldlm logs.
 //! Per-request lines are emitted at debug level only: at info they would cost throughput.
 
 use tracing_subscriber::EnvFilter;

@@ -1,9 +1,10 @@
-//! `ldlm-server`: wires the configuration, the engine, its timer driver and the transports
-//! together, and shuts them down gracefully on SIGINT/SIGTERM.
+//! `ldlm-server`: wires the configuration, the lock service and the transports together, and
+//! shuts them down gracefully on SIGINT/SIGTERM.
 //!
-//! Shutdown order (DESIGN §4.4, go-ldlm's B2 fixed): the engine is marked shut down *first*, so
-//! connections that close afterwards do not release their owners' locks; then the listeners stop
-//! accepting and in-flight calls get a moment to finish.
+//! Shutdown order: the lock service is shut down *first*, so connections that close afterwards
+//! do not release their owners' locks (they stay held, and stay in the state file, for the
+//! restart: go-ldlm drops them, its B2); then the listeners stop accepting and in-flight calls
+//! get a moment to finish.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +13,11 @@ use anyhow::{Context, anyhow};
 use ldlm_engine::{Engine, EngineConfig};
 use ldlm_security::password::Password;
 use ldlm_security::tls::{self, TlsOptions};
-use ldlm_service::driver::{Clock, spawn_timer_driver};
+use ldlm_service::{Clock, LocalLockService, LocalOptions, LockService, TimerDriver};
 use ldlm_state_file::StateFile;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::ServerConfig;
 
@@ -52,16 +53,18 @@ pub struct Running {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The lock table (for in-process tests).
     pub engine: Engine,
+    /// The lock service every transport calls.
+    pub service: Arc<LocalLockService>,
     state_file: Option<Arc<StateFile>>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    driver: tokio::task::JoinHandle<()>,
+    timers: TimerDriver,
 }
 
 impl Running {
     /// Graceful shutdown: keep held locks, stop accepting, let in-flight calls finish briefly.
     pub async fn shutdown(self) {
-        self.engine.shutdown();
+        self.service.shutdown();
         let _ = self.stop.send(true);
         // One deadline for all listeners (they stop in parallel), not a grace period each.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -75,7 +78,7 @@ impl Running {
                 Err(_) => warn!("Listener did not stop within the grace period"),
             }
         }
-        self.driver.abort();
+        drop(self.timers);
         if let Some(file) = self.state_file {
             // Everything recorded so far is written and fsynced before the process exits.
             tokio::task::spawn_blocking(move || file.close()).await.ok();
@@ -92,29 +95,24 @@ async fn bind(address: &str, what: &str) -> anyhow::Result<TcpListener> {
 /// Starts everything the configuration asks for and returns once it is listening.
 pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
     let clock = Clock::new();
-    let state_file = match &config.state_file {
-        Some(path) => Some(StateFile::open(path)?),
-        None => None,
-    };
-    let engine = match &state_file {
-        Some((file, _)) => Engine::with_event_sink(engine_config(config), clock.now(), file.sink()),
-        None => Engine::new(engine_config(config), clock.now()),
-    }
-    .map_err(|e| anyhow!("{e}"))?;
-    if let (Some(path), Some((_, loaded))) = (&config.state_file, &state_file) {
-        engine
-            .restore(
-                &loaded.holds,
+    let (engine, state_file) = match &config.state_file {
+        Some(path) => {
+            let recovered = ldlm_state_file::recover(
+                path,
+                engine_config(config),
                 Some(config.default_lock_timeout),
-                loaded.fencing_floor,
                 clock.now(),
-            )
-            .map_err(|e| anyhow!("state file {}: {e}", path.display()))?;
-        for hold in &loaded.holds {
-            info!(lock = %hold.name, key = %hold.key, "Loaded lock");
+            )?;
+            for hold in &recovered.restored {
+                info!(lock = %hold.name, key = %hold.key, "Loaded lock");
+            }
+            (recovered.engine, Some(recovered.file))
         }
-    }
-    let state_file = state_file.map(|(file, _)| file);
+        None => (
+            Engine::new(engine_config(config), clock.now()).map_err(|e| anyhow!("{e}"))?,
+            None,
+        ),
+    };
 
     tls::install_default_provider();
     let tls_options = TlsOptions {
@@ -161,7 +159,7 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
 
     let (stop, stopped) = watch::channel(false);
     // Every listener stops when `Running::shutdown` flips `stop`, which it does only after
-    // `engine.shutdown()`: connections that close from then on keep their locks.
+    // the service's shutdown: connections that close from then on keep their locks.
     let stopped = move || {
         let mut stopped = stopped.clone();
         async move {
@@ -169,50 +167,28 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         }
     };
 
-    let durability = state_file.as_ref().map(|file| file.durability());
+    let service = LocalLockService::new(
+        engine.clone(),
+        clock,
+        LocalOptions {
+            // With a state file, "locked" is answered only once the grant is on disk.
+            commits: state_file.as_ref().map(|file| file.commits()),
+            session_timeout: config.rest_session_timeout,
+            max_sessions: config.max_rest_sessions,
+        },
+    );
+    let timers = service.start_timers();
     let rest = rest_listener.map(|listener| {
         let options = ldlm_rest::RestOptions {
             password: password.clone(),
             tls: rest_tls.clone(),
-            session_timeout: config.rest_session_timeout,
-            max_sessions: config.max_rest_sessions,
             max_body_bytes: config.max_request_bytes,
             max_connections: config.max_connections,
         };
-        let server = match durability.clone() {
-            Some(durability) => {
-                ldlm_rest::RestServer::with_durability(engine.clone(), clock, options, durability)
-            }
-            None => ldlm_rest::RestServer::new(engine.clone(), clock, options),
-        };
-        (server, listener)
-    });
-
-    let rest_for_driver = rest.as_ref().map(|(server, _)| Arc::clone(server));
-    let driver = spawn_timer_driver(engine.clone(), clock, move |report| {
-        ldlm_service::metrics::record_advance(&report);
-        if report.locks_collected > 0 {
-            info!(
-                num_locks = report.locks_collected,
-                "Lock garbage collection cleared {} locks", report.locks_collected
-            );
-        }
-        if report.leases_expired > 0 || report.waits_timed_out > 0 {
-            debug!(
-                leases = report.leases_expired,
-                waits = report.waits_timed_out,
-                "Timers fired"
-            );
-        }
-        if !report.sessions_expired.is_empty() {
-            debug!(
-                sessions = report.sessions_expired.len(),
-                "REST session timeout"
-            );
-            if let Some(rest) = &rest_for_driver {
-                rest.forget_sessions(&report.sessions_expired);
-            }
-        }
+        (
+            ldlm_rest::RestServer::new(service.clone(), options),
+            listener,
+        )
     });
 
     if grpc_tls.is_some() {
@@ -224,8 +200,7 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
     let mut tasks = Vec::new();
     if let Some((listener, path)) = ipc {
         let serve = ldlm_ipc::server::serve_with(
-            engine.clone(),
-            clock,
+            service.clone(),
             listener,
             path,
             ldlm_ipc::server::ServeOptions {
@@ -246,26 +221,17 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         max_connections: config.max_connections,
         max_message_bytes: config.grpc_max_message_bytes,
     };
-    let grpc_engine = engine.clone();
+    let grpc_service = service.clone();
     let grpc_stopped = stopped();
     tasks.push(tokio::spawn(async move {
-        // With a state file, "locked" is answered only once the grant is on disk.
-        let served = ldlm_grpc::serve(
-            grpc_engine,
-            clock,
-            grpc_listener,
-            grpc_options,
-            durability,
-            grpc_stopped,
-        )
-        .await;
+        let served =
+            ldlm_grpc::serve(grpc_service, grpc_listener, grpc_options, grpc_stopped).await;
         served.map_err(|e| anyhow!("gRPC server: {e}"))
     }));
     warn!("gRPC server started. Listening on {grpc_addr}");
 
     if let Some(listener) = metrics_listener {
-        let rest_server = rest.as_ref().map(|(server, _)| Arc::clone(server));
-        let serve = ldlm_metrics_http::serve(listener, engine.clone(), rest_server, stopped());
+        let serve = ldlm_metrics_http::serve(listener, service.clone(), stopped());
         tasks.push(tokio::spawn(async move {
             serve.await;
             Ok(())
@@ -290,10 +256,11 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         rest_addr,
         metrics_addr,
         engine,
+        service,
         state_file,
         stop,
         tasks,
-        driver,
+        timers,
     })
 }
 

@@ -1,4 +1,4 @@
-//! Chaos (issue 7, DESIGN §8): many clients over gRPC and REST take, refresh and release
+//! Chaos: many clients over gRPC and REST take, refresh and release
 //! size-1 locks with random wait and lease timeouts; some drop their connections abruptly; the
 //! server is killed with SIGKILL and restarted on its state file several times. A checker that
 //! knows only what clients observed fails the test on any mutual-exclusion violation, any lost

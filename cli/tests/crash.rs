@@ -1,4 +1,4 @@
-//! Crash safety (DESIGN §8): the server is killed with SIGKILL, repeatedly, while clients are
+//! Crash safety: the server is killed with SIGKILL, repeatedly, while clients are
 //! acquiring locks. After every restart each acknowledged grant that was not released is held
 //! again — under the very key the client was given — and fencing tokens only grow.
 

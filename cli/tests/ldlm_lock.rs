@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ldlm_engine::{Engine, EngineConfig, Grant, LockRequest, TryLockOutcome};
-use ldlm_service::driver::Clock;
+use ldlm_service::Clock;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ldlm-lock");
 
@@ -34,9 +34,13 @@ impl Server {
         let task = {
             let _guard = runtime.enter();
             let listener = ldlm_ipc::bind(&path).expect("bind");
-            runtime.spawn(ldlm_ipc::serve(
+            let service = ldlm_service::LocalLockService::new(
                 engine.clone(),
                 clock,
+                ldlm_service::LocalOptions::default(),
+            );
+            runtime.spawn(ldlm_ipc::serve(
+                service,
                 listener,
                 path.clone(),
                 async move {

@@ -11,6 +11,7 @@ use ldlm_cli::server::{self, Running};
 use ldlm_client::{
     Client, ClientConfig, Error, LockErrorCode, LockGuard, LockOptions, LostReason, TlsConfig,
 };
+use ldlm_testkit::TestPki;
 use tokio::time::{Instant, sleep, timeout};
 
 fn config() -> ServerConfig {
@@ -353,43 +354,17 @@ async fn dropping_the_guard_releases_the_lock() {
 
 #[tokio::test]
 async fn mutual_tls() {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "client test CA");
-    std::fs::write(path("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    for (name, sans, usage) in [
-        (
-            "server",
-            vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ),
-        ("client", vec![], ExtendedKeyUsagePurpose::ClientAuth),
-    ] {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        std::fs::write(path(&format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(path(&format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-
+    // The client dials the server's address, 127.0.0.1, and expects the certificate to name
+    // it: the kit's server certificate does.
+    let pki = TestPki::generate();
     let mut config = config();
-    config.tls_cert = Some(path("server.pem"));
-    config.tls_key = Some(path("server.key"));
-    config.client_ca = Some(path("ca.pem"));
+    config.tls_cert = Some(pki.server_cert());
+    config.tls_key = Some(pki.server_key());
+    config.client_ca = Some(pki.ca());
     let server = start(&config).await;
     let tls = TlsConfig {
-        ca: Some(path("ca.pem")),
-        client_cert: Some((path("client.pem"), path("client.key"))),
+        ca: Some(pki.ca()),
+        client_cert: Some((pki.client_cert(), pki.client_key())),
         skip_verify: false,
     };
     let client = Client::connect(ClientConfig {
@@ -428,7 +403,7 @@ async fn mutual_tls() {
     // Unreadable CA file: a TLS configuration error naming the file.
     let bad = Client::connect(ClientConfig {
         tls: Some(TlsConfig {
-            ca: Some(path("missing.pem")),
+            ca: Some(pki.path("missing.pem")),
             ..tls
         }),
         ..ClientConfig::new(server.grpc_addr.to_string())

@@ -8,7 +8,7 @@ use std::time::Duration;
 pub struct EngineConfig {
     /// Number of shards of the lock table: a power of two in `1..=65536` (`--shards`).
     pub shards: usize,
-    /// Longest accepted lock name in bytes (`--max_name_bytes`, DESIGN §4.12).
+    /// Longest accepted lock name in bytes (`--max_name_bytes`); longer names are refused.
     pub max_name_bytes: usize,
     /// Most clients that may wait for one lock at once; more get `TooManyWaiters`.
     pub max_waiters_per_lock: usize,

@@ -195,7 +195,8 @@ impl Engine {
     }
 
     fn validate(&self, request: &LockRequest<'_>, blocking: bool) -> Result<Want, LockError> {
-        // go-ldlm's order (reference §2.5): lock timeout, wait timeout, name, size.
+        // go-ldlm's order, so a request with several faults gets go-ldlm's error: lock
+        // timeout, wait timeout, name, size.
         let lease = match request.lock_timeout_seconds {
             Some(secs) if secs < 0 => return Err(LockError::InvalidLockTimeout),
             Some(secs) if secs > 0 => Some(secs as u32),
@@ -292,7 +293,7 @@ impl Engine {
     }
 
     /// Refresh (a.k.a. Renew): the hold's lease becomes `lock_timeout_seconds` from `now`. A hold
-    /// without a lease gets one (DESIGN §4.11).
+    /// without a lease gets one (go-ldlm refuses with an error).
     pub fn refresh(
         &self,
         name: &str,
@@ -457,14 +458,15 @@ impl Engine {
         self.inner.tokens.load(Ordering::Acquire).saturating_sub(1)
     }
 
-    /// Fills an empty engine with stored holds, each with a lease of `lease` from `now` (`None`:
-    /// no lease), owned by [`OwnerId::RESTORED`]. Fencing tokens continue above both
-    /// `fencing_floor` and every stored token. All records are checked first: on any conflict
-    /// nothing is restored.
+    /// Fills an empty engine with stored holds, owned by [`OwnerId::RESTORED`]. A hold stored
+    /// with a lease gets a fresh lease of its own length from `now` (so it never ends earlier
+    /// than its holder was promised); one stored without gets `default_lease` from `now`
+    /// (`None`: no lease). Fencing tokens continue above both `fencing_floor` and every stored
+    /// token. All records are checked first: on any conflict nothing is restored.
     pub fn restore(
         &self,
         records: &[HoldRecord],
-        lease: Option<Duration>,
+        default_lease: Option<Duration>,
         fencing_floor: u64,
         now: Tick,
     ) -> Result<usize, RestoreError> {
@@ -536,35 +538,45 @@ impl Engine {
         for (shard, count) in self.inner.shards.iter().zip(per_shard) {
             shard.lock().reserve(count);
         }
+        // Leases are whole seconds; a default of a fraction of a second rounds up (never ends
+        // a hold early), and an absurd one is clamped to u32 seconds (136 years).
+        let default_secs = default_lease.map_or(0, |lease| {
+            u32::try_from(lease.as_millis().div_ceil(1000)).unwrap_or(u32::MAX)
+        });
+        let mut earliest: Option<u32> = None;
         for (record, &hash) in records.iter().zip(&hashes) {
             let shard = self.inner.shard(hash);
+            let lease_secs = record.lease_seconds.unwrap_or(default_secs);
+            if lease_secs > 0 {
+                earliest = Some(earliest.map_or(lease_secs, |e| e.min(lease_secs)));
+            }
             self.inner.shards[shard].lock().restore_hold(
                 hash,
                 &record.name,
                 record.size,
                 record.key,
                 record.fencing_token,
-                lease,
+                lease_secs,
                 now,
             );
         }
         self.inner
             .tokens
             .fetch_max(max_token.saturating_add(1), Ordering::AcqRel);
-        if let Some(lease) = lease {
-            self.inner.alarm.arm(now.after(lease));
+        if let Some(secs) = earliest {
+            self.inner.alarm.arm(now.after_secs(secs));
         }
         Ok(records.len())
     }
 
     /// True once [`Engine::shutdown`] was called. Transports check it before releasing the
-    /// owner of a closing connection, so a graceful shutdown keeps held locks (DESIGN §4.4).
+    /// owner of a closing connection, so a graceful shutdown keeps held locks (go-ldlm's B2).
     pub fn is_shut_down(&self) -> bool {
         self.inner.shut_down.load(Ordering::Acquire)
     }
 
     /// Stops granting: new Lock/TryLock calls fail with `Shutdown` and every waiter is told so.
-    /// Holds stay (and stay in the state file: DESIGN §4.4).
+    /// Holds stay (and stay in the state file, so a restart brings them back).
     pub fn shutdown(&self) {
         self.inner.shut_down.store(true, Ordering::Release);
         for shard in self.inner.shards.iter() {

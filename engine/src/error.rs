@@ -1,6 +1,6 @@
 //! The engine's errors: a closed enum, one variant per distinct failure, each mapped to the proto
 //! `ErrorCode` go-ldlm reports for it and carrying go-ldlm's exact message text where go-ldlm has
-//! one (reference §2.3).
+//! one, so clients that match on it see no difference.
 
 use std::fmt;
 
@@ -52,7 +52,8 @@ pub enum LockError {
     /// `timeout waiting to acquire lock`.
     LockWaitTimeout,
     /// `lock does not exist or invalid key` (Refresh of an unknown name or key). go-ldlm sends
-    /// code `Unknown` here (its bug B6); we send `LockDoesNotExistOrInvalidKey` (DESIGN §4.1).
+    /// code `Unknown` here (its bug B6); we send `LockDoesNotExistOrInvalidKey`, the code its
+    /// message names.
     LockDoesNotExistOrInvalidKey,
     /// `lock size mismatch`.
     LockSizeMismatch,
@@ -60,7 +61,7 @@ pub enum LockError {
     InvalidLockSize,
     /// `lock name cannot be empty`.
     EmptyName,
-    /// The name is longer than the configured limit (DESIGN §4.12).
+    /// The name is longer than the configured limit (`--max_name_bytes`; go-ldlm has none).
     NameTooLong {
         /// The limit in bytes.
         limit: usize,

@@ -9,7 +9,7 @@
 //! neither tokio nor the wire protocol: waiting goes through runtime-agnostic flume channels
 //! ([`Pending`]), and errors map one-to-one onto the proto's `ErrorCode` ([`LockError::code`]).
 //!
-//! ## Semantics (go-ldlm's, with the fixes of DESIGN §4)
+//! ## Semantics (go-ldlm's, with the fixes listed in `docs/go-ldlm-differences.md`)
 //!
 //! - A lock has a `size` (a counting semaphore) fixed by the request that creates it; any other
 //!   size is `LockSizeMismatch` until the idle lock is garbage-collected.

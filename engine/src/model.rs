@@ -3,8 +3,8 @@
 //!
 //! The model is deliberately naive: one `BTreeMap` of locks, linear scans, a global event loop
 //! that fires the earliest lease / wait / GC deadline first. It is written from go-ldlm's
-//! specification (reference §2–§3, §7) plus DESIGN §4, not from the engine's code. The property
-//! tests and the `engine_ops` fuzz target both drive [`check`].
+//! behaviour plus our deliberate differences (`docs/go-ldlm-differences.md`), not from the
+//! engine's code. The property tests and the `engine_ops` fuzz target both drive [`check`].
 //!
 //! # Time in the checker
 //!

@@ -102,6 +102,8 @@ struct Hold {
     owner: OwnerId,
     token: u64,
     lease: Option<TimerId>,
+    /// The lease length in seconds, 0 without a lease (fits in the padding after `lease`).
+    lease_secs: u32,
 }
 
 #[derive(Debug)]
@@ -445,10 +447,22 @@ impl Shard {
         entry.state.last_used = now;
         let when = now.after_secs(secs);
         ctx.alarm.arm(when);
+        let mut durable_seq = 0;
+        if hold.lease_secs != secs {
+            hold.lease_secs = secs;
+            if let Some(sink) = ctx.events {
+                durable_seq = sink.record(Event::LeaseChanged {
+                    name: &entry.name,
+                    key: hold.key,
+                    lease_seconds: secs,
+                });
+            }
+        }
         match hold.lease {
             Some(timer) if wheel.reschedule(timer, when.as_millis()) => {}
             _ => {
-                // No lease yet (DESIGN §4.11: refresh adds one).
+                // No lease yet: refresh gives it one (go-ldlm refuses with an error, leaving
+                // a holder no way to bound a hold it took without a lease).
                 hold.lease = Some(wheel.insert(
                     when.as_millis(),
                     Timer::Lease {
@@ -463,7 +477,7 @@ impl Shard {
             key: hold.key,
             fencing_token: hold.token,
             lease_deadline: Some(when),
-            durable_seq: 0,
+            durable_seq,
         })
     }
 
@@ -691,7 +705,8 @@ impl Shard {
         }
     }
 
-    /// Puts back a stored hold (validated by the caller) with the given lease.
+    /// Puts back a stored hold (validated by the caller) with a lease of `lease_secs` from
+    /// now (0: none).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn restore_hold(
         &mut self,
@@ -700,7 +715,7 @@ impl Shard {
         size: u32,
         key: LockKey,
         token: u64,
-        lease: Option<Duration>,
+        lease_secs: u32,
         now: Tick,
     ) {
         let now = self.observe(now);
@@ -712,9 +727,9 @@ impl Shard {
         } = self;
         let entry =
             Self::find_or_create(locks, hash, name, size, now).expect("sizes validated by restore");
-        let lease = lease.map(|d| {
+        let lease = (lease_secs > 0).then(|| {
             wheel.insert(
-                now.after(d).as_millis(),
+                now.after_secs(lease_secs).as_millis(),
                 Timer::Lease {
                     name: entry.name.clone(),
                     hash,
@@ -727,6 +742,7 @@ impl Shard {
             owner: OwnerId::RESTORED,
             token,
             lease,
+            lease_secs,
         });
         counts.holds += 1;
     }
@@ -785,6 +801,7 @@ fn grant(
     let key = LockKey::generate();
     // Tokens are taken under the shard mutex, so for any one name they strictly increase.
     let token = ctx.tokens.fetch_add(1, Ordering::Relaxed);
+    let lease_secs = lease;
     let lease = lease.map(|secs| {
         let when = now.after_secs(secs);
         ctx.alarm.arm(when);
@@ -803,6 +820,7 @@ fn grant(
         owner,
         token,
         lease: lease.map(|(_, timer)| timer),
+        lease_secs: lease_secs.unwrap_or(0),
     });
     counts.holds += 1;
     owners
@@ -817,6 +835,7 @@ fn grant(
             size: entry.state.size,
             owner,
             fencing_token: token,
+            lease_seconds: lease_secs,
         })
     });
     Grant {

@@ -158,12 +158,13 @@ pub struct LockRequest<'a> {
 pub struct Grant {
     /// The key that unlocks or refreshes this hold.
     pub key: LockKey,
-    /// Strictly greater than every token granted before for any name (DESIGN §3).
+    /// Strictly greater than every token granted before for any name, across restarts too.
     pub fencing_token: u64,
     /// When the lease ends unless refreshed; `None` without a lease.
     pub lease_deadline: Option<Tick>,
-    /// The event sink's sequence number for this grant (0 without a sink): a durable store
-    /// tells the client "locked" only once this sequence number is on disk.
+    /// The event sink's sequence number for this grant (0 without a sink, and for a refresh
+    /// that did not change the lease length): a durable store tells the client "locked" only
+    /// once this sequence number is on disk.
     pub durable_seq: u64,
 }
 
@@ -204,6 +205,9 @@ pub struct HoldRecord {
     pub size: u32,
     /// The grant's fencing token.
     pub fencing_token: u64,
+    /// Its lease length in whole seconds (`None`: no lease). A restore gives it a fresh lease
+    /// of this length, counted from the restore.
+    pub lease_seconds: Option<u32>,
 }
 
 /// A change to the set of holds, reported to an [`EventSink`] in the order it happened for each
@@ -222,6 +226,19 @@ pub enum Event<'a> {
         owner: OwnerId,
         /// The grant's fencing token.
         fencing_token: u64,
+        /// The lease length in whole seconds (`None`: no lease), so a replica or a restart
+        /// can give the hold the lease its holder was promised.
+        lease_seconds: Option<u32>,
+    },
+    /// A refresh changed a hold's lease length (a refresh that keeps the length is not
+    /// reported: the length is all a restart needs, not the deadline).
+    LeaseChanged {
+        /// Lock name.
+        name: &'a str,
+        /// The hold's key.
+        key: LockKey,
+        /// The new lease length in whole seconds.
+        lease_seconds: u32,
     },
     /// A hold ended: unlocked, expired, released with its owner, or handed back.
     Released {
@@ -235,7 +252,8 @@ pub enum Event<'a> {
 /// Receives every change to the set of holds, e.g. to persist it.
 ///
 /// `record` is called while the engine holds a shard mutex: it must be quick and must not call
-/// back into the engine. It returns a sequence number that ends up in [`Grant::durable_seq`].
+/// back into the engine. It returns a sequence number that ends up in [`Grant::durable_seq`]
+/// (for a grant, and for a refresh that changed the lease length).
 pub trait EventSink: Send + Sync {
     /// Records one event and returns its sequence number.
     fn record(&self, event: Event<'_>) -> u64;

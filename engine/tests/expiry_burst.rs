@@ -1,4 +1,4 @@
-//! A burst of timers falling due together (DESIGN §7: 100k leases due at once) is finished on
+//! A burst of timers falling due together (the target load: 100k leases due at once) is finished on
 //! `advance_threads` threads: the outcome must be the same as on one thread — every lease
 //! ends, every waiter behind one is handed the lock with a larger fencing token, and each
 //! name's events keep their order.
@@ -54,6 +54,7 @@ impl EventSink for Recorder {
                 ..
             } => (name.to_owned(), "granted", fencing_token, thread),
             Event::Released { name, .. } => (name.to_owned(), "released", 0, thread),
+            Event::LeaseChanged { name, .. } => (name.to_owned(), "lease changed", 0, thread),
         };
         let released = entry.1 == "released";
         self.events.lock().unwrap().push(entry);

@@ -1,4 +1,4 @@
-//! Memory bar (DESIGN §7): one million held locks fit in 300 MB of resident memory.
+//! Memory target: one million held locks fit in 300 MB of resident memory.
 //! This file holds a single test so no other test shares its process while it measures.
 
 use ldlm_engine::{Engine, EngineConfig, LockRequest, Tick, TryLockOutcome};

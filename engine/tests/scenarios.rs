@@ -1,4 +1,4 @@
-//! go-ldlm's own test scenarios (reference §14: `lock/`, `lock/manager`, `server/`) that belong
+//! go-ldlm's own test scenarios (its packages `lock/`, `lock/manager`, `server/`) that belong
 //! to the engine, replayed on virtual time. Each test names the upstream test it mirrors.
 
 use std::time::Duration;
@@ -189,7 +189,7 @@ fn size_mismatch_and_invalid_size() {
     assert_eq!(engine.stats().locks, 1, "invalid requests create nothing");
 }
 
-/// TestLockEmptyName, negative timeouts (validation order of reference §2.5), name limit.
+/// TestLockEmptyName, negative timeouts (checked in go-ldlm's order), name limit.
 #[test]
 fn validation() {
     let engine = engine();
@@ -351,7 +351,7 @@ fn refresh_keeps_a_lease_alive() {
     );
 }
 
-/// DESIGN §4.11: refreshing a hold without a lease gives it one.
+/// Refreshing a hold without a lease gives it one (go-ldlm refuses with an error).
 #[test]
 fn refresh_adds_a_lease() {
     let engine = engine();
@@ -530,7 +530,7 @@ fn gc_collects_idle_unheld_locks() {
 }
 
 /// TestShutdown_ManagerLock / _ManagerTryLock: after shutdown, Lock/TryLock fail; waiters are
-/// told; holds stay (DESIGN §4.4).
+/// told; holds stay (so the state file keeps them for a restart).
 #[test]
 fn shutdown() {
     let engine = engine();
@@ -637,6 +637,112 @@ fn sessions_expire_when_idle() {
 
 /// Restore: holds come back with the given lease under the restored owner, tokens continue
 /// above every stored one, and conflicts are errors that restore nothing.
+/// A hold restored with its own lease length gets a fresh lease of that length from the
+/// restore, not the default (a 30 s lease must not end 2 s after a restart); holds stored
+/// without a lease get the default.
+#[test]
+fn restore_gives_each_hold_its_own_lease_length() {
+    use ldlm_engine::HoldRecord;
+    let engine = engine();
+    let hold = |name: &str, lease_seconds| HoldRecord {
+        name: name.into(),
+        key: LockKey::generate(),
+        size: 1,
+        fencing_token: 1,
+        lease_seconds,
+    };
+    let records = [
+        hold("long", Some(30)),
+        hold("short", Some(1)),
+        hold("none", None),
+    ];
+    assert_eq!(
+        engine.restore(&records, Some(Duration::from_secs(2)), 0, at(10)),
+        Ok(3)
+    );
+    let deadline = |name: &str| {
+        engine
+            .list()
+            .into_iter()
+            .find(|h| &*h.name == name)
+            .and_then(|h| h.lease_deadline)
+    };
+    assert_eq!(deadline("long"), Some(at(40)));
+    assert_eq!(deadline("short"), Some(at(11)));
+    assert_eq!(
+        deadline("none"),
+        Some(at(12)),
+        "the default for a hold without a lease"
+    );
+    assert_eq!(engine.advance(at(12)).leases_expired, 2);
+    assert_eq!(
+        deadline("long"),
+        Some(at(40)),
+        "still held after the default passed"
+    );
+    assert_eq!(engine.advance(at(40)).leases_expired, 1);
+}
+
+/// A refresh that changes the lease length is reported to the event sink (a restart needs the
+/// length); one that keeps it is not.
+#[test]
+fn a_refresh_reports_a_changed_lease_length() {
+    use ldlm_engine::{Event, EventSink};
+    use std::sync::{Arc, Mutex};
+    #[derive(Default)]
+    struct Lengths(Mutex<Vec<(String, Option<u32>)>>);
+    impl EventSink for Lengths {
+        fn record(&self, event: Event<'_>) -> u64 {
+            let mut seen = self.0.lock().unwrap();
+            match event {
+                Event::Granted {
+                    name,
+                    lease_seconds,
+                    ..
+                } => seen.push((format!("grant {name}"), lease_seconds)),
+                Event::LeaseChanged {
+                    name,
+                    lease_seconds,
+                    ..
+                } => seen.push((format!("lease {name}"), Some(lease_seconds))),
+                Event::Released { name, .. } => seen.push((format!("release {name}"), None)),
+            }
+            seen.len() as u64
+        }
+    }
+    let sink = Arc::new(Lengths::default());
+    let engine =
+        Engine::with_event_sink(EngineConfig::default(), at(0), sink.clone()).expect("config");
+    let owner = engine.new_owner();
+    let leased = LockRequest {
+        name: "x",
+        lock_timeout_seconds: Some(5),
+        ..LockRequest::default()
+    };
+    let grant = acquire(&engine, &owner, &leased, at(0));
+    let key = grant.key.to_string();
+    let same = engine.refresh("x", &key, 5, at(1)).expect("refresh");
+    assert_eq!(same.durable_seq, 0, "same length: nothing to make durable");
+    let longer = engine.refresh("x", &key, 30, at(2)).expect("refresh");
+    assert!(
+        longer.durable_seq > 0,
+        "a new length is an event to make durable"
+    );
+    let untimed = acquire(&engine, &owner, &req("y"), at(3));
+    engine
+        .refresh("y", &untimed.key.to_string(), 7, at(3))
+        .expect("refresh gives a lease");
+    assert_eq!(
+        *sink.0.lock().unwrap(),
+        vec![
+            ("grant x".to_owned(), Some(5)),
+            ("lease x".to_owned(), Some(30)),
+            ("grant y".to_owned(), None),
+            ("lease y".to_owned(), Some(7)),
+        ]
+    );
+}
+
 #[test]
 fn restore() {
     use ldlm_engine::{HoldRecord, RestoreError};
@@ -647,6 +753,7 @@ fn restore() {
         key,
         size,
         fencing_token: token,
+        lease_seconds: None,
     };
     let conflict = [
         record("c", 1, key, 5),

@@ -29,7 +29,7 @@ use ldlm_proto::ldlm::{
     LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest, UnlockRequest,
     UnlockResponse,
 };
-use ldlm_service::driver::Clock;
+use ldlm_service::{Clock, LocalLockService, LocalOptions};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use tonic::{Response, Status};
@@ -39,7 +39,7 @@ type Call<'a, T> = Pin<Box<dyn Future<Output = Result<Response<T>, Status>> + Se
 struct Run<'a> {
     engine: Engine,
     clock: Clock,
-    harness: &'a Harness,
+    harness: &'a Harness<LocalLockService>,
     owners: [Owner; 2],
     /// Every (name, key) granted so far.
     grants: Vec<(String, String)>,
@@ -121,7 +121,7 @@ impl<'a> Run<'a> {
                 let mut call = self
                     .harness
                     .service()
-                    .lock(Harness::request(owner, request));
+                    .lock(Harness::<LocalLockService>::request(owner, request));
                 match poll(&mut call) {
                     Poll::Ready(Ok(response)) => {
                         self.check_lock_response("Lock", &name, response.into_inner())
@@ -138,7 +138,7 @@ impl<'a> Run<'a> {
                 let call = self
                     .harness
                     .service()
-                    .try_lock(Harness::request(owner, request));
+                    .try_lock(Harness::<LocalLockService>::request(owner, request));
                 let response = ready(call);
                 self.check_lock_response("TryLock", &name, response);
             }
@@ -151,7 +151,7 @@ impl<'a> Run<'a> {
                 let call = self
                     .harness
                     .service()
-                    .unlock(Harness::request(owner, request));
+                    .unlock(Harness::<LocalLockService>::request(owner, request));
                 let response: UnlockResponse = ready(call);
                 assert_eq!(response.name, name);
                 assert_eq!(response.unlocked, response.error.is_none(), "{response:?}");
@@ -165,7 +165,7 @@ impl<'a> Run<'a> {
                 let call = self
                     .harness
                     .service()
-                    .refresh_lock(Harness::request(owner, request));
+                    .refresh_lock(Harness::<LocalLockService>::request(owner, request));
                 self.refresh_response("RefreshLock", &name, &key, ready(call));
             }
             4 => {
@@ -177,7 +177,7 @@ impl<'a> Run<'a> {
                 let call = self
                     .harness
                     .service()
-                    .renew(Harness::request(owner, request));
+                    .renew(Harness::<LocalLockService>::request(owner, request));
                 self.refresh_response("Renew", &name, &key, ready(call));
             }
             _ => {
@@ -230,7 +230,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let engine = Engine::new(config, Tick::ZERO).expect("engine");
     let clock = Clock::new();
-    let harness = Harness::new(engine.clone(), clock);
+    let service = LocalLockService::new(engine.clone(), clock, LocalOptions::default());
+    let harness = Harness::new(service);
     let owners = [engine.new_owner(), engine.new_owner()];
     let mut run = Run {
         engine,

@@ -38,7 +38,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use ldlm_engine::{Engine, EngineConfig, Tick};
 use ldlm_rest::{RestOptions, RestServer};
-use ldlm_service::driver::Clock;
+use ldlm_service::{Clock, LocalLockService, LocalOptions, LockService};
 use ldlm_security::password::Password;
 use libfuzzer_sys::fuzz_target;
 
@@ -89,7 +89,8 @@ impl Body for Chunks {
 }
 
 struct Run {
-    server: Arc<RestServer>,
+    server: Arc<RestServer<LocalLockService>>,
+    service: Arc<LocalLockService>,
     engine: Engine,
     password: bool,
     sessions: Vec<String>,
@@ -329,7 +330,7 @@ impl Run {
                 hold.name
             );
         }
-        assert!(self.server.session_count() <= MAX_SESSIONS);
+        assert!(self.service.stats().sessions <= MAX_SESSIONS);
     }
 }
 
@@ -346,13 +347,18 @@ fuzz_target!(|data: &[u8]| {
     let engine = Engine::new(config, Tick::ZERO).expect("engine");
     let options = RestOptions {
         password: password.then(|| Password::new(PASSWORD)),
-        max_sessions: MAX_SESSIONS,
         max_body_bytes: MAX_BODY,
         ..RestOptions::default()
     };
-    let server = RestServer::new(engine.clone(), Clock::new(), options);
+    let local = LocalOptions {
+        max_sessions: MAX_SESSIONS,
+        ..LocalOptions::default()
+    };
+    let service = LocalLockService::new(engine.clone(), Clock::new(), local);
+    let server = RestServer::new(service.clone(), options);
     let mut run = Run {
         server,
+        service,
         engine,
         password,
         sessions: Vec::new(),

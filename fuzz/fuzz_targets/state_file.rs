@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use ldlm_engine::{Engine, EngineConfig, LockRequest, Tick, TryLockOutcome};
-use ldlm_state_file::format::{MAGIC, encode_floor, encode_grant};
 use ldlm_state_file::load::parse;
 use libfuzzer_sys::fuzz_target;
 
@@ -33,8 +32,8 @@ fuzz_target!(|data: &[u8]| {
 
     // The table is consistent: one size per name, holders within it, keys distinct.
     let mut per_name: HashMap<&str, (u32, HashSet<u128>)> = HashMap::new();
-    let mut max_token = loaded.fencing_floor;
-    for hold in &loaded.holds {
+    let mut max_token = loaded.fencing_floor();
+    for hold in &loaded.holds() {
         assert!(hold.size > 0, "hold of {:?} with size 0", hold.name);
         let (size, keys) = per_name
             .entry(&hold.name)
@@ -54,20 +53,15 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Written back (as compaction does) and read again: the same table.
-    let mut rewritten = MAGIC.to_vec();
-    encode_floor(&mut rewritten, loaded.fencing_floor);
-    for hold in &loaded.holds {
-        encode_grant(
-            &mut rewritten,
-            &hold.name,
-            hold.key,
-            hold.size,
-            hold.fencing_token,
-        );
-    }
+    let mut rewritten = Vec::new();
+    loaded.table.encode_snapshot(&mut rewritten);
     let again = parse(&rewritten).expect("a rewritten state file loads");
-    assert_eq!(again.holds, loaded.holds);
-    assert_eq!(again.fencing_floor, max_token);
+    let sorted = |mut holds: Vec<ldlm_engine::HoldRecord>| {
+        holds.sort_by_key(|h| h.fencing_token);
+        holds
+    };
+    assert_eq!(sorted(again.holds()), sorted(loaded.holds()));
+    assert_eq!(again.fencing_floor(), max_token);
     assert_eq!(again.torn_tail, None);
 
     // Restored into a fresh engine.
@@ -81,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
         .len()
         .is_multiple_of(2)
         .then_some(Duration::from_secs(60));
-    match engine.restore(&loaded.holds, lease, loaded.fencing_floor, Tick::ZERO) {
+    match engine.restore(&loaded.holds(), lease, loaded.fencing_floor(), Tick::ZERO) {
         Err(_) => {
             assert_eq!(
                 engine.stats().locks,
@@ -90,10 +84,10 @@ fuzz_target!(|data: &[u8]| {
             );
             return;
         }
-        Ok(restored) => assert_eq!(restored, loaded.holds.len()),
+        Ok(restored) => assert_eq!(restored, loaded.holds().len()),
     }
     let listed = engine.list();
-    assert_eq!(listed.len(), loaded.holds.len());
+    assert_eq!(listed.len(), loaded.holds().len());
     let mut held: HashMap<&str, usize> = HashMap::new();
     for hold in &listed {
         let count = held.entry(&hold.name).or_default();

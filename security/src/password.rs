@@ -1,7 +1,7 @@
-//! The `--password` check, for gRPC metadata and REST Basic auth (reference §5.5, §10).
+//! The `--password` check, for gRPC metadata and REST Basic auth, as go-ldlm checks it.
 //!
-//! Unlike go-ldlm, the comparison runs in constant time (DESIGN §4.8): it may reveal whether
-//! the lengths differ, nothing else about the password.
+//! Unlike go-ldlm, the comparison runs in constant time: it may reveal whether the lengths
+//! differ, nothing else about the password.
 
 use std::fmt;
 

@@ -1,53 +1,13 @@
-//! The clock and the timer driver: the only place where the engine meets real time.
+//! The timer driver: the only place where the engine's timers meet real time.
 //!
-//! [`Clock`] turns `Instant`s into engine [`Tick`]s (milliseconds since the server started).
 //! [`spawn_timer_driver`] runs one task that sleeps until the engine's next deadline — or until
 //! the engine signals that an earlier deadline was set — and then calls `advance(now)`: quinn's
 //! `drive_timer` shape. Everything that expires (leases, wait timeouts, lock GC, idle REST
 //! sessions) is driven from here.
 
-use std::time::{Duration, Instant};
+use ldlm_engine::{AdvanceReport, Engine};
 
-use ldlm_engine::{AdvanceReport, Engine, Tick};
-
-/// Real time for the engine: milliseconds since the clock was made.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    origin: Instant,
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock {
-    /// A clock whose tick 0 is now.
-    pub fn new() -> Clock {
-        Clock {
-            origin: Instant::now(),
-        }
-    }
-
-    /// The current tick.
-    pub fn now(&self) -> Tick {
-        self.tick_at(Instant::now())
-    }
-
-    /// The tick of `instant` (a request's start, read once for both its latency and its tick).
-    pub fn tick_at(&self, instant: Instant) -> Tick {
-        let since = instant.saturating_duration_since(self.origin);
-        Tick::from_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// The instant a tick stands for.
-    pub fn instant_of(&self, tick: Tick) -> Instant {
-        // Far-future ticks saturate to about a century: the driver simply wakes up then.
-        let ms = tick.as_millis().min(100 * 365 * 24 * 3600 * 1000);
-        self.origin + Duration::from_millis(ms)
-    }
-}
+use crate::clock::Clock;
 
 /// Spawns the task that drives the engine's timers. `on_report` sees every non-empty
 /// [`AdvanceReport`] (for logging, and for REST to forget expired sessions). Abort the returned
@@ -86,6 +46,7 @@ pub fn spawn_timer_driver(
 mod tests {
     use super::*;
     use ldlm_engine::{EngineConfig, LockRequest, TryLockOutcome};
+    use std::time::Duration;
 
     /// A lease set after the driver went to sleep (with nothing else scheduled) still expires
     /// on time: the engine's deadline signal wakes the driver.

@@ -2,12 +2,19 @@
 //!
 //! ```text
 //! file    = MAGIC record*
-//! MAGIC   = "LDLMLOG1"                       (8 bytes)
+//! MAGIC   = "LDLMLOG2" (written) | "LDLMLOG1" (read: files of versions before lease lengths)
 //! record  = len: u32 LE | crc: u32 LE | payload (len bytes), crc = CRC-32 of payload
-//! payload = 1 | token u64 | size u32 | key [16] | name_len u32 | name    (Grant)
-//!         | 2 | key [16] | name_len u32 | name                            (Release)
-//!         | 3 | floor u64                                               (TokenFloor)
+//! payload = 4 | token u64 | size u32 | lease u32 | key [16] | name_len u32 | name (Grant)
+//!         | 5 | lease u32 | key [16] | name_len u32 | name                       (Lease)
+//!         | 2 | key [16] | name_len u32 | name                                   (Release)
+//!         | 3 | floor u64                                                      (TokenFloor)
+//!         | 1 | token u64 | size u32 | key [16] | name_len u32 | name   (Grant, version 1)
 //! ```
+//!
+//! `lease` is the hold's lease length in whole seconds, 0 for none: a restart gives the hold a
+//! fresh lease of that length. Version 1 grants had no length (a restart gives them
+//! `--default_lock_timeout`). A file written by a newer version (an unknown magic or record
+//! kind) is refused with an error naming the file and offset, never guessed at.
 //!
 //! All integers are little-endian. Lengths are 32-bit, so no name can wrap them (go-ldlm's B9).
 //! A record is valid only if its checksum matches; see [`super::load`] for how damage is told
@@ -15,17 +22,21 @@
 
 use ldlm_engine::LockKey;
 
-/// The first eight bytes of every state file.
-pub const MAGIC: &[u8; 8] = b"LDLMLOG1";
+/// The first eight bytes of every state file this version writes.
+pub const MAGIC: &[u8; 8] = b"LDLMLOG2";
+/// The first eight bytes of a state file of the first version (read, never written).
+pub const MAGIC_V1: &[u8; 8] = b"LDLMLOG1";
 /// Bytes before a record's payload.
 pub const RECORD_HEADER: usize = 8;
 /// Largest payload a loader accepts; larger lengths are damage. Names are far smaller (the
 /// server refuses names over `--max_name_bytes`).
 pub const MAX_PAYLOAD: usize = 16 << 20;
 
-const GRANT: u8 = 1;
+const GRANT_V1: u8 = 1;
 const RELEASE: u8 = 2;
 const TOKEN_FLOOR: u8 = 3;
+const GRANT: u8 = 4;
+const LEASE: u8 = 5;
 
 /// One decoded record; names borrow from the file's bytes (no allocation while replaying).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +51,17 @@ pub enum Record<'a> {
         size: u32,
         /// Its fencing token.
         token: u64,
+        /// Its lease length in seconds (`None`: no lease, or a version-1 record).
+        lease_seconds: Option<u32>,
+    },
+    /// A refresh changed a hold's lease length.
+    Lease {
+        /// Lock name.
+        name: &'a str,
+        /// The hold's key.
+        key: LockKey,
+        /// The new lease length in seconds.
+        lease_seconds: u32,
     },
     /// A hold ended.
     Release {
@@ -53,12 +75,29 @@ pub enum Record<'a> {
 }
 
 /// Appends a Grant record to `out`.
-pub fn encode_grant(out: &mut Vec<u8>, name: &str, key: LockKey, size: u32, token: u64) {
-    let mut payload = [0u8; 1 + 8 + 4 + 16];
+pub fn encode_grant(
+    out: &mut Vec<u8>,
+    name: &str,
+    key: LockKey,
+    size: u32,
+    token: u64,
+    lease_seconds: Option<u32>,
+) {
+    let mut payload = [0u8; 1 + 8 + 4 + 4 + 16];
     payload[0] = GRANT;
     payload[1..9].copy_from_slice(&token.to_le_bytes());
     payload[9..13].copy_from_slice(&size.to_le_bytes());
-    payload[13..29].copy_from_slice(&key.as_u128().to_le_bytes());
+    payload[13..17].copy_from_slice(&lease_seconds.unwrap_or(0).to_le_bytes());
+    payload[17..33].copy_from_slice(&key.as_u128().to_le_bytes());
+    encode(out, &payload, name);
+}
+
+/// Appends a Lease record (a hold's new lease length) to `out`.
+pub fn encode_lease(out: &mut Vec<u8>, name: &str, key: LockKey, lease_seconds: u32) {
+    let mut payload = [0u8; 1 + 4 + 16];
+    payload[0] = LEASE;
+    payload[1..5].copy_from_slice(&lease_seconds.to_le_bytes());
+    payload[5..21].copy_from_slice(&key.as_u128().to_le_bytes());
     encode(out, &payload, name);
 }
 
@@ -135,8 +174,21 @@ pub fn decode(payload: &[u8]) -> Result<Record<'_>, String> {
         GRANT => Ok(Record::Grant {
             token: u64_at(0)?,
             size: u32_at(8)?,
+            lease_seconds: Some(u32_at(12)?).filter(|&secs| secs > 0),
+            key: key_at(16)?,
+            name: name_at(32)?,
+        }),
+        GRANT_V1 => Ok(Record::Grant {
+            token: u64_at(0)?,
+            size: u32_at(8)?,
+            lease_seconds: None,
             key: key_at(12)?,
             name: name_at(28)?,
+        }),
+        LEASE => Ok(Record::Lease {
+            lease_seconds: u32_at(0)?,
+            key: key_at(4)?,
+            name: name_at(20)?,
         }),
         RELEASE => Ok(Record::Release {
             key: key_at(0)?,
@@ -156,7 +208,9 @@ mod tests {
     fn round_trip() {
         let key = LockKey::generate();
         let mut out = Vec::new();
-        encode_grant(&mut out, "näme", key, 3, 42);
+        encode_grant(&mut out, "näme", key, 3, 42, Some(30));
+        encode_lease(&mut out, "näme", key, 60);
+        encode_grant(&mut out, "x", key, 1, 43, None);
         encode_release(&mut out, "näme", key);
         encode_floor(&mut out, 99);
         let mut records = Vec::new();
@@ -176,11 +230,46 @@ mod tests {
                     name: "näme",
                     key,
                     size: 3,
-                    token: 42
+                    token: 42,
+                    lease_seconds: Some(30),
+                },
+                Record::Lease {
+                    name: "näme",
+                    key,
+                    lease_seconds: 60,
+                },
+                Record::Grant {
+                    name: "x",
+                    key,
+                    size: 1,
+                    token: 43,
+                    lease_seconds: None,
                 },
                 Record::Release { name: "näme", key },
                 Record::TokenFloor(99),
             ]
+        );
+    }
+
+    /// Files written before lease lengths existed still load: their grants have none.
+    #[test]
+    fn version_1_grants_decode_without_a_lease() {
+        let key = LockKey::generate();
+        let mut payload = vec![GRANT_V1];
+        payload.extend_from_slice(&7u64.to_le_bytes());
+        payload.extend_from_slice(&2u32.to_le_bytes());
+        payload.extend_from_slice(&key.as_u128().to_le_bytes());
+        payload.extend_from_slice(&1u32.to_le_bytes());
+        payload.push(b'v');
+        assert_eq!(
+            decode(&payload),
+            Ok(Record::Grant {
+                name: "v",
+                key,
+                size: 2,
+                token: 7,
+                lease_seconds: None,
+            })
         );
     }
 
@@ -190,13 +279,15 @@ mod tests {
             &[][..],
             &[9],
             &[GRANT, 1, 2],
+            &[GRANT_V1, 1, 2],
+            &[LEASE, 1, 2],
             &[RELEASE; 40],
             &[TOKEN_FLOOR, 1],
         ] {
             assert!(decode(payload).is_err(), "{payload:?}");
         }
         let mut out = Vec::new();
-        encode_grant(&mut out, "x", LockKey::generate(), 1, 1);
+        encode_grant(&mut out, "x", LockKey::generate(), 1, 1, None);
         let mut payload = out[8..].to_vec();
         *payload.last_mut().unwrap() = 0xff;
         assert!(decode(&payload).unwrap_err().contains("UTF-8"));

@@ -11,19 +11,16 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use hashbrown::HashMap;
-use ldlm_engine::{HoldRecord, LockKey};
-use smallvec::SmallVec;
+use ldlm_engine::HoldRecord;
 
-use crate::format::{self, MAGIC, MAX_PAYLOAD, RECORD_HEADER, Record};
+use crate::format::{self, MAGIC, MAGIC_V1, MAX_PAYLOAD, RECORD_HEADER, Record};
+use crate::holds::HoldTable;
 
 /// What a state file holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct Loaded {
-    /// Held slots, in file order.
-    pub holds: Vec<HoldRecord>,
-    /// The highest fencing token ever handed out: new tokens must continue above it.
-    pub fencing_floor: u64,
+    /// The held locks and the fencing floor.
+    pub table: HoldTable,
     /// Records read.
     pub records: usize,
     /// A torn tail that was dropped: (offset, bytes).
@@ -71,6 +68,18 @@ impl fmt::Display for LoadError {
     }
 }
 
+impl Loaded {
+    /// Every held slot.
+    pub fn holds(&self) -> Vec<HoldRecord> {
+        self.table.records()
+    }
+
+    /// The highest fencing token ever handed out: new tokens must continue above it.
+    pub fn fencing_floor(&self) -> u64 {
+        self.table.fencing_floor()
+    }
+}
+
 impl std::error::Error for LoadError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -80,9 +89,9 @@ impl std::error::Error for LoadError {
     }
 }
 
-/// The replayed table: name → (size, holders as (key, token)).
-type Replay<'a> =
-    HashMap<&'a str, (u32, SmallVec<[(LockKey, u64); 1]>), foldhash::fast::RandomState>;
+/// What a file that does not start with a state file's magic is.
+const BAD_MAGIC: &str = "not an LDLM state file of this version or an earlier one (bad magic: a newer version may \
+     have written it)";
 
 /// Reads and replays the state file at `path`; a missing or empty file is an empty state.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
@@ -123,19 +132,19 @@ fn parse_expecting(bytes: &[u8], locks: Option<usize>) -> Result<Loaded, (u64, S
         return Ok(loaded);
     }
     if bytes.len() < MAGIC.len() {
-        if MAGIC.starts_with(bytes) {
+        if MAGIC.starts_with(bytes) || MAGIC_V1.starts_with(bytes) {
             loaded.torn_tail = Some((0, bytes.len() as u64));
             return Ok(loaded);
         }
-        return Err((0, "not an LDLM state file (bad magic)".into()));
+        return Err((0, BAD_MAGIC.into()));
     }
-    if &bytes[..MAGIC.len()] != MAGIC {
-        return Err((0, "not an LDLM state file (bad magic)".into()));
+    let magic = &bytes[..MAGIC.len()];
+    if magic != MAGIC && magic != MAGIC_V1 {
+        return Err((0, BAD_MAGIC.into()));
     }
-    // Names borrow from `bytes`: replaying a million records allocates per lock, not per record.
     let estimate = locks.unwrap_or(bytes.len() / 48);
-    let mut locks: Replay<'_> = HashMap::with_capacity_and_hasher(estimate, Default::default());
-    let mut order: Vec<&str> = Vec::with_capacity(estimate);
+    let table = &mut loaded.table;
+    *table = HoldTable::with_capacity(estimate);
     let mut at = MAGIC.len();
     while at < bytes.len() {
         let offset = at as u64;
@@ -166,64 +175,25 @@ fn parse_expecting(bytes: &[u8], locks: Option<usize>) -> Result<Loaded, (u64, S
         let record = format::decode(payload).map_err(|detail| (offset, detail))?;
         loaded.records += 1;
         match record {
-            Record::TokenFloor(floor) => loaded.fencing_floor = loaded.fencing_floor.max(floor),
+            Record::TokenFloor(floor) => table.raise_floor(floor),
             Record::Grant {
                 name,
                 key,
                 size,
                 token,
-            } => {
-                loaded.fencing_floor = loaded.fencing_floor.max(token);
-                if size == 0 {
-                    return Err((offset, format!("lock {name:?} is stored with size 0")));
-                }
-                let entry = locks.entry(name).or_insert_with(|| {
-                    order.push(name);
-                    (size, SmallVec::new())
-                });
-                if entry.1.is_empty() {
-                    entry.0 = size;
-                } else if entry.0 != size {
-                    return Err((
-                        offset,
-                        format!(
-                            "lock {name:?} is held with size {} and granted with size {size}",
-                            entry.0
-                        ),
-                    ));
-                }
-                if entry.1.iter().any(|(k, _)| *k == key) {
-                    return Err((offset, format!("lock {name:?} has key {key} granted twice")));
-                }
-                entry.1.push((key, token));
-                if entry.1.len() > entry.0 as usize {
-                    return Err((
-                        offset,
-                        format!("lock {name:?} has more holders than its size {}", entry.0),
-                    ));
-                }
-            }
-            Record::Release { name, key } => {
-                // A release of something not held is harmless (e.g. written twice): ignore it.
-                if let Some(entry) = locks.get_mut(name) {
-                    entry.1.retain(|(k, _)| *k != key);
-                }
-            }
+                lease_seconds,
+            } => table
+                .grant(name, key, size, token, lease_seconds)
+                .map_err(|detail| (offset, detail))?,
+            Record::Lease {
+                name,
+                key,
+                lease_seconds,
+            } => table.set_lease(name, key, lease_seconds),
+            // A release of something not held is harmless (e.g. written twice): ignored.
+            Record::Release { name, key } => table.release(name, key),
         }
         at += RECORD_HEADER + len;
-    }
-    loaded.holds.reserve(order.len());
-    for name in order {
-        if let Some((size, holders)) = locks.remove(name) {
-            for (key, token) in holders {
-                loaded.holds.push(HoldRecord {
-                    name: name.to_string(),
-                    key,
-                    size,
-                    fencing_token: token,
-                });
-            }
-        }
     }
     Ok(loaded)
 }

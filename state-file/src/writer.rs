@@ -6,13 +6,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ldlm_engine::{Engine, Event, EventSink, Grant};
-
-use ldlm_service::driver::Clock;
+use ldlm_engine::{Event, EventSink};
+use ldlm_service::{CommitSender, Commits, commit_channel};
 use parking_lot::{Condvar, Mutex};
 use tracing::{error, info, warn};
 
-use crate::format::{self, MAGIC};
+use crate::format;
 use crate::load::{self, LoadError, Loaded};
 
 /// Compact when the log holds this many more records than twice the live holds (and nothing is
@@ -30,19 +29,18 @@ struct Batch {
     seq: u64,
     grants: u64,
     releases: u64,
+    /// Records that change no hold's presence (lease lengths).
+    other: u64,
     /// The writer sleeps on the condvar; the next record must wake it.
     writer_idle: bool,
     closing: bool,
 }
 
-/// Durable progress as seen by waiters: (last durable sequence number, first write error).
-type Progress = (u64, Option<Arc<str>>);
-
 struct Inner {
     path: PathBuf,
     batch: Mutex<Batch>,
     wake: Condvar,
-    progress: tokio::sync::watch::Sender<Progress>,
+    progress: CommitSender,
 }
 
 /// An open state file: the engine's event sink plus its writer thread. See the module docs.
@@ -59,95 +57,6 @@ impl std::fmt::Debug for StateFile {
     }
 }
 
-/// A handle transports use to wait until a grant is on disk.
-#[derive(Clone)]
-pub struct Durability {
-    progress: tokio::sync::watch::Receiver<Progress>,
-}
-
-impl std::fmt::Debug for Durability {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Durability")
-            .field("durable", &self.progress.borrow().0)
-            .finish()
-    }
-}
-
-/// The state file could not be written: the grant is not durable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DurabilityError(pub String);
-
-impl std::fmt::Display for DurabilityError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the state file could not be written: {}", self.0)
-    }
-}
-
-impl std::error::Error for DurabilityError {}
-
-impl Durability {
-    /// Resolves once record `seq` (a grant's `durable_seq`) is on disk. `seq` 0 (no state file)
-    /// resolves at once.
-    pub async fn wait(&self, seq: u64) -> Result<(), DurabilityError> {
-        if seq == 0 {
-            return Ok(());
-        }
-        let mut progress = self.progress.clone();
-        let result = progress
-            .wait_for(|(durable, failed)| *durable >= seq || failed.is_some())
-            .await;
-        match result {
-            Ok(state) if state.0 >= seq => Ok(()),
-            Ok(state) => Err(DurabilityError(
-                state.1.as_deref().unwrap_or("unknown error").to_string(),
-            )),
-            Err(_) => Err(DurabilityError("the state file was closed".into())),
-        }
-    }
-
-    /// Resolves once `grant` (of lock `name`) is on disk: the transports' "durable before
-    /// locked" (DESIGN §4.5). If it cannot be written, **or if this future is dropped first**
-    /// (the client cancelled, its connection closed), the grant is given back to `engine`: no
-    /// slot stays held under a key nobody will ever learn.
-    pub async fn confirm(
-        &self,
-        engine: &Engine,
-        clock: &Clock,
-        name: &str,
-        grant: &Grant,
-    ) -> Result<(), DurabilityError> {
-        let mut give_back = GiveBack {
-            engine,
-            clock,
-            name,
-            grant,
-            armed: true,
-        };
-        let result = self.wait(grant.durable_seq).await;
-        give_back.armed = result.is_err();
-        result
-    }
-}
-
-/// Unlocks a grant when dropped armed (see [`Durability::confirm`]).
-struct GiveBack<'a> {
-    engine: &'a Engine,
-    clock: &'a Clock,
-    name: &'a str,
-    grant: &'a Grant,
-    armed: bool,
-}
-
-impl Drop for GiveBack<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let mut key = [0u8; 36];
-            let key = self.grant.key.encode(&mut key);
-            let _ = self.engine.unlock(self.name, key, self.clock.now());
-        }
-    }
-}
-
 thread_local! {
     /// Where [`Inner::record`] encodes a record before taking the batch mutex, so the mutex is
     /// held only for a copy (threads expiring a burst of leases in parallel all record).
@@ -158,30 +67,40 @@ impl EventSink for Inner {
     fn record(&self, event: Event<'_>) -> u64 {
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            let grant = match event {
+            // What the record does to the number of live holds: +1, -1, or nothing.
+            let change: i8 = match event {
                 Event::Granted {
                     name,
                     key,
                     size,
                     fencing_token,
+                    lease_seconds,
                     ..
                 } => {
-                    format::encode_grant(scratch, name, key, size, fencing_token);
-                    true
+                    format::encode_grant(scratch, name, key, size, fencing_token, lease_seconds);
+                    1
+                }
+                Event::LeaseChanged {
+                    name,
+                    key,
+                    lease_seconds,
+                } => {
+                    format::encode_lease(scratch, name, key, lease_seconds);
+                    0
                 }
                 Event::Released { name, key } => {
                     format::encode_release(scratch, name, key);
-                    false
+                    -1
                 }
             };
             // Sequence numbers and bytes are assigned under one lock, so the file holds the
             // records in sequence order.
             let mut batch = self.batch.lock();
             batch.bytes.extend_from_slice(scratch);
-            if grant {
-                batch.grants += 1;
-            } else {
-                batch.releases += 1;
+            match change {
+                1 => batch.grants += 1,
+                -1 => batch.releases += 1,
+                _ => batch.other += 1,
             }
             batch.seq += 1;
             if batch.writer_idle {
@@ -202,18 +121,8 @@ fn io_error(path: &Path, source: std::io::Error) -> LoadError {
 
 /// Writes `loaded` as a fresh, compacted state file: new file, fsync, rename, fsync directory.
 fn write_compacted(path: &Path, loaded: &Loaded) -> std::io::Result<()> {
-    let mut bytes = Vec::with_capacity(64 + loaded.holds.len() * 64);
-    bytes.extend_from_slice(MAGIC);
-    format::encode_floor(&mut bytes, loaded.fencing_floor);
-    for hold in &loaded.holds {
-        format::encode_grant(
-            &mut bytes,
-            &hold.name,
-            hold.key,
-            hold.size,
-            hold.fencing_token,
-        );
-    }
+    let mut bytes = Vec::new();
+    loaded.table.encode_snapshot(&mut bytes);
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".compacting");
     let tmp = PathBuf::from(tmp);
@@ -253,14 +162,14 @@ impl StateFile {
         }
         write_compacted(path, &loaded).map_err(|e| io_error(path, e))?;
         let file = open_append(path).map_err(|e| io_error(path, e))?;
-        let (progress, _) = tokio::sync::watch::channel((0, None));
+        let (progress, _) = commit_channel();
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
             batch: Mutex::new(Batch::default()),
             wake: Condvar::new(),
             progress,
         });
-        let live = loaded.holds.len() as u64;
+        let live = loaded.table.len() as u64;
         let writer = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -282,11 +191,10 @@ impl StateFile {
         self.inner.clone()
     }
 
-    /// A handle to wait for durability.
-    pub fn durability(&self) -> Durability {
-        Durability {
-            progress: self.inner.progress.subscribe(),
-        }
+    /// What the lock service waits on: a grant is answered "locked" once its record is on
+    /// disk.
+    pub fn commits(&self) -> Commits {
+        self.inner.progress.subscribe()
     }
 
     /// Writes what is buffered, fsyncs it, and stops the writer. Idempotent.
@@ -316,7 +224,7 @@ fn write_loop(inner: &Inner, mut file: File, mut live: u64) {
     // torn tail into damage in the middle. So after the first error nothing more is written.
     let mut broken = false;
     loop {
-        let (bytes, seq, grants, releases, closing) = {
+        let (bytes, seq, grants, releases, other, closing) = {
             let mut batch = inner.batch.lock();
             while batch.bytes.is_empty() && !batch.closing {
                 batch.writer_idle = true;
@@ -326,8 +234,16 @@ fn write_loop(inner: &Inner, mut file: File, mut live: u64) {
             let counts = (
                 std::mem::take(&mut batch.grants),
                 std::mem::take(&mut batch.releases),
+                std::mem::take(&mut batch.other),
             );
-            (bytes, batch.seq, counts.0, counts.1, batch.closing)
+            (
+                bytes,
+                batch.seq,
+                counts.0,
+                counts.1,
+                counts.2,
+                batch.closing,
+            )
         };
         if !bytes.is_empty() {
             let started = std::time::Instant::now();
@@ -338,21 +254,23 @@ fn write_loop(inner: &Inner, mut file: File, mut live: u64) {
             };
             match written {
                 Ok(()) => {
-                    ldlm_service::metrics::record_commit(grants + releases, started.elapsed());
-                    inner.progress.send_modify(|p| p.0 = seq);
+                    ldlm_service::metrics::record_commit(
+                        grants + releases + other,
+                        started.elapsed(),
+                    );
+                    inner.progress.committed(seq);
                 }
                 Err(e) => {
                     if !broken {
                         error!(state_file = %inner.path.display(), error = %e, "Cannot write the state file; no grant can be confirmed until the server is restarted");
                     }
                     broken = true;
-                    let message: Arc<str> = Arc::from(e.to_string());
-                    inner.progress.send_modify(|p| {
-                        p.1.get_or_insert(message);
-                    });
+                    inner
+                        .progress
+                        .failed(&format!("the state file could not be written: {e}"));
                 }
             }
-            records_in_file += grants + releases;
+            records_in_file += grants + releases + other;
             live = (live + grants).saturating_sub(releases);
         }
         spare = bytes;
@@ -404,6 +322,6 @@ fn compact(inner: &Inner, live: u64) -> Result<(File, u64), String> {
         load::load_expecting(&inner.path, Some(live as usize)).map_err(|e| e.to_string())?;
     write_compacted(&inner.path, &loaded).map_err(|e| e.to_string())?;
     let file = open_append(&inner.path).map_err(|e| e.to_string())?;
-    info!(state_file = %inner.path.display(), held = loaded.holds.len(), "Compacted the state file");
-    Ok((file, loaded.holds.len() as u64))
+    info!(state_file = %inner.path.display(), held = loaded.table.len(), "Compacted the state file");
+    Ok((file, loaded.table.len() as u64))
 }

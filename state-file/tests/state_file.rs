@@ -33,9 +33,9 @@ async fn grants_are_durable_and_come_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state");
     let (file, loaded) = StateFile::open(&path).expect("open");
-    assert!(loaded.holds.is_empty());
+    assert!(loaded.holds().is_empty());
     let engine = engine_with(&file);
-    let durability = file.durability();
+    let commits = file.commits();
     let a = lock(&engine, "a", 1);
     let b1 = lock(&engine, "b", 2);
     let b2 = lock(&engine, "b", 2);
@@ -45,7 +45,7 @@ async fn grants_are_durable_and_come_back() {
         .expect("unlock");
     for grant in [a, b1, b2] {
         assert!(grant.durable_seq > 0);
-        tokio::time::timeout(Duration::from_secs(2), durability.wait(grant.durable_seq))
+        tokio::time::timeout(Duration::from_secs(2), commits.wait(grant.durable_seq))
             .await
             .expect("durable within 2 s")
             .expect("written");
@@ -55,7 +55,7 @@ async fn grants_are_durable_and_come_back() {
 
     let loaded = load::load(&path).expect("loads");
     let mut held: Vec<(String, LockKey, u32)> = loaded
-        .holds
+        .holds()
         .iter()
         .map(|h| (h.name.clone(), h.key, h.size))
         .collect();
@@ -68,7 +68,8 @@ async fn grants_are_durable_and_come_back() {
     expected.sort();
     assert_eq!(held, expected);
     assert_eq!(
-        loaded.fencing_floor, gone.fencing_token,
+        loaded.fencing_floor(),
+        gone.fencing_token,
         "the highest token ever, even if released"
     );
 
@@ -77,9 +78,9 @@ async fn grants_are_durable_and_come_back() {
     let engine = engine_with(&file);
     engine
         .restore(
-            &loaded.holds,
+            &loaded.holds(),
             Some(Duration::from_secs(600)),
-            loaded.fencing_floor,
+            loaded.fencing_floor(),
             Tick::ZERO,
         )
         .expect("restores");
@@ -93,8 +94,8 @@ async fn grants_are_durable_and_come_back() {
 fn valid_file(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
     let path = dir.join("state");
     let mut bytes = format::MAGIC.to_vec();
-    format::encode_grant(&mut bytes, "one", LockKey::generate(), 1, 1);
-    format::encode_grant(&mut bytes, "two", LockKey::generate(), 1, 2);
+    format::encode_grant(&mut bytes, "one", LockKey::generate(), 1, 1, None);
+    format::encode_grant(&mut bytes, "two", LockKey::generate(), 1, 2, None);
     std::fs::write(&path, &bytes).expect("write");
     (path, bytes)
 }
@@ -105,14 +106,14 @@ fn a_torn_tail_is_dropped_with_a_note() {
     let (path, bytes) = valid_file(dir.path());
     // A third record cut off mid-write.
     let mut torn = Vec::new();
-    format::encode_grant(&mut torn, "three", LockKey::generate(), 1, 3);
+    format::encode_grant(&mut torn, "three", LockKey::generate(), 1, 3, None);
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .expect("open");
     file.write_all(&torn[..torn.len() - 5]).expect("append");
     let loaded = load::load(&path).expect("a torn tail is not an error");
-    assert_eq!(loaded.holds.len(), 2);
+    assert_eq!(loaded.holds().len(), 2);
     assert_eq!(
         loaded.torn_tail,
         Some((bytes.len() as u64, torn.len() as u64 - 5))
@@ -123,7 +124,7 @@ fn a_torn_tail_is_dropped_with_a_note() {
     flipped.extend_from_slice(&torn);
     *flipped.last_mut().expect("non-empty") ^= 0x40;
     flipped.extend_from_slice(&[]);
-    assert_eq!(load::parse(&flipped).expect("torn").holds.len(), 2);
+    assert_eq!(load::parse(&flipped).expect("torn").holds().len(), 2);
     let mut zeros = bytes.clone();
     zeros.extend_from_slice(&[0; 4096]);
     assert_eq!(
@@ -133,7 +134,7 @@ fn a_torn_tail_is_dropped_with_a_note() {
 
     // Opening rewrites the file without the torn record.
     let (file, loaded) = StateFile::open(&path).expect("open");
-    assert_eq!(loaded.holds.len(), 2);
+    assert_eq!(loaded.holds().len(), 2);
     file.close();
     assert_eq!(load::load(&path).expect("clean").torn_tail, None);
 }
@@ -172,8 +173,8 @@ fn conflicting_holds_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state");
     let mut bytes = format::MAGIC.to_vec();
-    format::encode_grant(&mut bytes, "x", LockKey::generate(), 1, 1);
-    format::encode_grant(&mut bytes, "x", LockKey::generate(), 1, 2);
+    format::encode_grant(&mut bytes, "x", LockKey::generate(), 1, 1, None);
+    format::encode_grant(&mut bytes, "x", LockKey::generate(), 1, 2, None);
     std::fs::write(&path, &bytes).expect("write");
     let message = StateFile::open(&path)
         .expect_err("two holders of a size-1 lock")
@@ -184,8 +185,8 @@ fn conflicting_holds_are_refused() {
     );
 
     let mut bytes = format::MAGIC.to_vec();
-    format::encode_grant(&mut bytes, "y", LockKey::generate(), 2, 1);
-    format::encode_grant(&mut bytes, "y", LockKey::generate(), 3, 2);
+    format::encode_grant(&mut bytes, "y", LockKey::generate(), 2, 1, None);
+    format::encode_grant(&mut bytes, "y", LockKey::generate(), 3, 2, None);
     std::fs::write(&path, &bytes).expect("write");
     let message = StateFile::open(&path).expect_err("two sizes").to_string();
     assert!(message.contains("size"), "{message}");
@@ -197,7 +198,7 @@ fn truncation_at_every_byte_never_panics() {
     let (_, bytes) = valid_file(dir.path());
     for cut in 0..bytes.len() {
         let loaded = load::parse(&bytes[..cut]).expect("a prefix is a torn tail, not damage");
-        assert!(loaded.holds.len() <= 2);
+        assert!(loaded.holds().len() <= 2);
     }
     for i in 0..bytes.len() {
         let mut flipped = bytes.clone();
@@ -212,7 +213,7 @@ async fn the_log_is_compacted_and_keeps_its_content() {
     let path = dir.path().join("state");
     let (file, _) = StateFile::open(&path).expect("open");
     let engine = engine_with(&file);
-    let durability = file.durability();
+    let commits = file.commits();
     let keep = lock(&engine, "keep", 1);
     let mut last = 0;
     // Enough churn to pass the compaction threshold (100k records beyond twice the live set).
@@ -225,7 +226,7 @@ async fn the_log_is_compacted_and_keeps_its_content() {
         last = grant.durable_seq;
     }
     let final_grant = lock(&engine, "final", 1);
-    durability
+    commits
         .wait(final_grant.durable_seq.max(last))
         .await
         .expect("durable");
@@ -238,44 +239,57 @@ async fn the_log_is_compacted_and_keeps_its_content() {
     assert!(size() < 2_000_000, "compacted: {} bytes", size());
     file.close();
     let loaded = load::load(&path).expect("loads");
-    let names: Vec<&str> = loaded.holds.iter().map(|h| h.name.as_str()).collect();
+    let holds = loaded.holds();
+    let names: Vec<&str> = holds.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.contains(&"keep") && names.contains(&"final"));
-    assert!(loaded.fencing_floor >= final_grant.fencing_token);
-    assert!(loaded.holds.iter().any(|h| h.key == keep.key));
+    assert!(loaded.fencing_floor() >= final_grant.fencing_token);
+    assert!(holds.iter().any(|h| h.key == keep.key));
 }
 
-/// `Durability::confirm`: a grant confirmed on disk stays held; one whose confirmation is
+/// Under the lock service: a grant confirmed on disk stays held; one whose confirmation is
 /// abandoned (the request went away) before its record is written is given back, as is one
 /// that can no longer be written. Both transports rely on this.
 #[tokio::test]
 async fn an_unconfirmed_grant_is_given_back() {
+    use ldlm_service::{Acquire, LocalLockService, LocalOptions, LockService, Transport};
     use std::future::Future as _;
     use std::task::{Context, Poll, Waker};
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (file, _) = StateFile::open(&dir.path().join("state")).expect("open");
     let engine = engine_with(&file);
-    let clock = ldlm_service::driver::Clock::new();
-    let durability = file.durability();
+    let service = LocalLockService::new(
+        engine.clone(),
+        ldlm_service::Clock::new(),
+        LocalOptions {
+            commits: Some(file.commits()),
+            ..LocalOptions::default()
+        },
+    );
+    let owner = service.connect();
     let held = |name: &str| engine.list().iter().any(|h| &*h.name == name);
+    let request = |name| LockRequest {
+        name,
+        ..LockRequest::default()
+    };
 
-    let kept = lock(&engine, "kept", 1);
-    durability
-        .confirm(&engine, &clock, "kept", &kept)
+    let kept = service
+        .acquire(Transport::Grpc, &owner, &request("kept"), Acquire::Try)
         .await
         .expect("written");
+    assert!(kept.is_some());
     assert!(held("kept"));
 
     // With the writer stopped, nothing more becomes durable.
     file.close();
-    let lost = lock(&engine, "lost", 1);
-    assert!(held("lost"));
     {
-        let confirming = std::pin::pin!(durability.confirm(&engine, &clock, "lost", &lost));
+        let lost = request("lost");
+        let confirming =
+            std::pin::pin!(service.acquire(Transport::Grpc, &owner, &lost, Acquire::Try));
         // Pending (then dropped: the request went away) or an error: given back either way.
         let polled = confirming.poll(&mut Context::from_waker(Waker::noop()));
-        assert!(!matches!(polled, Poll::Ready(Ok(()))), "{polled:?}");
+        assert!(!matches!(polled, Poll::Ready(Ok(_))), "{polled:?}");
     }
     assert!(!held("lost"), "the unconfirmed grant was given back");
     assert!(held("kept"), "a confirmed grant stays");

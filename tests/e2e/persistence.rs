@@ -1,4 +1,4 @@
-//! The state file across a graceful restart: held locks come back (DESIGN §4.4, go-ldlm's B2
+//! The state file across a graceful restart: held locks come back (go-ldlm's B2
 //! fixed) with the default lease, old keys still unlock them, and fencing tokens keep growing.
 
 use std::time::Duration;

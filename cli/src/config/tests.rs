@@ -3,6 +3,7 @@
 
 use super::*;
 use std::io::Write as _;
+use std::time::Duration;
 
 fn load_with(args: &[&str], env: &[(&str, &str)]) -> Result<Loaded, ConfigError> {
     let env: HashMap<String, String> = env

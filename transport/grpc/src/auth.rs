@@ -1,12 +1,14 @@
-//! The `--password` check (reference §10): a tower layer in front of the gRPC service.
+//! The `--password` check: a tower layer in front of the gRPC service.
 //!
 //! go-ldlm uses a unary interceptor: metadata key `authorization`, whose **first** value must
 //! equal the password byte for byte. A missing value is `UNAUTHENTICATED` with details
 //! `missing credentials`, a wrong one `UNAUTHENTICATED` with `invalid credentials`, and both
 //! are logged at WARN as `Invalid password from client`. The check runs on the HTTP request,
-//! before the message is decoded, and compares in constant time (DESIGN §4.8). Without a
+//! before the message is decoded, and compares in constant time (so the time a wrong guess
+//! takes says nothing about how close it was). Without a
 //! password the layer only forwards.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,19 +18,22 @@ use tonic::Status;
 use tower::{Layer, Service};
 use tracing::warn;
 
-use crate::conn::SessionInfo;
-
 /// Wraps a service in an [`AuthService`].
 #[derive(Clone, Debug)]
 pub(crate) struct AuthLayer {
     password: Option<Arc<Password>>,
+    remote_of: RemoteOf,
 }
+
+/// Finds the client's address in a request's extensions (for the warning).
+pub(crate) type RemoteOf = fn(&http::Extensions) -> Option<SocketAddr>;
 
 impl AuthLayer {
     /// A layer checking `password`, or letting everything through if `None`.
-    pub(crate) fn new(password: Option<Password>) -> Self {
+    pub(crate) fn new(password: Option<Password>, remote_of: RemoteOf) -> Self {
         AuthLayer {
             password: password.map(Arc::new),
+            remote_of,
         }
     }
 }
@@ -40,6 +45,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             password: self.password.clone(),
+            remote_of: self.remote_of,
         }
     }
 }
@@ -49,6 +55,7 @@ impl<S> Layer<S> for AuthLayer {
 pub(crate) struct AuthService<S> {
     inner: S,
     password: Option<Arc<Password>>,
+    remote_of: RemoteOf,
 }
 
 impl<S, B, RB> Service<http::Request<B>> for AuthService<S>
@@ -76,10 +83,7 @@ where
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.as_bytes());
             if let Err(refused) = password.check_grpc(value) {
-                let client_addr = request
-                    .extensions()
-                    .get::<SessionInfo>()
-                    .map(|s| s.remote_addr);
+                let client_addr = (self.remote_of)(request.extensions());
                 warn!(
                     client_addr = client_addr.map(tracing::field::display),
                     reason = %refused,

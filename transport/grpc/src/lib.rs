@@ -1,68 +1,62 @@
 //! # ldlm-grpc
 //!
-//! The gRPC transport of LDLM (DESIGN §5): go-ldlm's `ldlm.LDLM` service served with tonic,
-//! on top of the synchronous [`ldlm_engine::Engine`]. The server binary calls one function:
-//! [`serve`] (given a `Durability` when grants go to a state file).
+//! The gRPC transport of LDLM: go-ldlm's `ldlm.LDLM` service (package `ldlm`, the same field
+//! numbers, so any stub generated from go-ldlm's proto works) served with tonic over a
+//! [`LockService`]. The server binary calls one function: [`serve`].
 //!
 //! ## Shape
 //!
 //! - **`service`**: the [`Ldlm`](ldlm_proto::ldlm::ldlm_server::Ldlm) trait implementation.
-//!   Thin: decode, one engine call, encode. Lock-domain errors are status OK with the
-//!   response's `error` set (reference §2.3); response fields follow reference §2.4 except that
-//!   a failed Lock/TryLock returns an empty key (DESIGN §4.3). `RefreshLock` and `Renew` share
-//!   one code path (DESIGN §4.2).
-//! - **`conn`**: our own accept loop feeding tonic a stream of connections. Every accepted
-//!   TCP connection gets `TCP_NODELAY`, a slot of the connection limit, its TLS handshake (in a
-//!   task of its own, with a timeout, so a slow client never blocks `accept`) and a new engine
-//!   [`Owner`](ldlm_engine::Owner): **one HTTP/2 connection = one session** (reference §4).
-//!   The connection's IO object carries the owner; tonic hands it to every request through
-//!   [`tonic::transport::server::Connected`]. When hyper drops the IO object — the client
-//!   closed the connection, or missed HTTP/2 keepalive pings — the owner is released
-//!   ([`Engine::release_owner`]), which frees its locks (or keeps them under
-//!   `no_clear_on_disconnect`: the engine decides) and cancels its waiters. After
-//!   [`Engine::shutdown`] nothing is released, so a graceful shutdown keeps held locks
-//!   (DESIGN §4.4).
+//!   Thin: decode, one lock-service call, encode. Lock-domain errors are status OK with the
+//!   response's `error` set, as go-ldlm answers them; a failed Lock/TryLock returns an empty
+//!   key (go-ldlm invents a useless fresh one). `RefreshLock` (older go-ldlm clients) and
+//!   `Renew` (newer ones) share one code path.
+//! - **`conn`**: connections from the server's shared accept loop ([`ldlm_listener`]) fed to
+//!   tonic as a stream. Each gets a new lock-service owner: **one HTTP/2 connection = one
+//!   session**, as in go-ldlm. The connection's IO object carries the owner; tonic hands it to
+//!   every request through [`tonic::transport::server::Connected`]. When hyper drops the IO
+//!   object — the client closed the connection, or missed HTTP/2 keepalive pings — the owner
+//!   is disconnected ([`LockService::disconnect`]), which frees its locks (or keeps them under
+//!   `no_clear_on_disconnect`, or during a graceful shutdown) and cancels its waiters.
 //! - **`auth`**: a tower layer checking the `authorization` metadata against `--password`
 //!   (constant time) before anything is decoded.
 //!
 //! ## Waiting and cancellation
 //!
-//! A blocking Lock awaits the engine's [`Pending`](ldlm_engine::Pending). If the client
-//! cancels the call (HTTP/2 `RST_STREAM`) or its `grpc-timeout` passes, tonic/hyper drop the
-//! handler's future, which drops the `Pending`: the waiter leaves the queue, and a grant that
-//! raced with the drop is passed on. If the whole connection goes away, releasing its owner
-//! cancels its waiters as well.
+//! A blocking Lock awaits the lock service's acquire. If the client cancels the call (HTTP/2
+//! `RST_STREAM`) or its `grpc-timeout` passes, tonic/hyper drop the handler's future, and with
+//! it the wait: the waiter leaves the queue, and a grant that raced with the drop is passed
+//! on. If the whole connection goes away, disconnecting its owner cancels its waiters as well.
 //!
 //! ## Logging
 //!
-//! `tracing`, with go-ldlm's message texts (reference §11). The startup lines are the server
-//! binary's; per-request and per-session lines (`Lock request`, `Lock response`, `Session started`,
-//! `Client session cleanup`, ...) at DEBUG only, since they cost throughput (DESIGN §6).
+//! `tracing`, with go-ldlm's message texts. The startup lines are the server binary's;
+//! per-request and per-session lines (`Lock request`, `Lock response`, `Session started`,
+//! `Client session cleanup`, ...) at DEBUG only, since they cost throughput.
 
 mod auth;
 mod conn;
 mod service;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldlm_engine::Engine;
+use ldlm_listener::{Acceptor, ListenerOptions};
 use ldlm_proto::ldlm::ldlm_server::LdlmServer;
 use ldlm_security::password::Password;
-use ldlm_service::driver::Clock;
-use ldlm_state_file::Durability;
+use ldlm_service::LockService;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tonic::transport::Server;
 use tracing::{debug, warn};
+
+use crate::conn::SessionInfo;
 
 /// How long [`serve`] waits, after its shutdown signal, for open connections to finish their
 /// calls before it closes them itself and returns.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// How long a client may take to complete its TLS handshake.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the gRPC listener (from the server's flags).
 #[derive(Clone, Debug)]
@@ -116,32 +110,32 @@ pub enum GrpcError {
     Reflection(String),
 }
 
-/// Serves the `ldlm.LDLM` gRPC service on `listener` until `shutdown` completes.
+/// The client address of a request, from the session our accept loop attached.
+fn remote_of<O: Send + Sync + 'static>(extensions: &http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<SessionInfo<O>>()
+        .map(|session| session.remote_addr)
+}
+
+/// Serves the `ldlm.LDLM` gRPC service over `service` on `listener` until `shutdown`
+/// completes.
 ///
-/// The startup lines of reference §11 (`Loaded gRPC TLS configuration`, `Loaded gRPC
-/// authentication configuration`, `gRPC server started. Listening on <addr>`) are the
+/// The startup lines (`Loaded gRPC TLS configuration`, `Loaded gRPC authentication
+/// configuration`, `gRPC server started. Listening on <addr>`, as go-ldlm prints them) are the
 /// caller's: it knows the order of all listeners. This function logs only at DEBUG, except
-/// `Invalid password from client` (WARN) and trouble accepting connections (WARN, rate-limited).
+/// `Invalid password from client` (WARN) and trouble accepting connections (WARN,
+/// rate-limited).
 ///
 /// **Shutdown.** When `shutdown` completes, the listener is closed, every connection is asked
 /// to close (HTTP/2 GOAWAY) once its calls in flight have finished, and `serve` returns when
 /// all are closed, or after [`SHUTDOWN_GRACE`], closing the stragglers itself. Call
-/// [`Engine::shutdown`] **before** completing `shutdown`: waiting Locks then end with
-/// `lock manager is shutdown`, and connections closing afterwards keep their locks
-/// (DESIGN §4.4). Connections that close before `Engine::shutdown` release theirs.
-///
-/// **Durability.** With `durability` (the engine records grants in a state file), Lock and
-/// TryLock answer "locked" only once the grant is on disk (DESIGN §4.5); a grant that cannot be
-/// written is given back and the call fails with status `INTERNAL`.
-///
-/// The engine's timers must be driven separately
-/// ([`spawn_timer_driver`](ldlm_service::driver::spawn_timer_driver)).
-pub async fn serve(
-    engine: Engine,
-    clock: Clock,
+/// [`LockService::shutdown`] **before** completing `shutdown`: waiting Locks then end with
+/// `lock manager is shutdown`, and connections closing afterwards keep their locks.
+/// Connections that close before it release theirs.
+pub async fn serve<S: LockService>(
+    service: Arc<S>,
     listener: TcpListener,
     options: GrpcOptions,
-    durability: Option<Durability>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcError> {
     let addr = listener.local_addr().map_err(GrpcError::LocalAddr)?;
@@ -150,27 +144,43 @@ pub async fn serve(
     // Closing the stragglers after the grace period: every connection's reads fail once this
     // is set (or once the sender is gone, i.e. when this function returns or is dropped).
     let (close_all, close_signal) = watch::channel(false);
-    let (conn_tx, conn_rx) = mpsc::channel(conn::ACCEPT_QUEUE);
-    let accept = conn::AcceptLoop {
+    let (fired_tx, fired_rx) = oneshot::channel::<()>();
+    let (accepting_tx, accepting_rx) = watch::channel(true);
+    let mut accepting = accepting_rx;
+    let acceptor = Acceptor::new(
         listener,
-        tls: options.tls.map(tokio_rustls::TlsAcceptor::from),
-        limit: conn::ConnectionLimit::new(options.max_connections),
-        sessions: conn::SessionFactory {
-            engine: engine.clone(),
-            clock,
-            close_signal,
+        ListenerOptions {
+            name: "gRPC",
+            tls: options.tls,
+            max_connections: options.max_connections,
         },
-        queue: conn_tx,
+        async move {
+            let _ = accepting.wait_for(|open| !*open).await;
+        },
+    );
+    let sessions = conn::SessionFactory {
+        service: service.clone(),
+        close_signal,
     };
-    let acceptor = AbortOnDrop(tokio::spawn(accept.run()));
+    let incoming = futures_util::stream::unfold(
+        (acceptor, sessions),
+        |(mut acceptor, sessions)| async move {
+            let accepted = acceptor.next().await?;
+            let connection = sessions.open(accepted);
+            Some((
+                Ok::<_, std::convert::Infallible>(connection),
+                (acceptor, sessions),
+            ))
+        },
+    );
 
-    let service = LdlmServer::new(service::LdlmService::new(engine, clock, durability))
+    let ldlm = LdlmServer::new(service::LdlmService::new(service))
         .max_decoding_message_size(options.max_message_bytes);
     // Standard health checking (`grpc.health.v1`) and server reflection, so load balancers,
     // Kubernetes probes and grpcurl work without extra setup. Neither needs the password.
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<LdlmServer<service::LdlmService>>()
+        .set_serving::<LdlmServer<service::LdlmService<S>>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ldlm_proto::FILE_DESCRIPTOR_SET)
@@ -184,8 +194,11 @@ pub async fn serve(
     let server = Server::builder()
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
-        .layer(auth::AuthLayer::new(options.password))
-        .add_service(service)
+        .layer(auth::AuthLayer::new(
+            options.password,
+            remote_of::<S::Owner>,
+        ))
+        .add_service(ldlm)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha);
@@ -197,14 +210,15 @@ pub async fn serve(
         "gRPC listener serving"
     );
 
-    let (fired_tx, fired_rx) = oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         debug!("gRPC server shutting down");
+        // Stop accepting (closes the listening socket) ...
+        let _ = accepting_tx.send(false);
+        // ... and start the grace period.
         let _ = fired_tx.send(());
     };
-    let serving = server
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(conn_rx), signal);
+    let serving = server.serve_with_incoming_shutdown(incoming, signal);
     let grace = async move {
         match fired_rx.await {
             Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
@@ -222,7 +236,6 @@ pub async fn serve(
             Ok(())
         }
     };
-    drop(acceptor);
     let _ = close_all.send(true);
     debug!("gRPC server stopped");
     result
@@ -234,21 +247,21 @@ pub async fn serve(
 #[doc(hidden)]
 pub mod fuzzing {
     use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
 
-    use ldlm_engine::{Engine, Owner};
     use ldlm_proto::ldlm::ldlm_server::Ldlm;
-    use ldlm_service::driver::Clock;
+    use ldlm_service::LockService;
 
     use crate::conn::SessionInfo;
     use crate::service::LdlmService;
 
-    /// The `ldlm.LDLM` service over `engine`, without a state file.
-    pub struct Harness(LdlmService);
+    /// The `ldlm.LDLM` service over a lock service.
+    pub struct Harness<S: LockService>(LdlmService<S>);
 
-    impl Harness {
-        /// A service over `engine`, timed by `clock`.
-        pub fn new(engine: Engine, clock: Clock) -> Harness {
-            Harness(LdlmService::new(engine, clock, None))
+    impl<S: LockService> Harness<S> {
+        /// The gRPC service over `service`.
+        pub fn new(service: Arc<S>) -> Harness<S> {
+            Harness(LdlmService::new(service))
         }
 
         /// The service (the [`Ldlm`] trait implementation the server runs).
@@ -257,22 +270,14 @@ pub mod fuzzing {
         }
 
         /// `message` as a request on a connection whose session is `owner`.
-        pub fn request<T>(owner: &Owner, message: T) -> tonic::Request<T> {
+        pub fn request<T>(owner: &S::Owner, message: T) -> tonic::Request<T> {
             let mut request = tonic::Request::new(message);
             request.extensions_mut().insert(SessionInfo {
                 owner: owner.clone(),
+                owner_id: S::owner_id(owner).0,
                 remote_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             });
             request
         }
-    }
-}
-
-/// Aborts a task when dropped (also when [`serve`]'s future is dropped).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -1,113 +1,64 @@
-//! The `ldlm.LDLM` service: decode → one engine call → encode.
+//! The `ldlm.LDLM` service: decode → one lock-service call → encode.
 //!
-//! Response fields (reference §2.4, with DESIGN §4):
+//! Response fields (go-ldlm's, except that a failed Lock/TryLock returns an empty key where
+//! go-ldlm invents a fresh, useless one):
 //!
 //! | RPC | outcome | `locked` | `key` | `error` | `fencing_token` |
 //! | --- | --- | --- | --- | --- | --- |
 //! | Lock, TryLock | granted | true | new key | — | the grant's |
 //! | TryLock | busy | false | empty | — | 0 |
-//! | Lock, TryLock | failed (validation, timeout, ...) | false | **empty** (§4.3) | set | 0 |
+//! | Lock, TryLock | failed (validation, timeout, ...) | false | empty | set | 0 |
 //! | RefreshLock, Renew | refreshed | true | request's key | — | the hold's |
 //! | RefreshLock, Renew | failed | false | request's key, empty if timeout ≤ 0 | set | 0 |
 //!
-//! `name` always echoes the request. `Unlock` answers `unlocked` and `error`. Lock-domain errors
-//! never change the gRPC status (it stays OK): `error.code` is [`LockError::code`], and
-//! `error.message` its `Display` text (go-ldlm's).
+//! `name` always echoes the request. `Unlock` answers `unlocked` and `error`.
 //!
-//! **Durability.** With a state file, a grant is answered "locked" only once its record is on
-//! disk ([`Durability::wait`], DESIGN §4.5). If the write fails, the slot is given back and
-//! the call fails with status `INTERNAL` (as REST answers 500): the client never learns a key
-//! that a restart would forget. If the client leaves while the grant is being written, the
-//! slot is given back too.
-//!
-//! **Hand-off order.** An Unlock that hands the lock to a waiter yields once before it
-//! answers, so the waiter's grant (woken on the same worker) goes out first: the next holder
-//! waits for that grant, nobody waits for the unlock's reply.
+//! **Errors, mapped here once.** Lock-domain errors ([`ServiceError::Lock`]) never change the
+//! gRPC status (it stays OK, as go-ldlm's): `error.code` is [`LockError::code`], and
+//! `error.message` its `Display` text (go-ldlm's). A grant that could not be made durable
+//! ([`ServiceError::NotCommitted`]; it was given back) is status `INTERNAL`, as REST answers
+//! 500: the client never learns a key that a restart would forget. A server that cannot decide
+//! now ([`ServiceError::Unavailable`]) is status `UNAVAILABLE`: retry.
 
-use std::time::Instant;
+use std::sync::Arc;
 
-use ldlm_engine::{
-    Engine, Grant, LockError, LockOutcome, LockRequest as EngineRequest, TryLockOutcome,
-};
+use ldlm_engine::{Grant, LockError, LockRequest as EngineRequest};
 use ldlm_proto::ldlm::ldlm_server::Ldlm;
 use ldlm_proto::ldlm::{
     Error, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest,
     UnlockRequest, UnlockResponse,
 };
-use ldlm_service::driver::Clock;
-use ldlm_service::metrics::{self, Outcome, Rpc, Transport};
-use ldlm_state_file::Durability;
+use ldlm_service::{Acquire, LockService, ServiceError, Transport};
 use tonic::{Extensions, Request, Response, Status};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::conn::SessionInfo;
 
-/// The service: the engine, the clock its calls are timed with, and the state file's
-/// durability handle if there is one.
-pub(crate) struct LdlmService {
-    engine: Engine,
-    clock: Clock,
-    durability: Option<Durability>,
+/// The service over a lock service `S`.
+pub(crate) struct LdlmService<S: LockService> {
+    service: Arc<S>,
 }
 
-impl LdlmService {
-    pub(crate) fn new(engine: Engine, clock: Clock, durability: Option<Durability>) -> LdlmService {
-        LdlmService {
-            engine,
-            clock,
-            durability,
-        }
-    }
-
-    /// `grant`, once it is on disk (at once without a state file). If it cannot be written,
-    /// or the call is dropped meanwhile, [`Durability::confirm`] gives the slot back; a failure
-    /// is counted in the metrics as REST counts it, since the caller returns a `Status`.
-    async fn durable(
-        &self,
-        rpc: Rpc,
-        started: Instant,
-        name: &str,
-        grant: Grant,
-    ) -> Result<Grant, Status> {
-        let Some(durability) = &self.durability else {
-            return Ok(grant);
-        };
-        match durability
-            .confirm(&self.engine, &self.clock, name, &grant)
-            .await
-        {
-            Ok(()) => Ok(grant),
-            Err(error) => {
-                warn!(lock = %name, %error, "gRPC lock not granted: not durable");
-                let outcome = Outcome::Error(ldlm_engine::ErrorCode::Unknown);
-                metrics::record_request(Transport::Grpc, rpc, outcome, started.elapsed());
-                Err(Status::internal(error.to_string()))
-            }
-        }
+impl<S: LockService> LdlmService<S> {
+    pub(crate) fn new(service: Arc<S>) -> LdlmService<S> {
+        LdlmService { service }
     }
 
     /// RefreshLock and Renew (same message shape, same behaviour).
-    fn refresh(
+    async fn refresh(
         &self,
         rpc: &'static str,
-        session: &SessionInfo,
+        session: &SessionInfo<S::Owner>,
         name: String,
         key: String,
         secs: i32,
-    ) -> LockResponse {
-        let started = Instant::now();
-        debug!(
-            session_id = session.owner.id().0,
-            lock = %name,
-            key = %key,
-            timeout = secs,
-            "{rpc} request"
-        );
+    ) -> Result<LockResponse, Status> {
+        debug!(session_id = session.id(), lock = %name, key = %key, timeout = secs, "{rpc} request");
         let result = self
-            .engine
-            .refresh(&name, &key, secs, self.clock.tick_at(started));
-        let outcome = Outcome::of(&result);
-        let response = match result {
+            .service
+            .refresh(Transport::Grpc, &session.owner, &name, &key, secs)
+            .await;
+        let response = match lock_result(result)? {
             Ok(grant) => LockResponse {
                 locked: true,
                 name,
@@ -124,17 +75,63 @@ impl LdlmService {
                 fencing_token: 0,
             },
         };
-        log_lock_response(rpc, session, &response);
-        metrics::record_request(Transport::Grpc, Rpc::Refresh, outcome, started.elapsed());
-        response
+        log_lock_response(rpc, session.id(), &response);
+        Ok(response)
+    }
+
+    /// Lock or TryLock: one service call, its answer as a response.
+    async fn acquire(
+        &self,
+        rpc: &'static str,
+        extensions: Extensions,
+        name: String,
+        fields: AcquireFields,
+        mode: Acquire,
+    ) -> Result<LockResponse, Status> {
+        let session = session::<S::Owner>(&extensions)?;
+        debug!(session_id = session.id(), lock = %name, "{rpc} request");
+        let request = EngineRequest {
+            name: &name,
+            size: fields.size,
+            lock_timeout_seconds: fields.lock_timeout_seconds,
+            wait_timeout_seconds: fields.wait_timeout_seconds,
+        };
+        // If the client cancels or its deadline passes, tonic drops this future: a waiter
+        // leaves the queue, a grant not yet answered is given back.
+        let result = self
+            .service
+            .acquire(Transport::Grpc, &session.owner, &request, mode)
+            .await;
+        let response = lock_response(name, lock_result(result)?);
+        log_lock_response(rpc, session.id(), &response);
+        Ok(response)
     }
 }
 
+/// The fields of a Lock or TryLock request besides its name.
+struct AcquireFields {
+    size: Option<i32>,
+    lock_timeout_seconds: Option<i32>,
+    wait_timeout_seconds: Option<i32>,
+}
+
 /// The connection's session, put there by our accept loop.
-fn session(extensions: &Extensions) -> Result<&SessionInfo, Status> {
+fn session<O: Send + Sync + 'static>(extensions: &Extensions) -> Result<&SessionInfo<O>, Status> {
     extensions
-        .get::<SessionInfo>()
+        .get::<SessionInfo<O>>()
         .ok_or_else(|| Status::internal("connection has no LDLM session"))
+}
+
+/// Splits a service result: lock-domain errors are an answer (status OK), the others a status.
+fn lock_result<T>(result: Result<T, ServiceError>) -> Result<Result<T, LockError>, Status> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(ServiceError::Lock(error)) => Ok(Err(error)),
+        Err(ServiceError::NotCommitted(error)) => Err(Status::internal(error.to_string())),
+        Err(error @ ServiceError::Unavailable(_)) => Err(Status::unavailable(error.to_string())),
+        // Session calls are REST's; no gRPC call makes them.
+        Err(error) => Err(Status::internal(error.to_string())),
+    }
 }
 
 fn error(e: &LockError) -> Error {
@@ -171,9 +168,9 @@ fn lock_response(name: String, result: Result<Option<Grant>, LockError>) -> Lock
     }
 }
 
-fn log_lock_response(rpc: &'static str, session: &SessionInfo, response: &LockResponse) {
+fn log_lock_response(rpc: &'static str, session_id: u64, response: &LockResponse) {
     debug!(
-        session_id = session.owner.id().0,
+        session_id,
         lock = %response.name,
         key = %response.key,
         locked = response.locked,
@@ -183,41 +180,17 @@ fn log_lock_response(rpc: &'static str, session: &SessionInfo, response: &LockRe
 }
 
 #[tonic::async_trait]
-impl Ldlm for LdlmService {
+impl<S: LockService> Ldlm for LdlmService<S> {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let started = Instant::now();
         let (_, extensions, request) = request.into_parts();
-        let session = session(&extensions)?;
-        debug!(session_id = session.owner.id().0, lock = %request.name, "Lock request");
-        let result = {
-            let query = EngineRequest {
-                name: &request.name,
-                size: request.size,
-                lock_timeout_seconds: request.lock_timeout_seconds,
-                wait_timeout_seconds: request.wait_timeout_seconds,
-            };
-            match self
-                .engine
-                .lock(&session.owner, &query, self.clock.tick_at(started))
-            {
-                Ok(LockOutcome::Acquired(grant)) => Ok(grant),
-                // If the client cancels or its deadline passes, tonic drops this future, and
-                // with it the `Pending`: the waiter leaves the queue.
-                Ok(LockOutcome::Waiting(pending)) => pending.wait_async().await,
-                Err(e) => Err(e),
-            }
+        let fields = AcquireFields {
+            size: request.size,
+            lock_timeout_seconds: request.lock_timeout_seconds,
+            wait_timeout_seconds: request.wait_timeout_seconds,
         };
-        let result = match result {
-            Ok(grant) => Ok(Some(
-                self.durable(Rpc::Lock, started, &request.name, grant)
-                    .await?,
-            )),
-            Err(e) => Err(e),
-        };
-        let outcome = Outcome::of_acquire(&result);
-        let response = lock_response(request.name, result);
-        log_lock_response("Lock", session, &response);
-        metrics::record_request(Transport::Grpc, Rpc::Lock, outcome, started.elapsed());
+        let response = self
+            .acquire("Lock", extensions, request.name, fields, Acquire::Wait)
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -225,34 +198,15 @@ impl Ldlm for LdlmService {
         &self,
         request: Request<TryLockRequest>,
     ) -> Result<Response<LockResponse>, Status> {
-        let started = Instant::now();
         let (_, extensions, request) = request.into_parts();
-        let session = session(&extensions)?;
-        debug!(session_id = session.owner.id().0, lock = %request.name, "TryLock request");
-        let query = EngineRequest {
-            name: &request.name,
+        let fields = AcquireFields {
             size: request.size,
             lock_timeout_seconds: request.lock_timeout_seconds,
             wait_timeout_seconds: None,
         };
-        let result = self
-            .engine
-            .try_lock(&session.owner, &query, self.clock.tick_at(started))
-            .map(|outcome| match outcome {
-                TryLockOutcome::Acquired(grant) => Some(grant),
-                TryLockOutcome::Busy => None,
-            });
-        let result = match result {
-            Ok(Some(grant)) => Ok(Some(
-                self.durable(Rpc::TryLock, started, &request.name, grant)
-                    .await?,
-            )),
-            other => other,
-        };
-        let outcome = Outcome::of_acquire(&result);
-        let response = lock_response(request.name, result);
-        log_lock_response("TryLock", session, &response);
-        metrics::record_request(Transport::Grpc, Rpc::TryLock, outcome, started.elapsed());
+        let response = self
+            .acquire("TryLock", extensions, request.name, fields, Acquire::Try)
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -260,42 +214,27 @@ impl Ldlm for LdlmService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let started = Instant::now();
         let (_, extensions, request) = request.into_parts();
-        let session = session(&extensions)?;
-        debug!(
-            session_id = session.owner.id().0,
-            lock = %request.name,
-            key = %request.key,
-            "Unlock request"
-        );
+        let session = session::<S::Owner>(&extensions)?;
+        debug!(session_id = session.id(), lock = %request.name, key = %request.key, "Unlock request");
         let result = self
-            .engine
-            .unlock(&request.name, &request.key, self.clock.tick_at(started));
-        let handed_off = matches!(result, Ok(unlocked) if unlocked.handed_off > 0);
-        let outcome = Outcome::of(&result);
+            .service
+            .unlock(Transport::Grpc, &session.owner, &request.name, &request.key)
+            .await;
+        let result = lock_result(result)?;
         let response = UnlockResponse {
             unlocked: result.is_ok(),
             name: request.name,
             error: result.err().map(|e| error(&e)),
         };
         debug!(
-            session_id = session.owner.id().0,
+            session_id = session.id(),
             key = %request.key,
             lock = %response.name,
             unlocked = response.unlocked,
             error = response.error.as_ref().map(|e| tracing::field::display(&e.message)),
             "Unlock response"
         );
-        metrics::record_request(Transport::Grpc, Rpc::Unlock, outcome, started.elapsed());
-        if handed_off {
-            // The waiters just handed the lock were woken on this thread; let them answer
-            // before this reply does. On a contended lock the next holder's grant is the
-            // critical path, this reply is not: answering the grant first took hand-offs
-            // from ~11k/s to ~17k/s (BENCHMARKS.md). The unlock is done and recorded before
-            // the yield, so a client that cancels meanwhile only loses the reply.
-            tokio::task::yield_now().await;
-        }
         Ok(Response::new(response))
     }
 
@@ -304,14 +243,17 @@ impl Ldlm for LdlmService {
         request: Request<RefreshLockRequest>,
     ) -> Result<Response<LockResponse>, Status> {
         let (_, extensions, request) = request.into_parts();
-        let session = session(&extensions)?;
-        Ok(Response::new(self.refresh(
-            "RefreshLock",
-            session,
-            request.name,
-            request.key,
-            request.lock_timeout_seconds,
-        )))
+        let session = session::<S::Owner>(&extensions)?;
+        let response = self
+            .refresh(
+                "RefreshLock",
+                session,
+                request.name,
+                request.key,
+                request.lock_timeout_seconds,
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn renew(
@@ -319,13 +261,16 @@ impl Ldlm for LdlmService {
         request: Request<RenewRequest>,
     ) -> Result<Response<LockResponse>, Status> {
         let (_, extensions, request) = request.into_parts();
-        let session = session(&extensions)?;
-        Ok(Response::new(self.refresh(
-            "Renew",
-            session,
-            request.name,
-            request.key,
-            request.lock_timeout_seconds,
-        )))
+        let session = session::<S::Owner>(&extensions)?;
+        let response = self
+            .refresh(
+                "Renew",
+                session,
+                request.name,
+                request.key,
+                request.lock_timeout_seconds,
+            )
+            .await?;
+        Ok(Response::new(response))
     }
 }

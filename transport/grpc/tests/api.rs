@@ -304,7 +304,7 @@ async fn refresh_errors() {
             assert_eq!(e.code, ErrorCode::Unknown as i32);
             assert_eq!(e.message, "lock timeout must be greater than 0");
         }
-        // A hold without a lease gets one (DESIGN §4.11).
+        // A hold without a lease gets one (go-ldlm refuses with an error).
         let r = call("f", held.key.clone(), 30).await;
         assert!(r.locked && r.error.is_none(), "{rpc}: {r:?}");
     }
@@ -498,7 +498,7 @@ async fn grants_are_durable_before_the_reply() {
     let on_disk = |key: &str| {
         load(&path)
             .expect("load")
-            .holds
+            .holds()
             .iter()
             .any(|h| h.key.to_string() == key)
     };

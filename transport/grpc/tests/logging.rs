@@ -1,4 +1,4 @@
-//! Log levels and messages (reference §11, DESIGN §6). A test binary of its own: it installs
+//! Log levels and messages. A test binary of its own: it installs
 //! the process-wide subscriber, which tracing's per-callsite caches make reliable only
 //! without other tests logging concurrently.
 

@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
@@ -12,11 +11,8 @@ use ldlm_grpc::GrpcOptions;
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
 use ldlm_security::password::Password;
 use ldlm_security::tls::{TlsOptions, install_default_provider, server_config};
+use ldlm_testkit::TestPki;
 use prost::Message as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
@@ -90,80 +86,34 @@ async fn password() {
     assert!(r.locked);
 }
 
-/// Certificates generated at test time, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
+/// Server options with TLS from the kit's server certificate; `mtls` also requires a client
+/// certificate signed by the kit's CA.
+fn server_options(pki: &TestPki, mtls: bool) -> GrpcOptions {
+    let tls = TlsOptions {
+        cert: Some(pki.server_cert()),
+        key: Some(pki.server_key()),
+        client_ca: mtls.then(|| pki.ca()),
+        client_cert_verify: false,
+    };
+    GrpcOptions {
+        tls: server_config(&tls, &[b"h2"]).expect("tls config"),
+        ..GrpcOptions::default()
+    }
 }
 
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let write = |name: &str, contents: &str| {
-            std::fs::write(dir.path().join(name), contents).expect("write")
-        };
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "LDLM test CA");
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca.self_signed(&ca_key).expect("ca");
-        write("ca.pem", &ca_cert.pem());
-        let issuer = Issuer::new(ca, ca_key);
-
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &issuer).expect("server cert");
-        write("server.pem", &cert.pem());
-        write("server.key", &key.serialize_pem());
-
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, "client");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &issuer).expect("client cert");
-        write("client.pem", &cert.pem());
-        write("client.key", &key.serialize_pem());
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).expect("read")
-    }
-
-    fn server_options(&self, mtls: bool) -> GrpcOptions {
-        let tls = TlsOptions {
-            cert: Some(self.path("server.pem")),
-            key: Some(self.path("server.key")),
-            client_ca: mtls.then(|| self.path("ca.pem")),
-            client_cert_verify: false,
-        };
-        GrpcOptions {
-            tls: server_config(&tls, &[b"h2"]).expect("tls config"),
-            ..GrpcOptions::default()
-        }
-    }
-
-    fn client_tls(&self, identity: bool) -> ClientTlsConfig {
-        let config = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.read("ca.pem")))
-            .domain_name("localhost");
-        if identity {
-            config.identity(Identity::from_pem(
-                self.read("client.pem"),
-                self.read("client.key"),
-            ))
-        } else {
-            config
-        }
+/// tonic's own TLS client (not ours), trusting the kit's CA; `identity` presents the kit's
+/// client certificate.
+fn client_tls(pki: &TestPki, identity: bool) -> ClientTlsConfig {
+    let config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
+        .domain_name("localhost");
+    if identity {
+        config.identity(Identity::from_pem(
+            pki.read("client.pem"),
+            pki.read("client.key"),
+        ))
+    } else {
+        config
     }
 }
 
@@ -183,9 +133,9 @@ async fn tls_client(
 #[tokio::test]
 async fn tls() {
     install_default_provider();
-    let pki = Pki::new();
-    let server = TestServer::with(EngineConfig::default(), pki.server_options(false)).await;
-    let mut c = tls_client(&server, pki.client_tls(false))
+    let pki = TestPki::generate();
+    let server = TestServer::with(EngineConfig::default(), server_options(&pki, false)).await;
+    let mut c = tls_client(&server, client_tls(&pki, false))
         .await
         .expect("TLS connect");
     let r = try_lock(&mut c, try_req("tls")).await;
@@ -208,11 +158,11 @@ async fn tls() {
 #[tokio::test]
 async fn mtls() {
     install_default_provider();
-    let pki = Pki::new();
-    let server = TestServer::with(EngineConfig::default(), pki.server_options(true)).await;
+    let pki = TestPki::generate();
+    let server = TestServer::with(EngineConfig::default(), server_options(&pki, true)).await;
 
     let anonymous = within(SLACK, "client without a certificate", async {
-        let mut c = tls_client(&server, pki.client_tls(false)).await?;
+        let mut c = tls_client(&server, client_tls(&pki, false)).await?;
         c.try_lock(try_req("m"))
             .await
             .map(|_| ())
@@ -222,7 +172,7 @@ async fn mtls() {
     let anonymous: Result<(), Box<dyn std::error::Error + Send + Sync>> = anonymous;
     assert!(anonymous.is_err(), "a client certificate is required");
 
-    let mut c = tls_client(&server, pki.client_tls(true))
+    let mut c = tls_client(&server, client_tls(&pki, true))
         .await
         .expect("mTLS connect");
     assert_locked(&try_lock(&mut c, try_req("m")).await, "m");
@@ -235,8 +185,8 @@ async fn mtls() {
 #[tokio::test]
 async fn a_silent_tls_client_does_not_block_others() {
     install_default_provider();
-    let pki = Pki::new();
-    let server = TestServer::with(EngineConfig::default(), pki.server_options(false)).await;
+    let pki = TestPki::generate();
+    let server = TestServer::with(EngineConfig::default(), server_options(&pki, false)).await;
     // Connects but never sends a ClientHello.
     let _silent: Vec<tokio::net::TcpStream> = {
         let mut v = Vec::new();
@@ -252,7 +202,7 @@ async fn a_silent_tls_client_does_not_block_others() {
     let mut c = within(
         SLACK,
         "TLS client while others stall",
-        tls_client(&server, pki.client_tls(false)),
+        tls_client(&server, client_tls(&pki, false)),
     )
     .await
     .expect("connect");

@@ -328,7 +328,7 @@ async fn graceful_shutdown_keeps_locks() {
     let r = within(SLACK, "waiter told", waiter).await.expect("task");
     assert_lock_error(&r, "sd", ErrorCode::Unknown, "lock manager is shutdown");
     server.stop(SLACK).await.expect("clean stop");
-    // The holder's connection is closed by now, yet its lock is kept (DESIGN §4.4).
+    // The holder's connection is closed by now, yet its lock is kept for the restart.
     assert!(a.try_lock(try_req("x")).await.is_err(), "server is gone");
     let holds = server.engine.list();
     assert_eq!(holds.len(), 1);

@@ -4,9 +4,9 @@
 //! answers `ldlm-lock list` and `ldlm-lock unlock NAME [KEY]`.
 //!
 //! - [`protocol`]: our own small versioned protocol, newline-delimited JSON (go-ldlm's is Go
-//!   `net/rpc` with gob; DESIGN §4.6).
+//!   `net/rpc` with gob, which only Go speaks comfortably).
 //! - [`server`]: [`bind`] (refuses a live server's socket, replaces a stale one, never deletes a
-//!   regular file: DESIGN §4.8) and [`serve`].
+//!   regular file) and [`serve`].
 //! - [`client`]: the blocking [`request`] the CLI uses.
 //!
 //! Unlike go-ldlm (its B3), `unlock` works: it is an admin unlock by key, or by name alone when

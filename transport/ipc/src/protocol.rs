@@ -1,8 +1,8 @@
 //! The IPC wire protocol: newline-delimited JSON, one request per line, one response line per
 //! request, in order.
 //!
-//! go-ldlm speaks Go `net/rpc` with gob encoding on its socket (reference §8), which only Go can
-//! talk comfortably; our `ldlm-lock` is our own, so the protocol is our own too (DESIGN §4.6).
+//! go-ldlm speaks Go `net/rpc` with gob encoding on its socket, which only Go can talk
+//! comfortably; our `ldlm-lock` is our own, so the protocol is our own too.
 //! Every message carries a version, `"v": 1`.
 //!
 //! Requests:

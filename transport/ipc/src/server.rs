@@ -1,7 +1,7 @@
 //! The IPC server: binding the socket safely, and serving `list` and `unlock` on it.
 //!
 //! [`bind`] refuses to start next to a live server and never deletes anything but a dead socket
-//! (go-ldlm refuses any existing path, so a crash blocks restarts: DESIGN §4.8). [`serve`] is an
+//! (go-ldlm refuses any existing path, so a crash blocks restarts). [`serve`] is an
 //! accept loop; each connection runs in its own task and may send several requests, answered in
 //! order. When `shutdown` resolves, the listener closes, the socket file is removed (if it is
 //! still ours), and connections finish the request in progress and close.
@@ -10,10 +10,11 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ldlm_engine::{Engine, LockError};
-use ldlm_service::driver::Clock;
+use ldlm_engine::LockError;
+use ldlm_service::{LockService, ServiceError};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -141,28 +142,18 @@ impl Default for ServeOptions {
 
 /// Serves `list` and `unlock` on `listener` (bound at `path` by [`bind`]) until `shutdown`
 /// resolves, then removes the socket file. With the default [`ServeOptions`].
-pub async fn serve(
-    engine: Engine,
-    clock: Clock,
+pub async fn serve<S: LockService>(
+    service: Arc<S>,
     listener: UnixListener,
     path: PathBuf,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    serve_with(
-        engine,
-        clock,
-        listener,
-        path,
-        ServeOptions::default(),
-        shutdown,
-    )
-    .await;
+    serve_with(service, listener, path, ServeOptions::default(), shutdown).await;
 }
 
 /// [`serve`] with options.
-pub async fn serve_with(
-    engine: Engine,
-    clock: Clock,
+pub async fn serve_with<S: LockService>(
+    service: Arc<S>,
     listener: UnixListener,
     path: PathBuf,
     options: ServeOptions,
@@ -177,8 +168,7 @@ pub async fn serve_with(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     connections.spawn(connection(
-                        engine.clone(),
-                        clock,
+                        service.clone(),
                         stream,
                         options.max_request_bytes,
                         stop_rx.clone(),
@@ -230,9 +220,8 @@ fn remove_socket_file(path: &Path) {
 }
 
 /// One connection: requests in, responses out, until EOF, an IO error or shutdown.
-async fn connection(
-    engine: Engine,
-    clock: Clock,
+async fn connection<S: LockService>(
+    service: Arc<S>,
     stream: UnixStream,
     limit: usize,
     mut stop: watch::Receiver<bool>,
@@ -258,7 +247,7 @@ async fn connection(
                 ),
             },
             Ok(Frame::Line) => match decode_request_limited(&line, limit) {
-                Ok(request) => handle(&engine, &clock, request),
+                Ok(request) => handle(&*service, request).await,
                 Err(e) => Response::Error {
                     message: format!("invalid request: {e}"),
                 },
@@ -325,40 +314,47 @@ async fn read_frame<R: AsyncBufRead + Unpin>(
 }
 
 /// Answers one decoded request.
-fn handle(engine: &Engine, clock: &Clock, request: Request) -> Response {
+async fn handle<S: LockService>(service: &S, request: Request) -> Response {
     match request {
         Request::List => {
             debug!("Handling IPC ListLocks request");
-            let now = clock.now();
-            let locks = engine
-                .list()
-                .into_iter()
-                .map(|hold| LockEntry {
-                    name: hold.name.to_string(),
-                    key: hold.key.to_string(),
-                    size: hold.size,
-                    owner: hold.owner.0,
-                    fencing_token: hold.fencing_token,
-                    lease_expires_in_ms: hold
-                        .lease_deadline
-                        .map(|deadline| deadline.as_millis().saturating_sub(now.as_millis())),
-                })
-                .collect();
-            Response::Locks(locks)
+            match service.list().await {
+                Ok(holds) => Response::Locks(
+                    holds
+                        .into_iter()
+                        .map(|hold| LockEntry {
+                            name: hold.name.to_string(),
+                            key: hold.key.to_string(),
+                            size: hold.size,
+                            owner: hold.owner.0,
+                            fencing_token: hold.fencing_token,
+                            lease_expires_in_ms: hold
+                                .lease_remaining
+                                .map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+                        })
+                        .collect(),
+                ),
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            }
         }
         Request::Unlock { name, key } => {
             debug!(name = %name, key = ?key, "Handling IPC Unlock request");
             // go-ldlm's IPC treats an empty key as "no key".
             let key = key.filter(|k| !k.is_empty());
-            match engine.force_unlock(&name, key.as_deref(), clock.now()) {
+            match service.force_unlock(&name, key.as_deref()).await {
                 Ok(released) => {
                     info!(name = %name, key = %released, "Lock released through IPC (ldlm-lock unlock)");
                     Response::Unlocked {
                         key: released.to_string(),
                     }
                 }
-                Err(e) => Response::Error {
+                Err(ServiceError::Lock(e)) => Response::Error {
                     message: unlock_error_message(&e, key.is_some()),
+                },
+                Err(e) => Response::Error {
+                    message: format!("failed to unlock lock: {e}"),
                 },
             }
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ldlm_engine::{Engine, EngineConfig, Grant, LockOutcome, LockRequest, Owner, TryLockOutcome};
 use ldlm_ipc::protocol::{MAX_REQUEST_BYTES, encode_request};
 use ldlm_ipc::{IpcError, LockEntry, Request, Response, bind, request, serve};
-use ldlm_service::driver::Clock;
+use ldlm_service::{Clock, LocalLockService, LocalOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -38,15 +38,10 @@ impl Harness {
         let engine = Engine::new(config, clock.now()).expect("config");
         let listener = bind(&path).expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(
-            engine.clone(),
-            clock,
-            listener,
-            path.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let service = LocalLockService::new(engine.clone(), clock, LocalOptions::default());
+        let task = tokio::spawn(serve(service, listener, path.clone(), async move {
+            let _ = stopped.await;
+        }));
         Harness {
             owner: engine.new_owner(),
             engine,

@@ -1,5 +1,9 @@
-//! The `--metrics_listen_address` endpoint: `GET /metrics` in the Prometheus text format
-//! (see `ldlm_service::metrics`), `GET /healthz` for plain HTTP probes. HTTP/1.1 on raw hyper.
+//! # ldlm-metrics-http
+//!
+//! The `--metrics_listen_address` endpoint: `GET /metrics` in the Prometheus text format (the
+//! registry is `ldlm_service::metrics`; the lock table's gauges are read from the lock service
+//! on each scrape), and `GET /healthz` for plain HTTP probes (`503` once shutting down).
+//! HTTP/1.1 on raw hyper, connections from the server's shared accept loop.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -7,56 +11,48 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
-use ldlm_engine::Engine;
+use ldlm_listener::{Acceptor, ListenerOptions};
+use ldlm_service::LockService;
 use ldlm_service::metrics::{self, Gauges};
 use tokio::net::TcpListener;
 use tracing::debug;
 
-/// Serves metrics until `shutdown` resolves.
-pub async fn serve(
+/// Most metrics connections open at once (scrapers and probes are few).
+const MAX_CONNECTIONS: usize = 64;
+
+/// Serves metrics about `service` until `shutdown` resolves.
+pub async fn serve<S: LockService>(
     listener: TcpListener,
-    engine: Engine,
-    rest: Option<Arc<ldlm_rest::RestServer>>,
+    service: Arc<S>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Out of descriptors or similar: back off instead of spinning a core.
-                tracing::warn!(%error, "accepting metrics connections failed; retrying shortly");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let (engine, rest) = (engine.clone(), rest.clone());
+    let options = ListenerOptions {
+        name: "metrics",
+        tls: None,
+        max_connections: MAX_CONNECTIONS,
+    };
+    let mut acceptor = Acceptor::new(listener, options, shutdown);
+    while let Some(accepted) = acceptor.next().await {
+        let service = service.clone();
         tokio::spawn(async move {
-            let service =
+            let handler =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let reply = answer(&request, &engine, rest.as_deref());
+                    let reply = answer(&request, &*service);
                     async move { Ok::<_, Infallible>(reply) }
                 });
-            let io = hyper_util::rt::TokioIo::new(stream);
+            let io = hyper_util::rt::TokioIo::new(accepted.stream);
             if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
+                .serve_connection(io, handler)
                 .await
             {
                 debug!(%error, "metrics connection ended");
             }
+            drop(accepted.slot);
         });
     }
 }
 
-fn answer<B>(
-    request: &Request<B>,
-    engine: &Engine,
-    rest: Option<&ldlm_rest::RestServer>,
-) -> Response<Full<Bytes>> {
+fn answer<B, S: LockService>(request: &Request<B>, service: &S) -> Response<Full<Bytes>> {
     let respond = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -66,13 +62,13 @@ fn answer<B>(
     };
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => {
-            // O(1) per shard: the engine keeps its hold and waiter counts as they change.
-            let stats = engine.stats();
+            // O(1) per engine shard: the engine keeps its hold and waiter counts as they change.
+            let stats = service.stats();
             let gauges = Gauges {
                 locks: stats.locks,
                 held: stats.holds,
                 waiters: stats.waiters,
-                rest_sessions: rest.map_or(0, |r| r.session_count()),
+                rest_sessions: stats.sessions,
             };
             respond(
                 StatusCode::OK,
@@ -81,7 +77,7 @@ fn answer<B>(
             )
         }
         (&Method::GET, "/healthz") => {
-            if engine.is_shut_down() {
+            if service.is_shut_down() {
                 respond(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",

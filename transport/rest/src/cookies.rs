@@ -3,7 +3,7 @@
 //! Reading follows Go's `Request.Cookie` (what go-ldlm uses): every `Cookie` header is split at
 //! `;`, pairs are trimmed, the **first** pair named `ldlm-session` wins, and a value wrapped in
 //! double quotes is unwrapped. Writing is byte for byte go-ldlm's: `ldlm-session=<id>; Path=/;
-//! Expires=<IMF-fixdate>` with no `HttpOnly`, `Secure`, `SameSite` or `Max-Age` (reference §5.3).
+//! Expires=<IMF-fixdate>` with no `HttpOnly`, `Secure`, `SameSite` or `Max-Age`.
 //! Clearing the cookie on `DELETE /session` adds an `Expires` in the past (go-ldlm sends none),
 //! so that cookie jars (curl's, browsers') drop it instead of keeping an empty value.
 

@@ -1,4 +1,4 @@
-//! The JSON of the REST API: protojson, as go-ldlm's grpc-gateway speaks it (reference §5.4).
+//! The JSON of the REST API: protojson, as go-ldlm's grpc-gateway speaks it.
 //!
 //! **Input** (`TryLockRequest`, `UnlockRequest`, `RefreshLockRequest`):
 //!

@@ -1,7 +1,7 @@
 //! Building responses: every status the REST API answers with, in one place.
 //!
 //! Success bodies are protojson (module `json`); every error status except the password's
-//! `401` carries `{"error": "<message>"}` with `Content-Type: application/json` (DESIGN §4.9).
+//! `401` carries `{"error": "<message>"}` with `Content-Type: application/json` (go-ldlm's B13).
 //! The password's `401` has an empty body and `WWW-Authenticate`, exactly as go-ldlm's.
 
 use bytes::Bytes;
@@ -46,7 +46,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
 }
 
 /// `401` for a wrong or missing password: empty body, `WWW-Authenticate: Basic
-/// realm="Restricted"` (go-ldlm's exact answer, reference §5.5).
+/// realm="Restricted"` (go-ldlm's exact answer).
 pub(crate) fn bad_password() -> Reply {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::UNAUTHORIZED;

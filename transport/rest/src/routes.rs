@@ -1,7 +1,7 @@
-//! The request pipeline ([`RestServer::handle`]) and the routes: decode → engine → encode,
-//! nothing else (the engine holds all lock semantics).
+//! The request pipeline ([`RestServer::handle`]) and the routes: decode → one lock-service
+//! call → encode, nothing else (the lock service holds all lock semantics).
 //!
-//! Order, as go-ldlm's (reference §5.2): password → `/session` → session cookie → routing.
+//! Order, as go-ldlm's: password → `/session` → session cookie → routing.
 //! So `/session` needs no cookie, and an unknown path or a wrong method on `/v1/...` without a
 //! live cookie is `401`, with one `404` / `405`.
 //!
@@ -16,12 +16,11 @@
 //! | other methods on those | `405`, `Allow: POST` |
 //! | anything else | `404` |
 //!
-//! Lock-domain errors are `200` with an `error` object; malformed bodies `400`; bodies over the
-//! limit `413`; too many sessions `503`.
+//! Errors, mapped here once ([`service_error`]): lock-domain errors are `200` with an `error`
+//! object (as go-ldlm's); a grant that could not be made durable (it was given back) `500`; a
+//! server that cannot decide now (cluster mode without a leader) `503`; too many sessions
+//! `503`. Malformed bodies are `400`, bodies over the limit `413`.
 
-use std::time::Instant;
-
-use ldlm_service::metrics::{self, Outcome, Rpc, Transport};
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -32,7 +31,8 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Body;
-use ldlm_engine::{LockError, LockRequest, Owner, TryLockOutcome};
+use ldlm_engine::{LockError, LockRequest};
+use ldlm_service::{Acquire, LockService, ServiceError, SessionId, Transport};
 use tracing::{debug, warn};
 
 use crate::body::{self, BodyError};
@@ -40,7 +40,6 @@ use crate::cookies;
 use crate::json::{self, DecodeError, LockResponse};
 use crate::reply::{self, COOKIE_INVALID, COOKIE_NOT_FOUND, Reply, SESSION_NOT_FOUND};
 use crate::server::RestServer;
-use crate::sessions::SessionId;
 
 /// The lock routes (everything after the cookie check).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,7 +63,7 @@ impl Route {
     }
 }
 
-impl RestServer {
+impl<S: LockService> RestServer<S> {
     /// Answers one request. This is the whole REST API; [`RestServer::serve`] only adds
     /// connections around it, so tests and fuzzers can call it without a socket. It needs no
     /// particular async runtime, never waits for anything but the request body, and never
@@ -119,41 +118,23 @@ impl RestServer {
     }
 
     /// The live session the cookie names, its idle timer restarted; `None` if there is none.
-    fn live_session(&self, cookie: &str) -> Option<Owner> {
-        let id = SessionId::parse(cookie)?;
-        let owner = self.sessions.get(id)?;
-        if self.engine.touch_session(&owner, self.clock.now()) {
-            Some(owner)
-        } else {
-            // The engine ended it (idle expiry) before the report reached us.
-            self.sessions.remove(id);
-            None
-        }
+    fn live_session(&self, cookie: &str) -> Option<S::Owner> {
+        self.service.session(SessionId::parse(cookie)?)
     }
 
     /// When a cookie sent now expires: now + the idle timeout.
     fn cookie_expiry(&self) -> SystemTime {
         let now = SystemTime::now();
         // A timeout too large to add is "never": the cookie's date is clamped to year 9999.
-        now.checked_add(self.options.session_timeout)
+        now.checked_add(self.service.session_timeout())
             .unwrap_or(now + Duration::from_secs(1 << 40))
     }
 
     fn create_session(&self) -> Reply {
-        let timeout = self.options.session_timeout;
-        let now = self.clock.now();
-        let Some((id, owner)) = self
-            .sessions
-            .create(|| self.engine.new_session(timeout, now))
-        else {
-            let message = format!(
-                "too many REST sessions: the limit is {}",
-                self.sessions.limit()
-            );
-            return reply::error(StatusCode::SERVICE_UNAVAILABLE, &message);
+        let id = match self.service.open_session() {
+            Ok(id) => id.to_text(),
+            Err(error) => return service_error(error),
         };
-        let id = id.to_text();
-        debug!(rest_session_id = %id, owner = %owner.id(), "REST session started");
         let response = reply::json(StatusCode::CREATED, json::session_body(&id));
         reply::with_cookie(response, cookies::set_cookie(&id, self.cookie_expiry()))
     }
@@ -162,26 +143,18 @@ impl RestServer {
         let Some(cookie) = cookies::session_cookie(headers) else {
             return reply::error(StatusCode::UNAUTHORIZED, COOKIE_NOT_FOUND);
         };
-        let Some(owner) = SessionId::parse(cookie).and_then(|id| self.sessions.remove(id)) else {
-            return reply::error(StatusCode::CONFLICT, SESSION_NOT_FOUND);
+        let closed = match SessionId::parse(cookie) {
+            Some(id) => self.service.close_session(id),
+            None => Err(ServiceError::SessionNotFound),
         };
-        if owner.has_ended() {
-            // Expired a moment ago: the engine has released it already.
-            return reply::error(StatusCode::CONFLICT, SESSION_NOT_FOUND);
-        }
-        if !self.engine.is_shut_down() {
-            let summary = self.engine.release_owner(&owner, self.clock.now());
-            debug!(
-                rest_session_id = cookie,
-                num_locks = summary.released,
-                "REST session ended"
-            );
+        if let Err(error) = closed {
+            return service_error(error);
         }
         let response = reply::ok(json::session_body(""));
         reply::with_cookie(response, cookies::CLEAR_COOKIE)
     }
 
-    async fn dispatch<B>(&self, parts: &Parts, body: B, owner: &Owner) -> Reply
+    async fn dispatch<B>(&self, parts: &Parts, body: B, owner: &S::Owner) -> Reply
     where
         B: Body,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -204,25 +177,17 @@ impl RestServer {
                 return reply::error(StatusCode::BAD_REQUEST, &message);
             }
         };
-        // Read once: the request's latency and its engine tick both start here.
-        let started = Instant::now();
         let answer = match route {
-            Route::Lock => self.try_lock(owner, &body, started).await,
-            Route::Unlock => self.unlock(&body, started).await.map(reply::ok),
-            Route::Refresh => self.refresh(&body, started).map(reply::ok),
+            Route::Lock => self.try_lock(owner, &body).await,
+            Route::Unlock => self.unlock(owner, &body).await,
+            Route::Refresh => self.refresh(owner, &body).await,
         };
         answer.unwrap_or_else(|error| reply::error(StatusCode::BAD_REQUEST, &error.to_string()))
     }
 
-    /// TryLock. A failed or busy TryLock answers an empty key (DESIGN §4.3). With a state
-    /// file, "locked" is answered only once the grant is on disk (DESIGN §4.5); if it cannot be
-    /// written, the hold is given back and the answer is `500`.
-    async fn try_lock(
-        &self,
-        owner: &Owner,
-        body: &[u8],
-        started: Instant,
-    ) -> Result<Reply, DecodeError> {
+    /// TryLock. A failed or busy TryLock answers an empty key (go-ldlm invents a useless
+    /// fresh one). "locked" is answered only once the grant is durable.
+    async fn try_lock(&self, owner: &S::Owner, body: &[u8]) -> Result<Reply, DecodeError> {
         let request: json::TryLockRequest<'_> = json::decode(body)?;
         let lock = LockRequest {
             name: &request.name,
@@ -230,85 +195,61 @@ impl RestServer {
             lock_timeout_seconds: request.lock_timeout_seconds,
             wait_timeout_seconds: None,
         };
-        let now = self.clock.tick_at(started);
-        let outcome = self.engine.try_lock(owner, &lock, now);
-        // Recorded once the answer is known, so the latency includes the durability wait (as
-        // it does over gRPC).
-        let record = |result| {
-            metrics::record_request(Transport::Rest, Rpc::TryLock, result, started.elapsed())
-        };
+        let acquired = self
+            .service
+            .acquire(Transport::Rest, owner, &lock, Acquire::Try)
+            .await;
         let mut key = [0u8; 36];
-        let response = match &outcome {
-            Ok(TryLockOutcome::Acquired(grant)) => {
-                let key = grant.key.encode(&mut key);
-                // Not durable (or the request dropped meanwhile): `confirm` gives the slot back.
-                if let Some(durability) = &self.durability
-                    && let Err(error) = durability
-                        .confirm(&self.engine, &self.clock, &request.name, grant)
-                        .await
-                {
-                    warn!(lock = %request.name, %error, "REST lock not granted: not durable");
-                    record(Outcome::Error(ldlm_engine::ErrorCode::Unknown));
-                    return Ok(reply::error(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &error.to_string(),
-                    ));
-                }
-                LockResponse {
-                    locked: true,
-                    name: &request.name,
-                    key,
-                    error: None,
-                    fencing_token: grant.fencing_token,
-                }
+        let response = match lock_result(acquired) {
+            Ok(Ok(Some(grant))) => LockResponse {
+                locked: true,
+                name: &request.name,
+                key: grant.key.encode(&mut key),
+                error: None,
+                fencing_token: grant.fencing_token,
+            },
+            Ok(Ok(None)) => not_locked(&request.name, "", None),
+            Ok(Err(ref error)) => {
+                return Ok(reply::ok(
+                    not_locked(&request.name, "", Some(error)).encode(),
+                ));
             }
-            Ok(TryLockOutcome::Busy) => not_locked(&request.name, "", None),
-            Err(error) => not_locked(&request.name, "", Some(error)),
+            Err(error) => return Ok(service_error(error)),
         };
-        record(match &outcome {
-            Ok(TryLockOutcome::Acquired(_)) => Outcome::Ok,
-            Ok(TryLockOutcome::Busy) => Outcome::Busy,
-            Err(error) => Outcome::Error(error.code()),
-        });
         Ok(reply::ok(response.encode()))
     }
 
-    /// Unlock: the key, not the session, authorises it (reference §3.1). If it hands the lock
-    /// to a waiter (a gRPC Lock), it yields once so that grant is answered first, as gRPC's
-    /// Unlock does.
-    async fn unlock(&self, body: &[u8], started: Instant) -> Result<Bytes, DecodeError> {
+    /// Unlock: the key, not the session, authorises it (as in go-ldlm).
+    async fn unlock(&self, owner: &S::Owner, body: &[u8]) -> Result<Reply, DecodeError> {
         let request: json::UnlockRequest<'_> = json::decode(body)?;
-        let now = self.clock.tick_at(started);
-        let outcome = self.engine.unlock(&request.name, &request.key, now);
-        metrics::record_request(
-            Transport::Rest,
-            Rpc::Unlock,
-            Outcome::of(&outcome),
-            started.elapsed(),
-        );
-        let response =
-            json::unlock_response(outcome.is_ok(), &request.name, outcome.as_ref().err());
-        if matches!(outcome, Ok(unlocked) if unlocked.handed_off > 0) {
-            tokio::task::yield_now().await;
-        }
-        Ok(response)
+        let unlocked = self
+            .service
+            .unlock(Transport::Rest, owner, &request.name, &request.key)
+            .await;
+        Ok(match lock_result(unlocked) {
+            Ok(outcome) => reply::ok(json::unlock_response(
+                outcome.is_ok(),
+                &request.name,
+                outcome.as_ref().err(),
+            )),
+            Err(error) => service_error(error),
+        })
     }
 
     /// Refresh / Renew. The request's key is echoed unless the timeout itself was refused
-    /// (reference §2.4); an unknown name or key is `LockDoesNotExistOrInvalidKey` (DESIGN §4.1).
-    fn refresh(&self, body: &[u8], started: Instant) -> Result<Bytes, DecodeError> {
+    /// (as go-ldlm does); an unknown name or key is `LockDoesNotExistOrInvalidKey` (go-ldlm
+    /// answers code `Unknown`, which no client can act on).
+    async fn refresh(&self, owner: &S::Owner, body: &[u8]) -> Result<Reply, DecodeError> {
         let request: json::RefreshRequest<'_> = json::decode(body)?;
         let seconds = request.lock_timeout_seconds.unwrap_or(0);
-        let now = self.clock.tick_at(started);
-        let outcome = self
-            .engine
-            .refresh(&request.name, &request.key, seconds, now);
-        metrics::record_request(
-            Transport::Rest,
-            Rpc::Refresh,
-            Outcome::of(&outcome),
-            started.elapsed(),
-        );
+        let refreshed = self
+            .service
+            .refresh(Transport::Rest, owner, &request.name, &request.key, seconds)
+            .await;
+        let outcome = match lock_result(refreshed) {
+            Ok(outcome) => outcome,
+            Err(error) => return Ok(service_error(error)),
+        };
         let response = match &outcome {
             Ok(grant) => LockResponse {
                 locked: true,
@@ -322,8 +263,35 @@ impl RestServer {
             }
             Err(error) => not_locked(&request.name, &request.key, Some(error)),
         };
-        Ok(response.encode())
+        Ok(reply::ok(response.encode()))
     }
+}
+
+/// Splits a service result: lock-domain errors are an answer (`200`); the others are for
+/// [`service_error`].
+fn lock_result<T>(result: Result<T, ServiceError>) -> Result<Result<T, LockError>, ServiceError> {
+    match result {
+        Ok(value) => Ok(Ok(value)),
+        Err(ServiceError::Lock(error)) => Ok(Err(error)),
+        Err(error) => Err(error),
+    }
+}
+
+/// The reply for a service error that is not a lock-domain answer.
+fn service_error(error: ServiceError) -> Reply {
+    let status = match &error {
+        ServiceError::Lock(_) => StatusCode::OK,
+        ServiceError::NotCommitted(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ServiceError::Unavailable(_) | ServiceError::TooManySessions { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ServiceError::SessionNotFound => StatusCode::CONFLICT,
+    };
+    let message = match &error {
+        ServiceError::SessionNotFound => SESSION_NOT_FOUND.to_owned(),
+        other => other.to_string(),
+    };
+    reply::error(status, &message)
 }
 
 fn not_locked<'a>(name: &'a str, key: &'a str, error: Option<&'a LockError>) -> LockResponse<'a> {

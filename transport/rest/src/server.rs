@@ -1,21 +1,14 @@
 //! The REST server: its shared state, and the connections around [`RestServer::handle`].
 //!
-//! [`RestServer::serve`] is an accept loop over a [`TcpListener`]:
+//! [`RestServer::serve`] takes connections from the server's shared accept loop
+//! ([`ldlm_listener::Acceptor`]: connection limit, `TCP_NODELAY`, TLS handshake off the
+//! accept path) and serves each in a task of its own:
 //!
-//! - at most `max_connections` connections at once (a semaphore permit is taken *before*
-//!   accepting, so excess clients wait in the kernel's backlog instead of being accepted and
-//!   dropped);
-//! - `TCP_NODELAY` on every connection (small JSON replies must not wait for Nagle);
-//! - with TLS, the rustls handshake runs in the connection's own task, bounded by
-//!   [`HANDSHAKE_TIMEOUT`], so a slow or silent client never stalls the accept loop;
 //! - HTTP/1.1 (keep-alive) or HTTP/2 (prior knowledge, or ALPN `h2` over TLS), detected per
 //!   connection by hyper-util's `auto` builder; request headers must arrive within
 //!   [`HEADER_READ_TIMEOUT`], and a whole request (its body) within [`REQUEST_TIMEOUT`];
 //! - graceful shutdown: when `shutdown` resolves the listener is closed, idle connections are
 //!   closed, and requests in flight are answered before their connections close.
-//!
-//! Session expiry does not run here: the engine's timer driver expires sessions and whoever
-//! runs it calls [`RestServer::forget_sessions`] with the report.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,21 +25,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use ldlm_engine::{Engine, OwnerId};
+use ldlm_listener::{Acceptor, ListenerOptions};
 use ldlm_security::password::Password;
-use ldlm_service::driver::Clock;
-use ldlm_state_file::Durability;
+use ldlm_service::LockService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tokio::net::TcpListener;
+use tracing::debug;
 
 use crate::reply;
-use crate::sessions::Sessions;
 
-/// Longest a TLS handshake may take before the connection is dropped.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a client may take to send a request's headers (slowloris protection).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest one request may take, body included (answered `408` when it runs out).
@@ -60,113 +47,51 @@ pub struct RestOptions {
     /// TLS (and mTLS) configuration; `None` serves plaintext. Advertise ALPN `http/1.1` and
     /// `h2` in it to offer both protocols.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// `--rest_session_timeout`: a session idle this long ends and its locks are released.
-    pub session_timeout: Duration,
-    /// `--max_rest_sessions`: most sessions at once; one more is refused with `503`.
-    pub max_sessions: usize,
     /// `--max_request_bytes`: largest request body; larger is refused with `413`.
     pub max_body_bytes: usize,
-    /// `--max_connections`: most connections at once; more wait to be accepted.
+    /// `--max_connections`: most connections at once; more are closed at once.
     pub max_connections: usize,
 }
 
 impl Default for RestOptions {
-    /// go-ldlm's session timeout (10 minutes) and the server's default limits.
+    /// The server's default limits.
     fn default() -> Self {
         RestOptions {
             password: None,
             tls: None,
-            session_timeout: Duration::from_secs(10 * 60),
-            max_sessions: 100_000,
             max_body_bytes: 65_536,
             max_connections: 10_000,
         }
     }
 }
 
-/// The REST API over one engine: shared state (engine, clock, options, sessions) behind an
-/// `Arc`, used by every connection.
-pub struct RestServer {
-    pub(crate) engine: Engine,
-    pub(crate) clock: Clock,
+/// The REST API over a lock service: shared state behind an `Arc`, used by every connection.
+pub struct RestServer<S: LockService> {
+    pub(crate) service: Arc<S>,
     pub(crate) options: RestOptions,
-    pub(crate) sessions: Sessions,
-    /// With a state file: waits until a grant is on disk before "locked" is answered.
-    pub(crate) durability: Option<Durability>,
 }
 
-impl std::fmt::Debug for RestServer {
+impl<S: LockService> std::fmt::Debug for RestServer<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RestServer")
             .field("options", &self.options)
-            .field("sessions", &self.sessions)
             .finish_non_exhaustive()
     }
 }
 
-impl RestServer {
-    /// A server over `engine`, reading time from `clock` (the same clock that drives the
-    /// engine's timers).
-    pub fn new(engine: Engine, clock: Clock, options: RestOptions) -> Arc<RestServer> {
-        Self::build(engine, clock, options, None)
-    }
-
-    /// Like [`RestServer::new`], for an engine that records grants in a state file: a TryLock
-    /// is answered "locked" only once `durability` reports its grant on disk (DESIGN §4.5).
-    pub fn with_durability(
-        engine: Engine,
-        clock: Clock,
-        options: RestOptions,
-        durability: Durability,
-    ) -> Arc<RestServer> {
-        Self::build(engine, clock, options, Some(durability))
-    }
-
-    fn build(
-        engine: Engine,
-        clock: Clock,
-        options: RestOptions,
-        durability: Option<Durability>,
-    ) -> Arc<RestServer> {
-        let sessions = Sessions::new(options.max_sessions);
-        Arc::new(RestServer {
-            engine,
-            clock,
-            options,
-            sessions,
-            durability,
-        })
-    }
-
-    /// Forgets sessions the engine expired (and already released): call it from the timer
-    /// driver's report callback with [`ldlm_engine::AdvanceReport::sessions_expired`]. Ids
-    /// that are not REST sessions are ignored.
-    pub fn forget_sessions(&self, expired: &[OwnerId]) {
-        for &owner in expired {
-            if self.sessions.forget(owner) {
-                debug!(owner = %owner, timeout = ?self.options.session_timeout, "REST session timeout");
-            }
-        }
-    }
-
-    /// Number of live sessions (for stats and tests).
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
+impl<S: LockService> RestServer<S> {
+    /// A server over `service`.
+    pub fn new(service: Arc<S>, options: RestOptions) -> Arc<RestServer<S>> {
+        Arc::new(RestServer { service, options })
     }
 
     /// Serves connections from `listener` until `shutdown` resolves, then lets requests in
-    /// flight finish and returns. Errors accepting one connection are logged, not returned.
+    /// flight finish and returns.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        let tls = self.options.tls.clone().map(TlsAcceptor::from);
-        let slots = Arc::new(Semaphore::new(
-            self.options
-                .max_connections
-                .clamp(1, Semaphore::MAX_PERMITS),
-        ));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -175,77 +100,39 @@ impl RestServer {
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
         let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-
-        loop {
-            let permit = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                permit = slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break, // never closed
-                },
-            };
-            let (stream, remote) = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        accept_error(error).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(error) = stream.set_nodelay(true) {
-                debug!(client_addr = %remote, %error, "could not set TCP_NODELAY");
-            }
-            // Subscribed before the task starts, so a shutdown during the TLS handshake is
-            // still seen by the connection.
+        let mut acceptor = Acceptor::new(
+            listener,
+            ListenerOptions {
+                name: "REST",
+                tls: self.options.tls.clone(),
+                max_connections: self.options.max_connections,
+            },
+            shutdown,
+        );
+        while let Some(accepted) = acceptor.next().await {
             let watcher = graceful.watcher();
             let server = self.clone();
-            let tls = tls.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
                 server
-                    .connection(stream, remote, tls, &builder, watcher)
+                    .http(accepted.stream, accepted.remote, &builder, watcher)
                     .await;
-                drop(permit);
+                drop(accepted.slot);
             });
         }
-
-        drop(listener);
+        drop(acceptor);
         graceful.shutdown().await;
         Ok(())
     }
 
-    /// One connection: the TLS handshake if configured, then HTTP until it closes.
-    async fn connection(
+    async fn http<T>(
         self: Arc<Self>,
-        stream: TcpStream,
-        remote: SocketAddr,
-        tls: Option<TlsAcceptor>,
-        builder: &auto::Builder<TokioExecutor>,
-        watcher: Watcher,
-    ) {
-        let Some(acceptor) = tls else {
-            return self.http(stream, remote, builder, watcher).await;
-        };
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => self.http(stream, remote, builder, watcher).await,
-            Ok(Err(error)) => debug!(client_addr = %remote, %error, "TLS handshake failed"),
-            Err(_) => debug!(client_addr = %remote, "TLS handshake timed out"),
-        }
-    }
-
-    async fn http<S>(
-        self: Arc<Self>,
-        stream: S,
+        stream: T,
         remote: SocketAddr,
         builder: &auto::Builder<TokioExecutor>,
         watcher: Watcher,
     ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let service = service_fn(move |request: Request<Incoming>| {
             let server = self.clone();
@@ -272,19 +159,4 @@ impl RestServer {
             ),
         }
     }
-}
-
-/// Handles a failed `accept`: errors of one connection are skipped; running out of file
-/// descriptors or memory is logged and waited out briefly (accepting again at once would spin).
-async fn accept_error(error: io::Error) {
-    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted};
-    if matches!(
-        error.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset | Interrupted
-    ) {
-        debug!(%error, "accept failed for one connection");
-        return;
-    }
-    warn!(%error, "accepting REST connections failed; retrying shortly");
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -14,8 +14,9 @@ use ldlm_proto::ldlm::{
     ErrorCode, LockRequest, LockResponse, RefreshLockRequest, RenewRequest, TryLockRequest,
     UnlockRequest, UnlockResponse,
 };
-use ldlm_service::driver::{Clock, spawn_timer_driver};
-use ldlm_state_file::{Durability, StateFile};
+use ldlm_service::{Clock, Commits, LocalLockService, LocalOptions, TimerDriver};
+use ldlm_state_file::StateFile;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -27,9 +28,10 @@ pub type Client = LdlmClient<Channel>;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub engine: Engine,
+    pub service: Arc<LocalLockService>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), GrpcError>>>,
-    driver: JoinHandle<()>,
+    _timers: TimerDriver,
 }
 
 impl TestServer {
@@ -48,42 +50,38 @@ impl TestServer {
         let clock = Clock::new();
         let engine = Engine::with_event_sink(EngineConfig::default(), clock.now(), state.sink())
             .expect("engine config");
-        Self::serving(
-            engine,
-            clock,
-            GrpcOptions::default(),
-            Some(state.durability()),
-        )
-        .await
+        Self::serving(engine, clock, GrpcOptions::default(), Some(state.commits())).await
     }
 
     async fn serving(
         engine: Engine,
         clock: Clock,
         options: GrpcOptions,
-        durability: Option<Durability>,
+        commits: Option<Commits>,
     ) -> TestServer {
-        let driver = spawn_timer_driver(engine.clone(), clock, |_| {});
+        let service = LocalLockService::new(
+            engine.clone(),
+            clock,
+            LocalOptions {
+                commits,
+                ..LocalOptions::default()
+            },
+        );
+        let timers = service.start_timers();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = rx.await;
         };
-        let task = tokio::spawn(serve(
-            engine.clone(),
-            clock,
-            listener,
-            options,
-            durability,
-            shutdown,
-        ));
+        let task = tokio::spawn(serve(service.clone(), listener, options, shutdown));
         TestServer {
             addr,
             engine,
+            service,
             shutdown: Some(tx),
             task: Some(task),
-            driver,
+            _timers: timers,
         }
     }
 
@@ -114,7 +112,6 @@ impl Drop for TestServer {
         if let Some(task) = &self.task {
             task.abort();
         }
-        self.driver.abort();
     }
 }
 

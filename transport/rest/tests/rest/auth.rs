@@ -1,4 +1,4 @@
-//! The REST password: `Authorization: Basic base64(<anything>:<password>)` (reference §5.5).
+//! The REST password: `Authorization: Basic base64(<anything>:<password>)`, as go-ldlm checks it.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -55,7 +55,7 @@ async fn right_wrong_and_missing_password() {
         let reply = create_session(&mut client, Some(right.clone())).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{right}");
     }
-    assert_eq!(server.server.session_count(), 3);
+    assert_eq!(server.session_count(), 3);
 }
 
 #[tokio::test]

@@ -61,5 +61,5 @@ async fn parallel_sessions_keep_mutual_exclusion() {
         "few grants ({acquired}): the test did not exercise much"
     );
     assert!(server.engine.list().is_empty(), "every hold was unlocked");
-    assert_eq!(server.server.session_count(), SESSIONS);
+    assert_eq!(server.session_count(), SESSIONS);
 }

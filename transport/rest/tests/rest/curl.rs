@@ -133,7 +133,7 @@ async fn readme_flow_with_curl() {
     // Without the password: 401 with an empty body.
     let (status, body) = curl(vec!["-X".into(), "POST".into(), format!("{base}/session")]).await;
     assert_eq!((status, body.as_str()), (401, ""));
-    assert_eq!(server.server.session_count(), 0);
+    assert_eq!(server.session_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,5 +162,5 @@ async fn curl_http2_prior_knowledge() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(server.server.session_count(), 1);
+    assert_eq!(server.session_count(), 1);
 }

@@ -16,53 +16,51 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use ldlm_engine::{Engine, EngineConfig};
 use ldlm_rest::{RestOptions, RestServer};
-use ldlm_service::driver::{Clock, spawn_timer_driver};
-use ldlm_state_file::Durability;
+use ldlm_service::{Clock, LocalLockService, LocalOptions, LockService, TimerDriver};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A REST server running in this process, with its engine and timer driver.
+/// A REST server running in this process, over a local lock service with its timer driver.
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
-    pub(crate) server: Arc<RestServer>,
+    pub(crate) server: Arc<RestServer<LocalLockService>>,
     pub(crate) engine: Engine,
+    pub(crate) service: Arc<LocalLockService>,
     shutdown: Option<oneshot::Sender<()>>,
     serving: Option<JoinHandle<std::io::Result<()>>>,
-    driver: JoinHandle<()>,
+    _timers: TimerDriver,
 }
 
 impl TestServer {
     /// Starts a server with `options` on 127.0.0.1:0.
     pub(crate) async fn start(options: RestOptions) -> TestServer {
-        let clock = Clock::new();
-        let engine = Engine::new(EngineConfig::default(), clock.now()).expect("engine config");
-        TestServer::start_on(engine, clock, options, None).await
+        TestServer::start_with(options, LocalOptions::default()).await
     }
 
-    /// Starts a server over `engine` (whose time is `clock`), waiting for `durability` if set.
+    /// Starts a server with `options` over a lock service with `local` options.
+    pub(crate) async fn start_with(options: RestOptions, local: LocalOptions) -> TestServer {
+        let clock = Clock::new();
+        let engine = Engine::new(EngineConfig::default(), clock.now()).expect("engine config");
+        TestServer::start_on(engine, clock, options, local).await
+    }
+
+    /// Starts a server over `engine` (whose time is `clock`).
     pub(crate) async fn start_on(
         engine: Engine,
         clock: Clock,
         options: RestOptions,
-        durability: Option<Durability>,
+        local: LocalOptions,
     ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let server = match durability {
-            Some(durability) => {
-                RestServer::with_durability(engine.clone(), clock, options, durability)
-            }
-            None => RestServer::new(engine.clone(), clock, options),
-        };
-        let reporter = server.clone();
-        let driver = spawn_timer_driver(engine.clone(), clock, move |report| {
-            reporter.forget_sessions(&report.sessions_expired);
-        });
+        let service = LocalLockService::new(engine.clone(), clock, local);
+        let timers = service.start_timers();
+        let server = RestServer::new(service.clone(), options);
         let (tx, rx) = oneshot::channel::<()>();
         let serving = tokio::spawn(server.clone().serve(listener, async move {
             let _ = rx.await;
@@ -71,10 +69,16 @@ impl TestServer {
             addr,
             server,
             engine,
+            service,
             shutdown: Some(tx),
             serving: Some(serving),
-            driver,
+            _timers: timers,
         }
+    }
+
+    /// Live REST sessions.
+    pub(crate) fn session_count(&self) -> usize {
+        self.service.stats().sessions
     }
 
     /// A plaintext client connected to this server.
@@ -102,7 +106,6 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.driver.abort();
         if let Some(serving) = &self.serving {
             serving.abort();
         }
@@ -167,6 +170,24 @@ impl Client {
 
     /// Sends `method path` with `body` (JSON content type), plus the cookie and authorization.
     pub(crate) async fn send(&mut self, method: Method, path: &str, body: AnyBody) -> Reply {
+        let request = self.request(method, path, body);
+        self.send_request(request).await
+    }
+
+    /// `method path` with a text body; `Err` if the connection fails (e.g. it was refused).
+    pub(crate) async fn try_call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: &str,
+    ) -> Result<Reply, hyper::Error> {
+        let request = self.request(method, path, full(body.to_owned()));
+        self.try_send_request(request).await
+    }
+
+    /// The request `method path` with `body` (JSON content type), plus the cookie and
+    /// authorization.
+    fn request(&self, method: Method, path: &str, body: AnyBody) -> Request<AnyBody> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -178,8 +199,7 @@ impl Client {
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth);
         }
-        self.send_request(request.body(body).expect("request"))
-            .await
+        request.body(body).expect("request")
     }
 
     /// Sends a request as built by the caller (no headers added).

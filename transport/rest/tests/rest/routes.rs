@@ -8,7 +8,7 @@ use ldlm_rest::RestOptions;
 use serde_json::json;
 
 use ldlm_engine::{Engine, EngineConfig};
-use ldlm_service::driver::Clock;
+use ldlm_service::{Clock, LocalOptions};
 use ldlm_state_file::StateFile;
 
 use crate::harness::{TestServer, assert_uuid_v4, chunked, fencing_token, full};
@@ -33,7 +33,7 @@ async fn lock_success_and_busy() {
     );
     assert_eq!(locked.as_object().map(|o| o.len()), Some(4), "{locked}");
 
-    // Busy: not locked, empty key (DESIGN §4.3), token 0, no error.
+    // Busy: not locked, empty key (go-ldlm sends one anyway), token 0, no error.
     let busy = b.try_lock("r1").await;
     assert_eq!(
         busy,
@@ -143,7 +143,7 @@ async fn unlock_success_and_errors() {
     assert_eq!(empty["error"]["code"], "LockDoesNotExist");
     assert_eq!(empty["name"], "");
 
-    // The key, not the session, authorises (reference §3.1).
+    // The key, not the session, authorises, as in go-ldlm.
     assert_eq!(
         b.unlock("u", &key).await,
         json!({"unlocked": true, "name": "u"})
@@ -174,7 +174,7 @@ async fn refresh_on_both_paths() {
             refreshed,
             json!({"locked": true, "name": name, "key": key, "fencingToken": locked["fencingToken"]})
         );
-        // Unknown key or name: code 5 (DESIGN §4.1), the request's key echoed.
+        // Unknown key or name: code 5 (go-ldlm: `Unknown`, its B6), the request's key echoed.
         let bad_key = "00000000-0000-4000-8000-000000000000";
         let unknown = a
             .post(
@@ -422,13 +422,11 @@ async fn locked_is_answered_once_the_grant_is_on_disk() {
     let clock = Clock::new();
     let engine =
         Engine::with_event_sink(EngineConfig::default(), clock.now(), file.sink()).expect("engine");
-    let server = TestServer::start_on(
-        engine,
-        clock,
-        RestOptions::default(),
-        Some(file.durability()),
-    )
-    .await;
+    let local = LocalOptions {
+        commits: Some(file.commits()),
+        ..LocalOptions::default()
+    };
+    let server = TestServer::start_on(engine, clock, RestOptions::default(), local).await;
     let mut client = server.client_with_session().await;
     let locked = client
         .post("/v1/lock", json!({"name": "durable", "size": 2}))
@@ -444,8 +442,9 @@ async fn locked_is_answered_once_the_grant_is_on_disk() {
 
     // What the client was told is what the file holds (read without stopping the writer).
     let loaded = ldlm_state_file::load::load(&path).expect("load");
-    let held: Vec<_> = loaded
-        .holds
+    let mut holds = loaded.holds();
+    holds.sort_by_key(|h| h.fencing_token);
+    let held: Vec<_> = holds
         .iter()
         .map(|h| (h.name.as_str(), h.key.to_string(), h.size, h.fencing_token))
         .collect();

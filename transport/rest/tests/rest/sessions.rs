@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode};
 use ldlm_rest::RestOptions;
+use ldlm_service::LocalOptions;
 use serde_json::json;
 
 use crate::harness::TestServer;
@@ -11,11 +12,13 @@ use crate::harness::TestServer;
 const NOT_FOUND: &str = "session cookie not found. create a new session at /session";
 const INVALID: &str = "session cookie invalid or expired. create a new session at /session";
 
-fn options(session_timeout: Duration) -> RestOptions {
-    RestOptions {
+/// A server whose sessions end after `session_timeout` idle.
+async fn server(session_timeout: Duration) -> TestServer {
+    let local = LocalOptions {
         session_timeout,
-        ..RestOptions::default()
-    }
+        ..LocalOptions::default()
+    };
+    TestServer::start_with(RestOptions::default(), local).await
 }
 
 /// Checks a `Set-Cookie` value: `ldlm-session=<id>; Path=/; Expires=<date>` with the date about
@@ -40,7 +43,7 @@ fn assert_session_cookie(cookie: &str, id: &str, timeout: Duration) {
 #[tokio::test]
 async fn create_session() {
     let timeout = Duration::from_secs(600);
-    let server = TestServer::start(options(timeout)).await;
+    let server = server(timeout).await;
     let mut client = server.client().await;
     let reply = client.call(Method::POST, "/session", "").await;
     assert_eq!(reply.status, StatusCode::CREATED);
@@ -59,18 +62,18 @@ async fn create_session() {
     let uuid = uuid::Uuid::try_parse(id).expect("a UUID in simple form");
     assert_eq!(uuid.get_version_num(), 4);
     assert_session_cookie(reply.set_cookie().expect("Set-Cookie"), id, timeout);
-    assert_eq!(server.server.session_count(), 1);
+    assert_eq!(server.session_count(), 1);
 
     // A second session is a different one.
     let mut other = server.client().await;
     assert_ne!(other.new_session().await, id);
-    assert_eq!(server.server.session_count(), 2);
+    assert_eq!(server.session_count(), 2);
 }
 
 #[tokio::test]
 async fn every_request_renews_the_cookie() {
     let timeout = Duration::from_secs(90);
-    let server = TestServer::start(options(timeout)).await;
+    let server = server(timeout).await;
     let mut client = server.client().await;
     let id = client.new_session().await;
     for (method, path) in [
@@ -118,7 +121,7 @@ async fn delete_session_releases_its_locks() {
         "released with the session"
     );
     assert_eq!(b.try_lock("second").await["locked"], true);
-    assert_eq!(server.server.session_count(), 1);
+    assert_eq!(server.session_count(), 1);
 
     // The old cookie is dead: 401 on the API, 409 on a second DELETE.
     a.call(Method::POST, "/v1/lock", r#"{"name":"x"}"#)
@@ -193,7 +196,7 @@ async fn missing_or_invalid_cookie_is_401() {
 
 #[tokio::test]
 async fn idle_session_expires_and_releases_its_locks() {
-    let server = TestServer::start(options(Duration::from_secs(1))).await;
+    let server = server(Duration::from_secs(1)).await;
     let mut idle = server.client_with_session().await;
     let mut busy = server.client_with_session().await;
     assert_eq!(idle.try_lock("idle-lock").await["locked"], true);
@@ -226,19 +229,19 @@ async fn idle_session_expires_and_releases_its_locks() {
         .await
         .assert_error(StatusCode::CONFLICT, "session not found");
     // The driver's report made the server forget it.
-    assert_eq!(server.server.session_count(), 2);
+    assert_eq!(server.session_count(), 2);
 }
 
 #[tokio::test]
 async fn expired_sessions_are_forgotten_without_being_used() {
-    let server = TestServer::start(options(Duration::from_millis(300))).await;
+    let server = server(Duration::from_millis(300)).await;
     for _ in 0..5 {
         server.client_with_session().await;
     }
-    assert!(server.server.session_count() > 0);
+    assert!(server.session_count() > 0);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
-        server.server.session_count(),
+        server.session_count(),
         0,
         "forget_sessions ran from the driver"
     );
@@ -246,11 +249,11 @@ async fn expired_sessions_are_forgotten_without_being_used() {
 
 #[tokio::test]
 async fn session_limit() {
-    let server = TestServer::start(RestOptions {
+    let local = LocalOptions {
         max_sessions: 2,
-        ..RestOptions::default()
-    })
-    .await;
+        ..LocalOptions::default()
+    };
+    let server = TestServer::start_with(RestOptions::default(), local).await;
     let mut a = server.client_with_session().await;
     let _b = server.client_with_session().await;
     let mut c = server.client().await;
@@ -262,7 +265,7 @@ async fn session_limit() {
         StatusCode::OK
     );
     c.new_session().await;
-    assert_eq!(server.server.session_count(), 2);
+    assert_eq!(server.session_count(), 2);
 }
 
 #[tokio::test]

@@ -1,87 +1,36 @@
 //! HTTPS and mTLS, with certificates generated at test time.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
 use ldlm_rest::RestOptions;
 use ldlm_security::tls::{TlsOptions, client_config, server_config};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use ldlm_testkit::TestPki;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::harness::{Client, TestServer, full};
 
-/// A CA, a server certificate for `localhost` and a client certificate, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
+/// The REST listener's TLS configuration with the kit's server certificate; `client_ca` also
+/// requires a client certificate signed by the kit's CA.
+fn server_tls(pki: &TestPki, client_ca: bool) -> Arc<rustls::ServerConfig> {
+    let options = TlsOptions {
+        cert: Some(pki.server_cert()),
+        key: Some(pki.server_key()),
+        client_ca: client_ca.then(|| pki.ca()),
+        client_cert_verify: false,
+    };
+    server_config(&options, &[b"http/1.1", b"h2"])
+        .expect("config")
+        .expect("TLS on")
 }
 
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let write =
-            |name: &str, pem: &str| std::fs::write(dir.path().join(name), pem).expect("write");
-
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "LDLM REST test CA");
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca.self_signed(&ca_key).expect("ca");
-        write("ca.pem", &ca_cert.pem());
-        let issuer = Issuer::new(ca, ca_key);
-
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        write(
-            "server.pem",
-            &params.signed_by(&key, &issuer).expect("server").pem(),
-        );
-        write("server.key", &key.serialize_pem());
-
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, "client");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        write(
-            "client.pem",
-            &params.signed_by(&key, &issuer).expect("client").pem(),
-        );
-        write("client.key", &key.serialize_pem());
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn server(&self, client_ca: bool) -> Arc<rustls::ServerConfig> {
-        let options = TlsOptions {
-            cert: Some(self.path("server.pem")),
-            key: Some(self.path("server.key")),
-            client_ca: client_ca.then(|| self.path("ca.pem")),
-            client_cert_verify: false,
-        };
-        server_config(&options, &[b"http/1.1", b"h2"])
-            .expect("config")
-            .expect("TLS on")
-    }
-}
-
-async fn tls_server(pki: &Pki, client_ca: bool) -> TestServer {
+async fn tls_server(pki: &TestPki, client_ca: bool) -> TestServer {
     TestServer::start(RestOptions {
-        tls: Some(pki.server(client_ca)),
+        tls: Some(server_tls(pki, client_ca)),
         ..RestOptions::default()
     })
     .await
@@ -103,11 +52,9 @@ async fn connect(
 
 #[tokio::test]
 async fn https_session_and_lock() {
-    let pki = Pki::new();
+    let pki = TestPki::generate();
     let server = tls_server(&pki, false).await;
-    let mut client = connect(&server, &pki.path("ca.pem"), None)
-        .await
-        .expect("handshake");
+    let mut client = connect(&server, &pki.ca(), None).await.expect("handshake");
     client.new_session().await;
     assert_eq!(client.try_lock("over-tls").await["locked"], true);
     let reply = client.call(Method::DELETE, "/session", "").await;
@@ -116,7 +63,7 @@ async fn https_session_and_lock() {
 
 #[tokio::test]
 async fn plaintext_client_gets_nothing_from_a_tls_server() {
-    let pki = Pki::new();
+    let pki = TestPki::generate();
     let server = tls_server(&pki, false).await;
     let mut client = server.client().await;
     let request = http::Request::post("/session")
@@ -131,10 +78,10 @@ async fn plaintext_client_gets_nothing_from_a_tls_server() {
 
 #[tokio::test]
 async fn mtls_requires_a_client_certificate() {
-    let pki = Pki::new();
+    let pki = TestPki::generate();
     let server = tls_server(&pki, true).await;
-    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
-    let mut client = connect(&server, &pki.path("ca.pem"), Some((&cert, &key)))
+    let (cert, key) = (pki.client_cert(), pki.client_key());
+    let mut client = connect(&server, &pki.ca(), Some((&cert, &key)))
         .await
         .expect("handshake");
     client.new_session().await;
@@ -142,7 +89,7 @@ async fn mtls_requires_a_client_certificate() {
 
     // Without a certificate: refused (TLS 1.3 reports it at the first read, so either the
     // handshake or the first request fails).
-    let refused = match connect(&server, &pki.path("ca.pem"), None).await {
+    let refused = match connect(&server, &pki.ca(), None).await {
         Err(_) => true,
         Ok(mut client) => {
             let request = http::Request::post("/session")
@@ -156,15 +103,15 @@ async fn mtls_requires_a_client_certificate() {
         refused,
         "a client without a certificate must not get a session"
     );
-    assert_eq!(server.server.session_count(), 1);
+    assert_eq!(server.session_count(), 1);
 }
 
 #[tokio::test]
 async fn curl_over_https() {
-    let pki = Pki::new();
+    let pki = TestPki::generate();
     let server = tls_server(&pki, false).await;
     let url = format!("https://localhost:{}/session", server.addr.port());
-    let ca = pki.path("ca.pem");
+    let ca = pki.ca();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("curl")
             .args(["-sS", "-X", "POST", "--cacert"])

@@ -1,9 +1,10 @@
-//! The session map: session id → engine owner, sharded, with an owner → session index.
+//! REST sessions: session id → engine owner, sharded, with an owner → session index.
 //!
 //! A REST session is an engine session owner ([`ldlm_engine::Engine::new_session`]): the engine
 //! keeps its holds, expires it on its timer wheel when idle, and releases it. This map only
-//! answers "which owner is this cookie?", counts sessions for `max_sessions`, and forgets
-//! sessions that ended.
+//! answers "which owner is this cookie?", counts sessions for `--max_rest_sessions`, and
+//! forgets sessions that ended. It lives in the lock service, not in the REST transport,
+//! because a session is a lock-service object: in cluster mode its cookie works at every node.
 //!
 //! ## Locking
 //!
@@ -35,7 +36,7 @@ const SHARDS: usize = 64;
 
 /// A session id: the 128 bits of a UUID v4, written as 32 lower-case hex digits (the cookie).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct SessionId(u128);
+pub struct SessionId(u128);
 
 impl SessionId {
     /// A fresh random id (UUID v4).
@@ -45,7 +46,7 @@ impl SessionId {
 
     /// Parses the exact form we hand out: 32 lower-case hex digits. Anything else is not a
     /// session of ours (go-ldlm compares ids as strings).
-    pub(crate) fn parse(text: &str) -> Option<SessionId> {
+    pub fn parse(text: &str) -> Option<SessionId> {
         if text.len() != 32 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return None;
         }
@@ -53,7 +54,7 @@ impl SessionId {
     }
 
     /// The cookie form: 32 lower-case hex digits (uuid's "simple" format).
-    pub(crate) fn to_text(self) -> String {
+    pub fn to_text(self) -> String {
         format!("{:032x}", self.0)
     }
 
