@@ -414,3 +414,82 @@ impl LockService for LocalLockService {
         self.engine.is_shut_down()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ldlm_engine::EngineConfig;
+
+    fn service(options: LocalOptions) -> Arc<LocalLockService> {
+        let clock = Clock::new();
+        let engine = Engine::new(EngineConfig::default(), clock.now()).expect("config");
+        LocalLockService::new(engine, clock, options)
+    }
+
+    /// An idle REST session ends on its own: its holds are released, it is gone from the
+    /// session map, and its owner appears on the expired-owners stream.
+    #[tokio::test]
+    async fn an_idle_session_expires_and_is_reported() {
+        let service = service(LocalOptions {
+            session_timeout: Duration::from_millis(50),
+            ..LocalOptions::default()
+        });
+        let _timers = service.start_timers();
+        let mut expired = service.expired_owners();
+        let id = service.open_session().expect("session");
+        let owner = service.session(id).expect("live");
+        let request = LockRequest {
+            name: "held",
+            ..LockRequest::default()
+        };
+        let granted = service
+            .acquire(Transport::Rest, &owner, &request, Acquire::Try)
+            .await
+            .expect("valid");
+        assert!(granted.is_some());
+        let gone = tokio::time::timeout(Duration::from_secs(2), expired.recv())
+            .await
+            .expect("expires within 2 s")
+            .expect("stream open");
+        assert_eq!(gone, owner.id());
+        assert!(service.session(id).is_none(), "forgotten");
+        assert_eq!(service.stats().sessions, 0);
+        assert_eq!(service.stats().holds, 0, "its hold was released");
+        assert_eq!(
+            service.close_session(id),
+            Err(ServiceError::SessionNotFound)
+        );
+    }
+
+    /// Unlock and refresh answer the engine's lock errors as `ServiceError::Lock`, and a
+    /// connection's holds go when it disconnects (but stay during a graceful shutdown).
+    #[tokio::test]
+    async fn lock_errors_and_disconnects() {
+        let service = service(LocalOptions::default());
+        let owner = service.connect();
+        let unknown = service
+            .unlock(Transport::Grpc, &owner, "nothing", "not-a-key")
+            .await;
+        assert!(matches!(unknown, Err(ServiceError::Lock(_))), "{unknown:?}");
+        let request = LockRequest {
+            name: "x",
+            ..LockRequest::default()
+        };
+        service
+            .acquire(Transport::Grpc, &owner, &request, Acquire::Wait)
+            .await
+            .expect("granted");
+        assert!(matches!(
+            service.disconnect(&owner),
+            Disconnected::Released(summary) if summary.released == 1
+        ));
+        let kept = service.connect();
+        service
+            .acquire(Transport::Grpc, &kept, &request, Acquire::Try)
+            .await
+            .expect("granted");
+        service.shutdown();
+        assert_eq!(service.disconnect(&kept), Disconnected::Kept);
+        assert_eq!(service.stats().holds, 1, "kept for the restart");
+    }
+}

@@ -294,3 +294,58 @@ async fn an_unconfirmed_grant_is_given_back() {
     assert!(!held("lost"), "the unconfirmed grant was given back");
     assert!(held("kept"), "a confirmed grant stays");
 }
+
+/// After a restart, a hold gets a fresh lease of its own length (a 30 s lease must not end at
+/// the 2 s default), a refreshed length survives too, and a hold taken without a lease gets the
+/// default.
+#[tokio::test]
+async fn a_restart_restores_each_lease_length() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state");
+    let (file, _) = StateFile::open(&path).expect("open");
+    let engine = engine_with(&file);
+    let commits = file.commits();
+    let owner = engine.new_owner();
+    let take = |name: &'static str, lease: Option<i32>| {
+        let request = LockRequest {
+            name,
+            lock_timeout_seconds: lease,
+            ..LockRequest::default()
+        };
+        match engine.try_lock(&owner, &request, Tick::ZERO) {
+            Ok(TryLockOutcome::Acquired(grant)) => grant,
+            other => panic!("{other:?}"),
+        }
+    };
+    take("long", Some(30));
+    let refreshed = take("refreshed", Some(5));
+    take("untimed", None);
+    let longer = engine
+        .refresh("refreshed", &refreshed.key.to_string(), 60, Tick::ZERO)
+        .expect("refresh");
+    commits.wait(longer.durable_seq).await.expect("durable");
+    drop(engine);
+    file.close();
+    drop(file);
+
+    let now = Tick::from_millis(100_000);
+    let recovered = ldlm_state_file::recover(
+        &path,
+        EngineConfig::default(),
+        Some(Duration::from_secs(2)),
+        now,
+    )
+    .expect("recovers");
+    let deadline = |name: &str| {
+        recovered
+            .engine
+            .list()
+            .into_iter()
+            .find(|h| &*h.name == name)
+            .and_then(|h| h.lease_deadline)
+            .map(|tick| tick.as_millis() - now.as_millis())
+    };
+    assert_eq!(deadline("long"), Some(30_000));
+    assert_eq!(deadline("refreshed"), Some(60_000));
+    assert_eq!(deadline("untimed"), Some(2_000));
+}
