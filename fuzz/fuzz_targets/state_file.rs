@@ -31,9 +31,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The table is consistent: one size per name, holders within it, keys distinct.
+    let holds = loaded.holds();
     let mut per_name: HashMap<&str, (u32, HashSet<u128>)> = HashMap::new();
     let mut max_token = loaded.fencing_floor();
-    for hold in &loaded.holds() {
+    for hold in &holds {
         assert!(hold.size > 0, "hold of {:?} with size 0", hold.name);
         let (size, keys) = per_name
             .entry(&hold.name)
