@@ -381,6 +381,4 @@ fn apply(
 }
 
 #[cfg(test)]
-mod snapshot;
-#[cfg(test)]
 mod tests;
