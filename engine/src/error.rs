@@ -27,6 +27,18 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of their numbers (`ALL[n] as i32 == n`).
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::Unknown,
+        ErrorCode::LockDoesNotExist,
+        ErrorCode::InvalidLockKey,
+        ErrorCode::LockWaitTimeout,
+        ErrorCode::NotLocked,
+        ErrorCode::LockDoesNotExistOrInvalidKey,
+        ErrorCode::LockSizeMismatch,
+        ErrorCode::InvalidLockSize,
+    ];
+
     /// The enum value's name as written in the proto (the REST JSON uses it).
     pub const fn name(self) -> &'static str {
         match self {

@@ -48,16 +48,7 @@ pub enum Outcome {
 const TRANSPORTS: [&str; 2] = ["grpc", "rest"];
 const RPCS: [&str; 4] = ["Lock", "TryLock", "Unlock", "Refresh"];
 /// The error codes, in the order of their numbers ([`Outcome`]'s index is `2 + code`).
-const CODES: [ErrorCode; 8] = [
-    ErrorCode::Unknown,
-    ErrorCode::LockDoesNotExist,
-    ErrorCode::InvalidLockKey,
-    ErrorCode::LockWaitTimeout,
-    ErrorCode::NotLocked,
-    ErrorCode::LockDoesNotExistOrInvalidKey,
-    ErrorCode::LockSizeMismatch,
-    ErrorCode::InvalidLockSize,
-];
+const CODES: [ErrorCode; 8] = ErrorCode::ALL;
 /// Result labels: `ok`, `busy`, then one per error code (its proto name).
 const RESULTS: usize = 2 + CODES.len();
 

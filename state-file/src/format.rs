@@ -20,7 +20,7 @@
 //! A record is valid only if its checksum matches; see [`super::load`] for how damage is told
 //! apart from a torn tail.
 
-use ldlm_engine::LockKey;
+use ldlm_engine::{Event, LockKey};
 
 /// The first eight bytes of every state file this version writes.
 pub const MAGIC: &[u8; 8] = b"LDLMLOG2";
@@ -72,6 +72,46 @@ pub enum Record<'a> {
     },
     /// Tokens handed out so far never exceeded this (written at the start of a compacted file).
     TokenFloor(u64),
+}
+
+/// What a record does to the number of held slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldChange {
+    /// A grant: one more.
+    Added,
+    /// A release: one fewer.
+    Removed,
+    /// A lease change: as many as before.
+    Unchanged,
+}
+
+/// Appends the record of an engine event to `out`.
+pub fn encode_event(out: &mut Vec<u8>, event: &Event<'_>) -> HoldChange {
+    match *event {
+        Event::Granted {
+            name,
+            key,
+            size,
+            fencing_token,
+            lease_seconds,
+            ..
+        } => {
+            encode_grant(out, name, key, size, fencing_token, lease_seconds);
+            HoldChange::Added
+        }
+        Event::LeaseChanged {
+            name,
+            key,
+            lease_seconds,
+        } => {
+            encode_lease(out, name, key, lease_seconds);
+            HoldChange::Unchanged
+        }
+        Event::Released { name, key } => {
+            encode_release(out, name, key);
+            HoldChange::Removed
+        }
+    }
 }
 
 /// Appends a Grant record to `out`.

@@ -67,40 +67,15 @@ impl EventSink for Inner {
     fn record(&self, event: Event<'_>) -> u64 {
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            // What the record does to the number of live holds: +1, -1, or nothing.
-            let change: i8 = match event {
-                Event::Granted {
-                    name,
-                    key,
-                    size,
-                    fencing_token,
-                    lease_seconds,
-                    ..
-                } => {
-                    format::encode_grant(scratch, name, key, size, fencing_token, lease_seconds);
-                    1
-                }
-                Event::LeaseChanged {
-                    name,
-                    key,
-                    lease_seconds,
-                } => {
-                    format::encode_lease(scratch, name, key, lease_seconds);
-                    0
-                }
-                Event::Released { name, key } => {
-                    format::encode_release(scratch, name, key);
-                    -1
-                }
-            };
+            let change = format::encode_event(scratch, &event);
             // Sequence numbers and bytes are assigned under one lock, so the file holds the
             // records in sequence order.
             let mut batch = self.batch.lock();
             batch.bytes.extend_from_slice(scratch);
             match change {
-                1 => batch.grants += 1,
-                -1 => batch.releases += 1,
-                _ => batch.other += 1,
+                format::HoldChange::Added => batch.grants += 1,
+                format::HoldChange::Removed => batch.releases += 1,
+                format::HoldChange::Unchanged => batch.other += 1,
             }
             batch.seq += 1;
             if batch.writer_idle {

@@ -48,11 +48,12 @@ impl<S: LockService> LdlmService<S> {
     async fn refresh(
         &self,
         rpc: &'static str,
-        session: &SessionInfo<S::Owner>,
+        extensions: Extensions,
         name: String,
         key: String,
         secs: i32,
-    ) -> Result<LockResponse, Status> {
+    ) -> Result<Response<LockResponse>, Status> {
+        let session = session::<S::Owner>(&extensions)?;
         debug!(session_id = session.id(), lock = %name, key = %key, timeout = secs, "{rpc} request");
         let result = self
             .service
@@ -76,7 +77,7 @@ impl<S: LockService> LdlmService<S> {
             },
         };
         log_lock_response(rpc, session.id(), &response);
-        Ok(response)
+        Ok(Response::new(response))
     }
 
     /// Lock or TryLock: one service call, its answer as a response.
@@ -242,35 +243,42 @@ impl<S: LockService> Ldlm for LdlmService<S> {
         &self,
         request: Request<RefreshLockRequest>,
     ) -> Result<Response<LockResponse>, Status> {
-        let (_, extensions, request) = request.into_parts();
-        let session = session::<S::Owner>(&extensions)?;
-        let response = self
-            .refresh(
-                "RefreshLock",
-                session,
-                request.name,
-                request.key,
-                request.lock_timeout_seconds,
-            )
-            .await?;
-        Ok(Response::new(response))
+        let (_, extensions, r) = request.into_parts();
+        self.refresh(
+            "RefreshLock",
+            extensions,
+            r.name,
+            r.key,
+            r.lock_timeout_seconds,
+        )
+        .await
     }
 
     async fn renew(
         &self,
         request: Request<RenewRequest>,
     ) -> Result<Response<LockResponse>, Status> {
-        let (_, extensions, request) = request.into_parts();
-        let session = session::<S::Owner>(&extensions)?;
-        let response = self
-            .refresh(
-                "Renew",
-                session,
-                request.name,
-                request.key,
-                request.lock_timeout_seconds,
-            )
-            .await?;
-        Ok(Response::new(response))
+        let (_, extensions, r) = request.into_parts();
+        self.refresh("Renew", extensions, r.name, r.key, r.lock_timeout_seconds)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The engine's error codes (the lock domain cannot see the proto) are the proto's, number
+    /// for number and name for name: `error.code` is sent as `LockError::code() as i32`.
+    #[test]
+    fn engine_error_codes_are_the_wire_codes() {
+        use ldlm_proto::ldlm::ErrorCode as Wire;
+        for (number, code) in ldlm_engine::ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code as i32, number as i32);
+            let wire = Wire::try_from(code as i32).expect("a wire code");
+            assert_eq!(wire.as_str_name(), code.name());
+        }
+        assert!(
+            Wire::try_from(ldlm_engine::ErrorCode::ALL.len() as i32).is_err(),
+            "the wire has no code the engine lacks"
+        );
     }
 }
