@@ -1,0 +1,30 @@
+//! # ldlm-cluster
+//!
+//! Cluster mode: several `ldlm-server` nodes serving one lock table that survives losing a
+//! minority of them. Consensus is openraft's; what is replicated is the **leader's engine's
+//! effects**, not client commands: the leader runs the engine exactly as a single server does
+//! (waiters, FIFO hand-off, leases, fencing tokens), its event sink appends the changes to the
+//! Raft log, and a grant is answered only once its entry is committed on a quorum. Followers
+//! keep a [`Replica`] of the committed holds, sessions and tokens, from which a new leader
+//! rebuilds its engine.
+//!
+//! This crate is being built in steps. Present so far:
+//!
+//! - [`raft`]: the openraft type configuration (every openraft type behind one module);
+//! - [`command`]: what the log carries (engine events with cluster-wide owners and request
+//!   ids, REST sessions);
+//! - [`replica`]: the committed lock table, a pure function of the log;
+//! - [`storage`]: the log, the vote and snapshots on disk (fdatasync before openraft counts an
+//!   entry, group commit, damage reported with file and offset).
+//!
+//! Still to come (and not reachable from `ldlm-server` until then): the peer service and
+//! forwarding, the leader's engine and its Raft-backed commits behind the lock service, node
+//! liveness, and the `--cluster_*` options.
+
+pub mod command;
+pub mod raft;
+pub mod replica;
+pub mod storage;
+
+pub use command::{Applied, Command, GlobalOwner, ReplicatedEvent, RequestId};
+pub use replica::Replica;

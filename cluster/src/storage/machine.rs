@@ -1,0 +1,216 @@
+//! [`StateMachine`]: the [`Replica`] as openraft applies committed entries to it, and its
+//! snapshots.
+//!
+//! The replica lives in memory; what makes it durable is the log (everything after the last
+//! snapshot is re-applied at start) and the snapshot file `snapshot` in
+//! `--cluster_data_dir`, replaced atomically each time a snapshot is built or installed. So a
+//! restarted node loads its snapshot and replays the log's tail, and a node that fell too far
+//! behind gets the leader's snapshot. Snapshots are the replica serialized (postcard), built
+//! from a clone taken under the lock, off the apply path.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use super::frame::{self, FileError};
+use crate::command::Applied;
+use crate::raft::{
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, RaftStateMachine,
+    Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, storage_error,
+};
+use crate::replica::Replica;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"LDLMSNAP";
+const META: u8 = 1;
+const DATA: u8 = 2;
+
+/// The applied state.
+#[derive(Debug, Default)]
+struct Applied_ {
+    replica: Replica,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    /// The current snapshot: its description and its bytes (the replica, encoded).
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    snapshots_built: u64,
+}
+
+/// What the snapshot file stores about a snapshot.
+#[derive(Serialize, Deserialize)]
+struct StoredMeta {
+    meta: SnapshotMeta,
+}
+
+/// The state machine of one node. Cheap to clone: clones share it.
+#[derive(Clone, Debug)]
+pub struct StateMachine {
+    path: PathBuf,
+    state: Arc<RwLock<Applied_>>,
+}
+
+impl StateMachine {
+    /// Opens the state machine of `dir`: its last snapshot, if there is one.
+    pub fn open(dir: &Path) -> Result<StateMachine, FileError> {
+        std::fs::create_dir_all(dir).map_err(|e| FileError::io(dir, e))?;
+        let path = dir.join("snapshot");
+        let mut state = Applied_::default();
+        if let Some(bytes) = frame::read(&path)? {
+            let parsed = frame::parse(&path, SNAPSHOT_MAGIC, &bytes)?;
+            let (Some(meta), Some(data)) = (
+                parsed.records.iter().find(|r| r.kind == META),
+                parsed.records.iter().find(|r| r.kind == DATA),
+            ) else {
+                return Err(FileError::Damaged {
+                    path,
+                    offset: 0,
+                    detail: "the snapshot is incomplete".into(),
+                });
+            };
+            let StoredMeta { meta } = meta.decode(&path)?;
+            let data: Vec<u8> = data.decode(&path)?;
+            state.replica = decode_replica(&data).map_err(|detail| FileError::Damaged {
+                path: path.clone(),
+                offset: 0,
+                detail,
+            })?;
+            state.last_applied = meta.last_log_id;
+            state.membership = meta.last_membership.clone();
+            state.snapshot = Some((meta, data));
+        }
+        Ok(StateMachine {
+            path,
+            state: Arc::new(RwLock::new(state)),
+        })
+    }
+
+    /// A copy of the replica as applied so far.
+    pub async fn replica(&self) -> Replica {
+        self.state.read().await.replica.clone()
+    }
+
+    /// The last applied log id.
+    pub async fn last_applied(&self) -> Option<LogId> {
+        self.state.read().await.last_applied
+    }
+
+    fn persist(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        frame::encode(&mut bytes, META, &StoredMeta { meta: meta.clone() });
+        frame::encode(&mut bytes, DATA, &data);
+        frame::write_atomic(&self.path, &bytes).map_err(|e| {
+            storage_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                e,
+            )
+        })
+    }
+}
+
+fn decode_replica(data: &[u8]) -> Result<Replica, String> {
+    postcard::from_bytes(data).map_err(|e| format!("the replica does not decode: {e}"))
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (replica, last_applied, membership, number) = {
+            let mut state = self.state.write().await;
+            state.snapshots_built += 1;
+            (
+                state.replica.clone(),
+                state.last_applied,
+                state.membership.clone(),
+                state.snapshots_built,
+            )
+        };
+        let data = postcard::to_stdvec(&replica)
+            .map_err(|e| storage_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let snapshot_id = match last_applied {
+            Some(last) => format!("{}-{}-{number}", last.leader_id, last.index),
+            None => format!("--{number}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        self.persist(&meta, &data)?;
+        self.state.write().await.snapshot = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let state = self.state.read().await;
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut state = self.state.write().await;
+        let mut answers = Vec::new();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            answers.push(match entry.payload {
+                EntryPayload::Blank => Applied::default(),
+                EntryPayload::Normal(ref command) => state.replica.apply(command),
+                EntryPayload::Membership(ref membership) => {
+                    state.membership =
+                        StoredMembership::new(Some(entry.log_id), membership.clone());
+                    Applied::default()
+                }
+            });
+        }
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let replica = decode_replica(&data).map_err(|detail| {
+            storage_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                std::io::Error::other(detail),
+            )
+        })?;
+        self.persist(meta, &data)?;
+        let mut state = self.state.write().await;
+        state.replica = replica;
+        state.last_applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
+        state.snapshot = Some((meta.clone(), data));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let state = self.state.read().await;
+        Ok(state.snapshot.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
+    }
+}

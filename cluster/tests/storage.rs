@@ -1,0 +1,139 @@
+//! The log store and state machine against openraft's own storage test suite (every case runs
+//! on a fresh data directory), then restarts and damage on real files.
+
+use ldlm_cluster::raft::{LogId, RaftLogReader, RaftLogStorage, RaftStateMachine, TypeConfig};
+use ldlm_cluster::storage::{FileError, LogStore, StateMachine};
+use ldlm_cluster::{Command, GlobalOwner, ReplicatedEvent};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, StorageError};
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = LogStore::open(dir.path()).expect("log");
+        let machine = StateMachine::open(dir.path()).expect("state machine");
+        Ok((dir, log, machine))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(Builder).expect("the storage suite passes");
+}
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(Command::Events(vec![ReplicatedEvent::Granted {
+            name: format!("lock-{index}"),
+            key: u128::from(index),
+            size: 1,
+            owner: GlobalOwner { node: 1, local: 1 },
+            token: index,
+            lease_secs: 0,
+            request: None,
+        }])),
+    }
+}
+
+/// Appends and waits for the flush callback (what openraft counts as stored).
+async fn append(log: &mut LogStore, entries: Vec<Entry<TypeConfig>>) {
+    use openraft::storage::RaftLogStorageExt as _;
+    log.blocking_append(entries).await.expect("durable");
+}
+
+#[tokio::test]
+async fn a_restarted_log_has_its_entries_vote_truncation_and_purge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = LogStore::open(dir.path()).expect("open");
+        append(&mut log, (1..=10).map(|i| entry(1, i)).collect()).await;
+        log.truncate(log_id(1, 8)).await.expect("truncate");
+        append(&mut log, vec![entry(2, 8)]).await;
+        log.purge(log_id(1, 3)).await.expect("purge");
+        let vote = openraft::Vote::new(2, 1);
+        log.save_vote(&vote).await.expect("vote");
+        log.close();
+    }
+    let mut log = LogStore::open(dir.path()).expect("reopen");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 3)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 8)));
+    let entries = log.try_get_log_entries(0..100).await.expect("read");
+    let ids: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(ids, vec![4, 5, 6, 7, 8]);
+    assert_eq!(entries.last().map(|e| e.log_id), Some(log_id(2, 8)));
+    assert_eq!(
+        log.read_vote().await.expect("vote"),
+        Some(openraft::Vote::new(2, 1))
+    );
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_dropped_and_damage_names_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = LogStore::open(dir.path()).expect("open");
+        append(&mut log, (1..=3).map(|i| entry(1, i)).collect()).await;
+        log.close();
+    }
+    let path = dir.path().join("raft.log");
+    let whole = std::fs::read(&path).expect("read");
+    // A crash in the middle of the last append: it was never acknowledged, so it may go.
+    std::fs::write(&path, &whole[..whole.len() - 5]).expect("write");
+    {
+        let mut log = LogStore::open(dir.path()).expect("a torn tail is no damage");
+        let entries = log.try_get_log_entries(0..100).await.expect("read");
+        assert_eq!(entries.len(), 2);
+        append(&mut log, vec![entry(1, 3)]).await;
+        log.close();
+    }
+    let mut log = LogStore::open(dir.path()).expect("appends after the cut are readable");
+    assert_eq!(
+        log.try_get_log_entries(0..100).await.expect("read").len(),
+        3
+    );
+    log.close();
+
+    // A flipped byte in the first record, with records after it: damage.
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[8 + 8 + 4] ^= 0x55;
+    std::fs::write(&path, &bytes).expect("write");
+    match LogStore::open(dir.path()) {
+        Err(error @ FileError::Damaged { offset: 8, .. }) => {
+            assert!(
+                error.to_string().contains("raft.log is damaged at byte 8"),
+                "{error}"
+            )
+        }
+        other => panic!("expected damage at byte 8: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut machine = StateMachine::open(dir.path()).expect("open");
+        machine
+            .apply((1..=5).map(|i| entry(1, i)).collect::<Vec<_>>())
+            .await
+            .expect("apply");
+        let mut builder = machine.get_snapshot_builder().await;
+        use openraft::RaftSnapshotBuilder as _;
+        builder.build_snapshot().await.expect("snapshot");
+    }
+    let machine = StateMachine::open(dir.path()).expect("reopen");
+    assert_eq!(machine.last_applied().await, Some(log_id(1, 5)));
+    let replica = machine.replica().await;
+    assert_eq!(replica.hold_count(), 5);
+    assert_eq!(replica.max_token(), 5);
+}
