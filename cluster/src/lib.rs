@@ -15,16 +15,22 @@
 //!   ids, REST sessions);
 //! - [`replica`]: the committed lock table, a pure function of the log;
 //! - [`storage`]: the log, the vote and snapshots on disk (fdatasync before openraft counts an
-//!   entry, group commit, damage reported with file and offset).
+//!   entry, group commit, damage reported with file and offset);
+//! - [`peer`]: the peer service (Raft's messages over gRPC) and openraft's network;
+//! - [`node`]: one node's Raft, storage and peer service; fresh nodes with the same peer list
+//!   form the cluster themselves.
 //!
-//! Still to come (and not reachable from `ldlm-server` until then): the peer service and
-//! forwarding, the leader's engine and its Raft-backed commits behind the lock service, node
-//! liveness, and the `--cluster_*` options.
+//! Still to come (and not reachable from `ldlm-server` until then): forwarding, the leader's
+//! engine and its Raft-backed commits behind the lock service, node liveness, and the
+//! `--cluster_*` options.
 
 pub mod command;
+pub mod node;
+pub mod peer;
 pub mod raft;
 pub mod replica;
 pub mod storage;
 
 pub use command::{Applied, Command, GlobalOwner, ReplicatedEvent, RequestId};
+pub use node::{ClusterNode, NodeConfig, NodeError};
 pub use replica::Replica;

@@ -1,0 +1,230 @@
+//! [`ClusterNode`]: one node's Raft — its storage, its peer service, and the membership it
+//! starts with.
+//!
+//! A fresh set of nodes given the same peer list forms the cluster by itself: each node whose
+//! data directory is empty initialises the same membership (the first log entry), which is the
+//! same entry on every node, so doing it on all of them (or twice) is harmless; then they elect
+//! a leader. A restarted node takes its membership from its data directory instead.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::storage::RaftLogStorage as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::command::{Applied, Command};
+use crate::peer::{PeerNetwork, PeerService};
+use crate::raft::{Node, NodeId, TypeConfig};
+use crate::storage::{FileError, LogStore, StateMachine};
+
+/// How a node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id (`--cluster_node_id`).
+    pub id: NodeId,
+    /// The initial members, this node included: id → peer address (`--cluster_peers`).
+    pub peers: BTreeMap<NodeId, String>,
+    /// Where the log, the vote and snapshots live (`--cluster_data_dir`).
+    pub data_dir: PathBuf,
+    /// A follower that hears nothing from a leader for this long (randomised between half of
+    /// it and all of it) starts an election; heartbeats go every tenth of it
+    /// (`--cluster_election_timeout`).
+    pub election_timeout: Duration,
+    /// Build a snapshot (and purge the log behind it) after this many applied entries.
+    pub snapshot_every: u64,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Its data directory could not be used.
+    #[error(transparent)]
+    Storage(#[from] FileError),
+    /// openraft refused the configuration.
+    #[error("cluster configuration: {0}")]
+    Config(String),
+    /// The peer listener has no address.
+    #[error("cluster listener: {0}")]
+    Listener(std::io::Error),
+    /// openraft failed.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// One running node. Dropping it does not stop it: call [`ClusterNode::shutdown`].
+pub struct ClusterNode {
+    id: NodeId,
+    raft: openraft::Raft<TypeConfig>,
+    machine: StateMachine,
+    log: LogStore,
+    peer_addr: SocketAddr,
+    stop_peer: Option<tokio::sync::oneshot::Sender<()>>,
+    peer_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("id", &self.id)
+            .field("peer_addr", &self.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterNode {
+    /// Opens the node's storage, starts Raft and the peer service on `listener`, and joins
+    /// (or forms) the cluster.
+    pub async fn start(
+        config: NodeConfig,
+        listener: TcpListener,
+    ) -> Result<ClusterNode, NodeError> {
+        let peer_addr = listener.local_addr().map_err(NodeError::Listener)?;
+        let mut log = LogStore::open(&config.data_dir)?;
+        let machine = StateMachine::open(&config.data_dir)?;
+        let election_ms = u64::try_from(config.election_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(20);
+        let raft_config = openraft::Config {
+            cluster_name: "ldlm".into(),
+            heartbeat_interval: (election_ms / 10).max(1),
+            election_timeout_min: (election_ms / 2).max(10),
+            election_timeout_max: election_ms.max(11),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            // Keep a little log behind the snapshot, so a follower a few entries behind
+            // catches up from the log instead of a whole snapshot.
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+        let fresh = {
+            let state = log
+                .get_log_state()
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            let vote = openraft::storage::RaftLogStorage::read_vote(&mut log)
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            state.last_log_id.is_none() && vote.is_none() && machine.last_applied().await.is_none()
+        };
+        let raft = openraft::Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            PeerNetwork,
+            log.clone(),
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let (stop_peer, stopped) = tokio::sync::oneshot::channel::<()>();
+        let incoming = tokio_stream_from(listener);
+        let server = tonic::transport::Server::builder()
+            .add_service(PeerService::new(raft.clone()).into_server())
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopped.await;
+            });
+        let peer_task = tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::warn!(%error, "Cluster peer service stopped with an error");
+            }
+        });
+
+        if fresh {
+            let members: BTreeMap<NodeId, Node> = config
+                .peers
+                .iter()
+                .map(|(&id, addr)| (id, Node::new(addr.clone())))
+                .collect();
+            // Every fresh node initialises the same membership: the same first entry everywhere.
+            if let Err(error) = raft.initialize(members).await {
+                tracing::debug!(%error, "Cluster already initialised");
+            }
+        }
+        Ok(ClusterNode {
+            id: config.id,
+            raft,
+            machine,
+            log,
+            peer_addr,
+            stop_peer: Some(stop_peer),
+            peer_task: Some(peer_task),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Where the peer service listens.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The node's Raft (for the lock service built on it, and for tests).
+    pub fn raft(&self) -> &openraft::Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// The leader this node knows of, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Raft's metrics as they change (role, term, leader, indexes).
+    pub fn metrics(&self) -> watch::Receiver<openraft::RaftMetrics<NodeId, Node>> {
+        self.raft.metrics()
+    }
+
+    /// The committed lock table as this node has applied it.
+    pub async fn replica(&self) -> crate::Replica {
+        self.machine.replica().await
+    }
+
+    /// The last log id applied to the replica.
+    pub async fn last_applied(&self) -> Option<crate::raft::LogId> {
+        self.machine.last_applied().await
+    }
+
+    /// Appends `command` through the leader (this node must be it) and waits until it is
+    /// committed and applied here.
+    pub async fn write(&self, command: Command) -> Result<Applied, NodeError> {
+        self.raft
+            .client_write(command)
+            .await
+            .map(|written| written.data)
+            .map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
+    /// Stops Raft and the peer service, and closes the log after its last write.
+    pub async fn shutdown(mut self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "Raft did not shut down cleanly");
+        }
+        if let Some(stop) = self.stop_peer.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.peer_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        self.log.close();
+    }
+}
+
+/// A listener as the stream of connections tonic serves.
+fn tokio_stream_from(
+    listener: TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures_util::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            stream
+        });
+        Some((accepted, listener))
+    })
+}

@@ -1,0 +1,183 @@
+//! Three nodes in this process on 127.0.0.1: they form the cluster by themselves, elect a
+//! leader, replicate commands to identical replicas, survive losing the leader, and a node that
+//! was down catches up — from the log, or from a snapshot when the log was purged meanwhile.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ldlm_cluster::{ClusterNode, Command, GlobalOwner, NodeConfig, ReplicatedEvent};
+use tokio::net::TcpListener;
+
+const ELECTION: Duration = Duration::from_millis(300);
+const SLACK: Duration = Duration::from_secs(10);
+
+struct Cluster {
+    dirs: BTreeMap<u64, tempfile::TempDir>,
+    peers: BTreeMap<u64, String>,
+    nodes: BTreeMap<u64, ClusterNode>,
+    snapshot_every: u64,
+}
+
+impl Cluster {
+    async fn start(snapshot_every: u64) -> Cluster {
+        let mut listeners = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        for id in 1..=3u64 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            peers.insert(id, listener.local_addr().expect("addr").to_string());
+            listeners.insert(id, listener);
+        }
+        let mut cluster = Cluster {
+            dirs: (1..=3)
+                .map(|id| (id, tempfile::tempdir().expect("tempdir")))
+                .collect(),
+            peers,
+            nodes: BTreeMap::new(),
+            snapshot_every,
+        };
+        for (id, listener) in listeners {
+            cluster.launch(id, listener).await;
+        }
+        cluster
+    }
+
+    async fn launch(&mut self, id: u64, listener: TcpListener) {
+        let config = NodeConfig {
+            id,
+            peers: self.peers.clone(),
+            data_dir: self.dirs[&id].path().to_path_buf(),
+            election_timeout: ELECTION,
+            snapshot_every: self.snapshot_every,
+        };
+        let node = ClusterNode::start(config, listener)
+            .await
+            .expect("node starts");
+        self.nodes.insert(id, node);
+    }
+
+    /// Restarts node `id` on its data directory and its old address.
+    async fn restart(&mut self, id: u64) {
+        let listener = TcpListener::bind(&self.peers[&id]).await.expect("rebind");
+        self.launch(id, listener).await;
+    }
+
+    async fn stop(&mut self, id: u64) {
+        if let Some(node) = self.nodes.remove(&id) {
+            node.shutdown().await;
+        }
+    }
+
+    /// The leader every running node agrees on.
+    async fn leader(&self) -> u64 {
+        let start = Instant::now();
+        loop {
+            let seen: Vec<Option<u64>> = self.nodes.values().map(ClusterNode::leader).collect();
+            if let Some(Some(leader)) = seen.first()
+                && seen.iter().all(|s| *s == Some(*leader))
+                && self.nodes.contains_key(leader)
+            {
+                return *leader;
+            }
+            assert!(start.elapsed() < SLACK, "no agreed leader: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every running node applied the same log and holds the same replica.
+    async fn converged(&self) -> ldlm_cluster::Replica {
+        let start = Instant::now();
+        loop {
+            let mut applied = Vec::new();
+            let mut replicas = Vec::new();
+            for node in self.nodes.values() {
+                applied.push(node.last_applied().await);
+                replicas.push(node.replica().await);
+            }
+            if applied.windows(2).all(|w| w[0] == w[1]) && replicas.windows(2).all(|w| w[0] == w[1])
+            {
+                return replicas.remove(0);
+            }
+            assert!(
+                start.elapsed() < SLACK,
+                "replicas did not converge: {applied:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn grant(&self, leader: u64, n: u64) {
+        let event = ReplicatedEvent::Granted {
+            name: format!("lock-{n}"),
+            key: u128::from(n),
+            size: 1,
+            owner: GlobalOwner { node: 1, local: n },
+            token: n,
+            lease_secs: 30,
+            request: None,
+        };
+        let applied = self.nodes[&leader]
+            .write(Command::Events(vec![event]))
+            .await
+            .expect("committed");
+        assert_eq!(applied.refused, 0);
+    }
+
+    async fn shutdown(mut self) {
+        for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+            self.stop(id).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elects_replicates_fails_over_and_catches_up() {
+    let mut cluster = Cluster::start(1_000).await;
+    let leader = cluster.leader().await;
+    for n in 1..=10 {
+        cluster.grant(leader, n).await;
+    }
+    let replica = cluster.converged().await;
+    assert_eq!(replica.hold_count(), 10);
+
+    // The leader dies: the others elect a new one and keep every committed grant.
+    cluster.stop(leader).await;
+    let killed = leader;
+    let leader = cluster.leader().await;
+    assert_ne!(leader, killed);
+    for n in 11..=20 {
+        cluster.grant(leader, n).await;
+    }
+    assert_eq!(cluster.converged().await.hold_count(), 20);
+
+    // The old leader comes back on its data directory and catches up from the log.
+    cluster.restart(killed).await;
+    let replica = cluster.converged().await;
+    assert_eq!(replica.hold_count(), 20);
+    assert_eq!(replica.max_token(), 20);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_a_purged_log_catches_up_from_a_snapshot() {
+    let mut cluster = Cluster::start(10).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster
+        .nodes
+        .keys()
+        .find(|&&id| id != leader)
+        .expect("a follower");
+    cluster.grant(leader, 1).await;
+    cluster.converged().await;
+    cluster.stop(follower).await;
+    // Far more entries than the snapshot interval plus the log kept behind a snapshot.
+    let leader = cluster.leader().await;
+    for n in 2..=1_200 {
+        cluster.grant(leader, n).await;
+    }
+    cluster.restart(follower).await;
+    let replica = cluster.converged().await;
+    assert_eq!(replica.hold_count(), 1_200);
+    let snapshot = cluster.dirs[&follower].path().join("snapshot");
+    assert!(snapshot.exists(), "the follower installed a snapshot");
+    cluster.shutdown().await;
+}
