@@ -18,14 +18,19 @@
 //!   entry, group commit, damage reported with file and offset);
 //! - [`peer`]: the peer service (Raft's messages over gRPC) and openraft's network;
 //! - [`node`]: one node's Raft, storage and peer service; fresh nodes with the same peer list
-//!   form the cluster themselves.
+//!   form the cluster themselves;
+//! - [`leader`]: the leader's lock service — the single-server engine restored from the
+//!   replica, its changes committed through the log (group commit) before they are answered;
+//! - [`owners`]: cluster-wide owner ids inside the engine's owner ids.
 //!
-//! Still to come (and not reachable from `ldlm-server` until then): forwarding, the leader's
-//! engine and its Raft-backed commits behind the lock service, node liveness, and the
-//! `--cluster_*` options.
+//! Still to come (and not reachable from `ldlm-server` until then): the lock service that routes
+//! each call to the local leader or forwards it (with exactly-once re-sends), REST sessions in
+//! the log, node liveness, and the `--cluster_*` options.
 
 pub mod command;
+pub mod leader;
 pub mod node;
+pub mod owners;
 pub mod peer;
 pub mod raft;
 pub mod replica;

@@ -166,10 +166,22 @@ impl Engine {
         Owner::new(id, 0, u64::MAX)
     }
 
+    /// An owner with a given id, for a caller that allocates ids itself (cluster mode, where
+    /// an owner id is cluster-wide: the node a client is connected to and that node's own
+    /// number). Such a caller must use only ids of its own, never [`Engine::new_owner`]'s.
+    pub fn owner_with_id(&self, id: OwnerId) -> Owner {
+        Owner::new(id, 0, u64::MAX)
+    }
+
     /// A new session owner that is released automatically after `idle` without a
     /// [`Engine::touch_session`].
     pub fn new_session(&self, idle: Duration, now: Tick) -> Owner {
         let id = OwnerId(self.inner.next_owner.fetch_add(1, Ordering::Relaxed));
+        self.session_with_id(id, idle, now)
+    }
+
+    /// [`Engine::new_session`] with an id the caller allocates (see [`Engine::owner_with_id`]).
+    pub fn session_with_id(&self, id: OwnerId, idle: Duration, now: Tick) -> Owner {
         let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX).max(1);
         let deadline = now.after(idle);
         let owner = Owner::new(id, idle_ms, deadline.as_millis());
@@ -458,7 +470,9 @@ impl Engine {
         self.inner.tokens.load(Ordering::Acquire).saturating_sub(1)
     }
 
-    /// Fills an empty engine with stored holds, owned by [`OwnerId::RESTORED`]. A hold stored
+    /// Fills an empty engine with stored holds, each under its stored owner (a state file
+    /// stores none: [`OwnerId::RESTORED`]; a cluster replica stores the cluster-wide owner, so
+    /// releasing that owner later releases its restored holds too). A hold stored
     /// with a lease gets a fresh lease of its own length from `now` (so it never ends earlier
     /// than its holder was promised); one stored without gets `default_lease` from `now`
     /// (`None`: no lease). Fencing tokens continue above both `fencing_floor` and every stored
@@ -556,6 +570,7 @@ impl Engine {
                 record.size,
                 record.key,
                 record.fencing_token,
+                record.owner,
                 lease_secs,
                 now,
             );

@@ -715,6 +715,7 @@ impl Shard {
         size: u32,
         key: LockKey,
         token: u64,
+        owner: OwnerId,
         lease_secs: u32,
         now: Tick,
     ) {
@@ -723,6 +724,7 @@ impl Shard {
             locks,
             wheel,
             counts,
+            owners,
             ..
         } = self;
         let entry =
@@ -739,12 +741,15 @@ impl Shard {
         });
         entry.state.holders.push(Hold {
             key,
-            owner: OwnerId::RESTORED,
+            owner,
             token,
             lease,
             lease_secs,
         });
         counts.holds += 1;
+        if owner != OwnerId::RESTORED {
+            owners.entry(owner).or_default().holds.insert(key, hash);
+        }
     }
 
     /// Makes room for `additional` more locks (restore knows how many are coming).

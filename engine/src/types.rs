@@ -208,6 +208,8 @@ pub struct HoldRecord {
     /// Its lease length in whole seconds (`None`: no lease). A restore gives it a fresh lease
     /// of this length, counted from the restore.
     pub lease_seconds: Option<u32>,
+    /// Its owner ([`OwnerId::RESTORED`] when the store keeps none, as the state file).
+    pub owner: OwnerId,
 }
 
 /// A change to the set of holds, reported to an [`EventSink`] in the order it happened for each

@@ -650,6 +650,7 @@ fn restore_gives_each_hold_its_own_lease_length() {
         size: 1,
         fencing_token: 1,
         lease_seconds,
+        owner: OwnerId::RESTORED,
     };
     let records = [
         hold("long", Some(30)),
@@ -754,6 +755,7 @@ fn restore() {
         size,
         fencing_token: token,
         lease_seconds: None,
+        owner: OwnerId::RESTORED,
     };
     let conflict = [
         record("c", 1, key, 5),
@@ -808,4 +810,39 @@ fn restore() {
         engine.restore(&good, None, 0, at(0)),
         Err(RestoreError::NotEmpty)
     ));
+}
+
+/// A hold restored under its owner (cluster mode keeps owners) is released with that owner,
+/// as if it had been granted here; holds of other owners stay.
+#[test]
+fn restored_holds_are_released_with_their_owner() {
+    use ldlm_engine::HoldRecord;
+    let engine = engine();
+    let gone = OwnerId(7 << 48 | 1);
+    let stays = OwnerId(8 << 48 | 1);
+    let hold = |name: &str, owner| HoldRecord {
+        name: name.into(),
+        key: LockKey::generate(),
+        size: 1,
+        fencing_token: 3,
+        lease_seconds: None,
+        owner,
+    };
+    engine
+        .restore(
+            &[hold("a", gone), hold("b", gone), hold("c", stays)],
+            None,
+            0,
+            at(0),
+        )
+        .expect("restores");
+    let owner = engine.owner_with_id(gone);
+    let summary = engine.release_owner(&owner, at(1));
+    assert_eq!(summary.released, 2);
+    let left: Vec<_> = engine
+        .list()
+        .into_iter()
+        .map(|h| (h.name, h.owner))
+        .collect();
+    assert_eq!(left, vec![("c".into(), stays)]);
 }

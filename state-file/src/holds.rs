@@ -179,6 +179,9 @@ impl HoldTable {
                     size: held.size,
                     fencing_token: holder.token,
                     lease_seconds: (holder.lease_secs > 0).then_some(holder.lease_secs),
+                    // The state file keeps no owners: whoever held a lock before a restart is
+                    // gone (its connection ended with the old process).
+                    owner: ldlm_engine::OwnerId::RESTORED,
                 });
             }
         }

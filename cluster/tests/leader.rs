@@ -1,0 +1,181 @@
+//! The leader's lock service on a real 3-node cluster in this process: grants are answered
+//! only once committed (every replica has them), and after the leader dies the new leader's
+//! engine holds the same holds — same keys, owners and tokens — and its tokens go on above.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ldlm_cluster::leader::Leader;
+use ldlm_cluster::owners;
+use ldlm_cluster::{ClusterNode, GlobalOwner, NodeConfig};
+use ldlm_engine::{EngineConfig, LockRequest};
+use ldlm_service::{Acquire, LocalOptions, LockService, Transport};
+use tokio::net::TcpListener;
+
+const SLACK: Duration = Duration::from_secs(10);
+
+async fn start_nodes(dirs: &BTreeMap<u64, tempfile::TempDir>) -> BTreeMap<u64, ClusterNode> {
+    let mut listeners = BTreeMap::new();
+    let mut peers = BTreeMap::new();
+    for &id in dirs.keys() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        peers.insert(id, listener.local_addr().expect("addr").to_string());
+        listeners.insert(id, listener);
+    }
+    let mut nodes = BTreeMap::new();
+    for (id, listener) in listeners {
+        let config = NodeConfig {
+            id,
+            peers: peers.clone(),
+            data_dir: dirs[&id].path().to_path_buf(),
+            election_timeout: Duration::from_millis(300),
+            snapshot_every: 1_000,
+        };
+        nodes.insert(
+            id,
+            ClusterNode::start(config, listener).await.expect("start"),
+        );
+    }
+    nodes
+}
+
+/// The leader all running nodes agree on, and its term.
+async fn agreed_leader(nodes: &BTreeMap<u64, ClusterNode>) -> (u64, u64) {
+    let start = Instant::now();
+    loop {
+        let views: Vec<(Option<u64>, u64)> = nodes
+            .values()
+            .map(|n| {
+                let m = n.metrics().borrow().clone();
+                (m.current_leader, m.current_term)
+            })
+            .collect();
+        if let Some((Some(leader), term)) = views.first().copied()
+            && views.iter().all(|v| *v == (Some(leader), term))
+            && nodes.contains_key(&leader)
+        {
+            return (leader, term);
+        }
+        assert!(start.elapsed() < SLACK, "no agreed leader: {views:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn take_over(node: &ClusterNode, term: u64) -> Leader {
+    Leader::take_over(node, term, EngineConfig::default(), LocalOptions::default())
+        .await
+        .expect("takes over")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_are_committed_and_survive_the_leader() {
+    let dirs: BTreeMap<u64, tempfile::TempDir> = (1..=3)
+        .map(|id| (id, tempfile::tempdir().expect("tempdir")))
+        .collect();
+    let mut nodes = start_nodes(&dirs).await;
+    let (first, term) = agreed_leader(&nodes).await;
+    let leader = take_over(&nodes[&first], term).await;
+    let service = leader.service().clone();
+
+    // A client of node 2 takes two locks (one with a lease) through the leader.
+    let client = GlobalOwner { node: 2, local: 1 };
+    let owner = service.engine().owner_with_id(owners::engine_id(client));
+    let request = |name| LockRequest {
+        name,
+        lock_timeout_seconds: Some(30),
+        ..LockRequest::default()
+    };
+    let a = service
+        .acquire(Transport::Grpc, &owner, &request("a"), Acquire::Try)
+        .await
+        .expect("committed")
+        .expect("free");
+    let b = service
+        .acquire(Transport::Grpc, &owner, &request("b"), Acquire::Wait)
+        .await
+        .expect("committed")
+        .expect("granted");
+    // Answered only once committed: every replica already has both.
+    for node in nodes.values() {
+        let start = Instant::now();
+        while node.replica().await.hold_count() < 2 {
+            assert!(
+                start.elapsed() < SLACK,
+                "node {} lacks the grants",
+                node.id()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let on_leader = nodes[&first].replica().await;
+    assert_eq!(on_leader.locks()["a"].holders[0].owner, client);
+    assert_eq!(on_leader.locks()["a"].holders[0].lease_secs, 30);
+
+    // The leader dies.
+    leader.step_down();
+    nodes.remove(&first).expect("running").shutdown().await;
+    let (second, term) = agreed_leader(&nodes).await;
+    assert_ne!(second, first);
+    let leader = take_over(&nodes[&second], term).await;
+    let service = leader.service().clone();
+    let held = service.list().await.expect("list");
+    let mut names: Vec<(String, u64, ldlm_engine::OwnerId)> = held
+        .iter()
+        .map(|h| (h.name.to_string(), h.fencing_token, h.owner))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            ("a".into(), a.fencing_token, owners::engine_id(client)),
+            ("b".into(), b.fencing_token, owners::engine_id(client)),
+        ],
+        "the holds survive with their owner and token"
+    );
+    assert!(
+        held.iter().all(|h| h.lease_remaining.is_some()),
+        "leases restart at now + their length"
+    );
+    // The old key still unlocks; the next grant's token is above every earlier one.
+    let anyone = service
+        .engine()
+        .owner_with_id(owners::engine_id(GlobalOwner {
+            node: second,
+            local: 99,
+        }));
+    service
+        .unlock(Transport::Rest, &anyone, "a", &a.key.to_string())
+        .await
+        .expect("the old key unlocks");
+    let c = service
+        .acquire(Transport::Grpc, &anyone, &request("c"), Acquire::Try)
+        .await
+        .expect("committed")
+        .expect("free");
+    assert!(c.fencing_token > b.fencing_token);
+    // A node's client that is gone: releasing its owner releases its restored hold.
+    let summary = service.disconnect(&owner);
+    assert!(
+        matches!(summary, ldlm_service::Disconnected::Released(s) if s.released == 1),
+        "{summary:?}"
+    );
+    let start = Instant::now();
+    loop {
+        let names: Vec<String> = nodes[&second]
+            .replica()
+            .await
+            .locks()
+            .keys()
+            .cloned()
+            .collect();
+        if names == ["c"] {
+            break;
+        }
+        assert!(start.elapsed() < SLACK, "release committed: {names:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    leader.step_down();
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
+}
