@@ -29,7 +29,7 @@ use ldlm_service::{
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
-use crate::command::{Command, ReplicatedEvent};
+use crate::command::{Command, ReplicatedEvent, RequestId};
 use crate::node::ClusterNode;
 use crate::owners;
 use crate::raft::TypeConfig;
@@ -62,15 +62,20 @@ impl EventSink for RaftSink {
                 owner,
                 fencing_token,
                 lease_seconds,
-            } => ReplicatedEvent::Granted {
-                name: name.to_owned(),
-                key: key.as_u128(),
-                size,
-                owner: owners::global(owner),
-                token: fencing_token,
-                lease_secs: lease_seconds.unwrap_or(0),
-                request: None,
-            },
+                tag,
+            } => {
+                let owner = owners::global(owner);
+                ReplicatedEvent::Granted {
+                    name: name.to_owned(),
+                    key: key.as_u128(),
+                    size,
+                    owner,
+                    token: fencing_token,
+                    lease_secs: lease_seconds.unwrap_or(0),
+                    // A tagged request's tag is its number among its owner's requests.
+                    request: (tag != 0).then_some(RequestId { owner, seq: tag }),
+                }
+            }
             Event::LeaseChanged {
                 name,
                 key,

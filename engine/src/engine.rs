@@ -238,6 +238,7 @@ impl Engine {
             size: size as u32,
             lease,
             wait,
+            tag: request.tag,
         })
     }
 

@@ -512,6 +512,7 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
                     size: secs(size),
                     lock_timeout_seconds: secs(lease),
                     wait_timeout_seconds: secs(wait),
+                    tag: 0,
                 };
                 let waiter = next_waiter;
                 next_waiter += 1;
@@ -560,6 +561,7 @@ pub fn check(ops: &[Op], config: EngineConfig) -> Result<(), String> {
                     size: secs(size),
                     lock_timeout_seconds: secs(lease),
                     wait_timeout_seconds: None,
+                    tag: 0,
                 };
                 let m = model.lock(
                     GrantId::Op(i),

@@ -34,6 +34,8 @@ pub(crate) struct Want {
     pub(crate) size: u32,
     pub(crate) lease: Option<u32>,
     pub(crate) wait: Option<u32>,
+    /// The caller's tag, carried into the grant's event.
+    pub(crate) tag: u64,
 }
 
 /// What a waiter eventually receives through its channel.
@@ -113,6 +115,8 @@ struct Waiter {
     tx: flume::Sender<WaitResult>,
     timer: Option<TimerId>,
     lock_timeout: Option<u32>,
+    /// The request's tag, for the grant's event.
+    tag: u64,
 }
 
 /// One named lock.
@@ -297,7 +301,9 @@ impl Shard {
         want: Want,
         now: Tick,
     ) -> Result<TryLockOutcome, LockError> {
-        let Want { size, lease, .. } = want;
+        let Want {
+            size, lease, tag, ..
+        } = want;
         let now = self.observe(now);
         if owner.has_ended() {
             return Err(LockError::SessionEnded);
@@ -319,6 +325,7 @@ impl Shard {
                 entry,
                 owner.id(),
                 lease,
+                tag,
                 now,
             )))
         } else {
@@ -337,7 +344,12 @@ impl Shard {
         want: Want,
         now: Tick,
     ) -> Result<Result<Grant, (u64, Arc<str>, flume::Receiver<WaitResult>)>, LockError> {
-        let Want { size, lease, wait } = want;
+        let Want {
+            size,
+            lease,
+            wait,
+            tag,
+        } = want;
         let now = self.observe(now);
         if owner.has_ended() {
             return Err(LockError::SessionEnded);
@@ -360,6 +372,7 @@ impl Shard {
                 entry,
                 owner.id(),
                 lease,
+                tag,
                 now,
             )));
         }
@@ -398,6 +411,7 @@ impl Shard {
                 tx,
                 timer,
                 lock_timeout: lease,
+                tag,
             });
         counts.waiters += 1;
         Ok(Err((id, entry.name.clone(), rx)))
@@ -800,6 +814,7 @@ fn grant(
     entry: &mut LockEntry,
     owner: OwnerId,
     lease: Option<u32>,
+    tag: u64,
     now: Tick,
 ) -> Grant {
     debug_assert!(entry.state.holders.len() < entry.state.size as usize);
@@ -841,6 +856,7 @@ fn grant(
             owner,
             fencing_token: token,
             lease_seconds: lease_secs,
+            tag,
         })
     });
     Grant {
@@ -916,6 +932,7 @@ fn serve_waiters(
             entry,
             waiter.owner.id(),
             waiter.lock_timeout,
+            waiter.tag,
             now,
         );
         if waiter.tx.try_send(Ok(granted)).is_err() {

@@ -151,6 +151,10 @@ pub struct LockRequest<'a> {
     /// Longest wait in whole seconds, counted from the request (Lock only; TryLock ignores it);
     /// absent or 0 means wait forever.
     pub wait_timeout_seconds: Option<i32>,
+    /// An opaque tag the engine hands back in the grant's [`Event::Granted`] (0: none). Cluster
+    /// mode tags a request with its number, so the replicated grant says which request it
+    /// answered and a re-sent request gets the same grant back.
+    pub tag: u64,
 }
 
 /// A granted slot of a lock.
@@ -231,6 +235,8 @@ pub enum Event<'a> {
         /// The lease length in whole seconds (`None`: no lease), so a replica or a restart
         /// can give the hold the lease its holder was promised.
         lease_seconds: Option<u32>,
+        /// The request's [`LockRequest::tag`].
+        tag: u64,
     },
     /// A refresh changed a hold's lease length (a refresh that keeps the length is not
     /// reported: the length is all a restart needs, not the deadline).

@@ -846,3 +846,41 @@ fn restored_holds_are_released_with_their_owner() {
         .collect();
     assert_eq!(left, vec![("c".into(), stays)]);
 }
+
+/// A request's tag reaches its grant's event, also when the grant comes later by hand-off.
+#[test]
+fn a_request_tag_reaches_its_grant_event() {
+    use ldlm_engine::{Event, EventSink};
+    use std::sync::{Arc, Mutex};
+    #[derive(Default)]
+    struct Tags(Mutex<Vec<(String, u64)>>);
+    impl EventSink for Tags {
+        fn record(&self, event: Event<'_>) -> u64 {
+            if let Event::Granted { name, tag, .. } = event {
+                self.0.lock().unwrap().push((name.to_owned(), tag));
+            }
+            1
+        }
+    }
+    let sink = Arc::new(Tags::default());
+    let engine =
+        Engine::with_event_sink(EngineConfig::default(), at(0), sink.clone()).expect("config");
+    let (a, b) = (engine.new_owner(), engine.new_owner());
+    let tagged = |tag| LockRequest {
+        name: "x",
+        tag,
+        ..LockRequest::default()
+    };
+    let first = acquire(&engine, &a, &tagged(11), at(0));
+    let LockOutcome::Waiting(pending) = engine.lock(&b, &tagged(22), at(0)).expect("valid") else {
+        panic!("x is held");
+    };
+    engine
+        .unlock("x", &first.key.to_string(), at(1))
+        .expect("unlock");
+    pending.wait().expect("handed over");
+    assert_eq!(
+        *sink.0.lock().unwrap(),
+        vec![("x".to_owned(), 11), ("x".to_owned(), 22)]
+    );
+}

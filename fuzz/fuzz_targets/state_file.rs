@@ -115,6 +115,7 @@ fuzz_target!(|data: &[u8]| {
                 size: None,
                 lock_timeout_seconds: None,
                 wait_timeout_seconds: None,
+                tag: 0,
             };
             match engine.try_lock(&owner, &request, Tick::ZERO) {
                 Ok(TryLockOutcome::Acquired(grant)) => {

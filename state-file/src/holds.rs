@@ -226,6 +226,7 @@ mod tests {
             owner: OwnerId(1),
             fencing_token: token,
             lease_seconds: Some(10),
+            tag: 0,
         }
     }
 

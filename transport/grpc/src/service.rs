@@ -96,6 +96,7 @@ impl<S: LockService> LdlmService<S> {
             size: fields.size,
             lock_timeout_seconds: fields.lock_timeout_seconds,
             wait_timeout_seconds: fields.wait_timeout_seconds,
+            tag: 0,
         };
         // If the client cancels or its deadline passes, tonic drops this future: a waiter
         // leaves the queue, a grant not yet answered is given back.

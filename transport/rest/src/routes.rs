@@ -194,6 +194,7 @@ impl<S: LockService> RestServer<S> {
             size: request.size,
             lock_timeout_seconds: request.lock_timeout_seconds,
             wait_timeout_seconds: None,
+            tag: 0,
         };
         let acquired = self
             .service
