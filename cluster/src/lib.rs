@@ -28,6 +28,7 @@
 //! the log, node liveness, and the `--cluster_*` options.
 
 pub mod command;
+pub mod forward;
 pub mod leader;
 pub mod node;
 pub mod owners;

@@ -186,6 +186,11 @@ impl ClusterNode {
         self.machine.replica().await
     }
 
+    /// The state machine (the replica as applied).
+    pub fn machine(&self) -> &StateMachine {
+        &self.machine
+    }
+
     /// The last log id applied to the replica.
     pub async fn last_applied(&self) -> Option<crate::raft::LogId> {
         self.machine.last_applied().await

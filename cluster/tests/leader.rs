@@ -61,7 +61,7 @@ async fn agreed_leader(nodes: &BTreeMap<u64, ClusterNode>) -> (u64, u64) {
     }
 }
 
-async fn take_over(node: &ClusterNode, term: u64) -> Leader {
+async fn take_over(node: &ClusterNode, term: u64) -> std::sync::Arc<Leader> {
     Leader::take_over(node, term, EngineConfig::default(), LocalOptions::default())
         .await
         .expect("takes over")

@@ -329,6 +329,13 @@ impl Engine {
         )
     }
 
+    /// True if `key` holds a slot of `name` now.
+    pub fn is_held(&self, name: &str, key: LockKey) -> bool {
+        let hash = self.inner.hash(name);
+        let shard = self.inner.shard(hash);
+        self.inner.shards[shard].lock().is_held(hash, name, key)
+    }
+
     /// Admin unlock: by key, or without a key the only holder (several holders is an error
     /// listing their keys). Returns the key released.
     pub fn force_unlock(

@@ -56,6 +56,7 @@ impl ErrorCode {
 
 /// Why a lock operation failed. `Display` gives the message sent to clients.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum LockError {
     /// `a lock by that name does not exist` (Unlock of an unknown name, also the empty name).
     LockDoesNotExist,

@@ -495,6 +495,12 @@ impl Shard {
         })
     }
 
+    pub(crate) fn is_held(&self, hash: u64, name: &str, key: LockKey) -> bool {
+        self.locks
+            .find(hash, |e| &*e.name == name)
+            .is_some_and(|entry| entry.state.holders.iter().any(|h| h.key == key))
+    }
+
     /// Admin unlock: by key, or the only holder when no key is given.
     pub(crate) fn force_unlock(
         &mut self,

@@ -91,6 +91,14 @@ impl StateMachine {
         self.state.read().await.replica.clone()
     }
 
+    /// The grant committed for `request`, if the replica still remembers it.
+    pub async fn grant_for(
+        &self,
+        request: crate::RequestId,
+    ) -> Option<crate::replica::RecentGrant> {
+        self.state.read().await.replica.grant_for(request).cloned()
+    }
+
     /// The last applied log id.
     pub async fn last_applied(&self) -> Option<LogId> {
         self.state.read().await.last_applied

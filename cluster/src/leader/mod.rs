@@ -18,103 +18,48 @@
 //!   is given back, and the leader is [`Leader::is_deposed`]: its engine must not be used
 //!   again, since it may hold changes the log will not have.
 
+mod calls;
+mod sink;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use ldlm_engine::{Engine, EngineConfig, Event, EventSink, HoldRecord, LockKey};
-use ldlm_service::{
-    Clock, CommitSender, LocalLockService, LocalOptions, LockService as _, TimerDriver,
-    commit_channel,
-};
+use ldlm_engine::{Engine, EngineConfig, HoldRecord, LockKey, Owner};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::watch;
 
-use crate::command::{Command, ReplicatedEvent, RequestId};
+use crate::command::{Command, GlobalOwner, RequestId};
+use crate::raft::TypeConfig;
+use crate::storage::StateMachine;
+use ldlm_service::{
+    Clock, LocalLockService, LocalOptions, LockService as _, TimerDriver, commit_channel,
+};
+
 use crate::node::ClusterNode;
 use crate::owners;
-use crate::raft::TypeConfig;
 
-/// Most log entries the committer has handed to Raft and not yet seen committed.
-pub const MAX_IN_FLIGHT: usize = 64;
-
-/// Events waiting to be handed to Raft.
-#[derive(Default)]
-struct Queued {
-    events: Vec<ReplicatedEvent>,
-    /// Sequence number of the last event queued.
-    seq: u64,
-}
-
-/// The leader engine's event sink. See the module doc.
-#[derive(Default)]
-pub struct RaftSink {
-    queued: Mutex<Queued>,
-    wake: Notify,
-}
-
-impl EventSink for RaftSink {
-    fn record(&self, event: Event<'_>) -> u64 {
-        let replicated = match event {
-            Event::Granted {
-                name,
-                key,
-                size,
-                owner,
-                fencing_token,
-                lease_seconds,
-                tag,
-            } => {
-                let owner = owners::global(owner);
-                ReplicatedEvent::Granted {
-                    name: name.to_owned(),
-                    key: key.as_u128(),
-                    size,
-                    owner,
-                    token: fencing_token,
-                    lease_secs: lease_seconds.unwrap_or(0),
-                    // A tagged request's tag is its number among its owner's requests.
-                    request: (tag != 0).then_some(RequestId { owner, seq: tag }),
-                }
-            }
-            Event::LeaseChanged {
-                name,
-                key,
-                lease_seconds,
-            } => ReplicatedEvent::LeaseChanged {
-                name: name.to_owned(),
-                key: key.as_u128(),
-                lease_secs: lease_seconds,
-            },
-            Event::Released { name, key } => ReplicatedEvent::Released {
-                name: name.to_owned(),
-                key: key.as_u128(),
-            },
-        };
-        let seq = {
-            let mut queued = self.queued.lock();
-            queued.events.push(replicated);
-            queued.seq += 1;
-            queued.seq
-        };
-        self.wake.notify_one();
-        seq
-    }
-}
-
-impl RaftSink {
-    fn take(&self) -> (Vec<ReplicatedEvent>, u64) {
-        let mut queued = self.queued.lock();
-        (std::mem::take(&mut queued.events), queued.seq)
-    }
-}
+use sink::start_committer;
+pub use sink::{MAX_IN_FLIGHT, RaftSink};
 
 /// This node's term as leader: the engine, its lock service and the committer.
 pub struct Leader {
     service: Arc<LocalLockService>,
     term: u64,
     deposed: Arc<AtomicBool>,
+    raft: openraft::Raft<TypeConfig>,
+    machine: StateMachine,
+    /// Engine owners of the clients that called, by cluster-wide id.
+    owners: Mutex<HashMap<GlobalOwner, Owner>>,
+    /// Live REST sessions: id → engine owner.
+    sessions: Mutex<HashMap<u128, Owner>>,
+    session_timeout: Duration,
+    max_sessions: usize,
+    /// Acquires being handled here, by request id: a re-send waits for the first one.
+    inflight: Mutex<HashMap<RequestId, watch::Receiver<()>>>,
     _timers: TimerDriver,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Leader {
@@ -144,7 +89,7 @@ impl Leader {
         term: u64,
         engine: EngineConfig,
         options: LocalOptions,
-    ) -> Result<Leader, TakeOverError> {
+    ) -> Result<Arc<Leader>, TakeOverError> {
         let raft = node.raft().clone();
         raft.ensure_linearizable()
             .await
@@ -171,9 +116,21 @@ impl Leader {
         engine
             .restore(&records, None, replica.max_token(), clock.now())
             .map_err(|e| TakeOverError::Restore(e.to_string()))?;
+        // Sessions restart their idle timer: a session may live a little longer, never less.
+        let sessions: HashMap<u128, Owner> = replica
+            .sessions()
+            .iter()
+            .map(|(&id, session)| {
+                let idle = Duration::from_millis(session.idle_ms);
+                let owner = owners::engine_id(session.owner);
+                (id, engine.session_with_id(owner, idle, clock.now()))
+            })
+            .collect();
         let (sender, commits) = commit_channel();
         let deposed = Arc::new(AtomicBool::new(false));
-        let tasks = start_committer(raft, sink, sender, deposed.clone());
+        let mut tasks = start_committer(raft.clone(), sink, sender, deposed.clone());
+        let session_timeout = options.session_timeout;
+        let max_sessions = options.max_sessions;
         let service = LocalLockService::new(
             engine,
             clock,
@@ -183,14 +140,29 @@ impl Leader {
             },
         );
         let timers = service.start_timers();
-        tracing::info!(term, holds = records.len(), "Took over as cluster leader");
-        Ok(Leader {
+        tracing::info!(
+            term,
+            holds = records.len(),
+            sessions = sessions.len(),
+            "Took over as cluster leader"
+        );
+        let leader = Arc::new(Leader {
             service,
             term,
             deposed,
+            raft,
+            machine: node.machine().clone(),
+            owners: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(sessions),
+            session_timeout,
+            max_sessions,
+            inflight: Mutex::new(HashMap::new()),
             _timers: timers,
-            tasks,
-        })
+            tasks: Mutex::new(Vec::new()),
+        });
+        tasks.push(calls::expire_sessions(&leader));
+        *leader.tasks.lock() = tasks;
+        Ok(leader)
     }
 
     /// The lock service of this term.
@@ -208,66 +180,21 @@ impl Leader {
         self.deposed.load(Ordering::Acquire)
     }
 
+    /// Appends `command` and waits until it is committed.
+    async fn commit(&self, command: Command) -> Result<(), crate::forward::CallError> {
+        self.raft
+            .client_write(command)
+            .await
+            .map(|_| ())
+            .map_err(|e| crate::forward::CallError::NotCommitted(format!("not committed: {e}")))
+    }
+
     /// Steps down: stops granting (waiters are told) and stops committing.
-    pub fn step_down(self) {
+    pub fn step_down(&self) {
         self.deposed.store(true, Ordering::Release);
         self.service.shutdown();
-        for task in &self.tasks {
+        for task in self.tasks.lock().iter() {
             task.abort();
         }
     }
-}
-
-/// Starts the committer's two tasks (see the module doc).
-fn start_committer(
-    raft: openraft::Raft<TypeConfig>,
-    sink: Arc<RaftSink>,
-    commits: CommitSender,
-    deposed: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let (in_flight, mut pending) = mpsc::channel(MAX_IN_FLIGHT);
-    let send = tokio::spawn(async move {
-        loop {
-            sink.wake.notified().await;
-            let (events, last) = sink.take();
-            if events.is_empty() {
-                continue;
-            }
-            match raft.client_write_ff(Command::Events(events)).await {
-                Ok(receiver) => {
-                    if in_flight.send((receiver, last)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "Raft stopped: cannot commit");
-                    return;
-                }
-            }
-        }
-    });
-    let confirm = tokio::spawn(async move {
-        while let Some((receiver, last)) = pending.recv().await {
-            let committed: Result<_, String> = match receiver.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("Raft stopped".into()),
-            };
-            match committed {
-                Ok(()) => commits.committed(last),
-                Err(reason) => {
-                    deposed.store(true, Ordering::Release);
-                    commits.failed(&format!(
-                        "not committed: this node is no longer the leader ({reason}); retry"
-                    ));
-                    tracing::warn!(%reason, "A commit failed: stepping down");
-                    return;
-                }
-            }
-        }
-        // The sender stopped (Raft stopped): nothing queued can be committed by this leader.
-        deposed.store(true, Ordering::Release);
-        commits.failed("not committed: this node stopped being the leader; retry");
-    });
-    vec![send, confirm]
 }

@@ -1,0 +1,336 @@
+//! The leader's side of every lock-service call of the cluster ([`Call`] → [`Answer`]), and
+//! the expiry of idle REST sessions.
+//!
+//! Lock calls go to the leader's [`LocalLockService`](ldlm_service::LocalLockService), as a
+//! single server's do. What the cluster adds here:
+//!
+//! - **Owners** are cluster-wide: an engine owner per client, made on its first call, with the
+//!   client's [`GlobalOwner`] as its engine id; `Disconnect` ends it.
+//! - **Exactly-once acquires.** An acquire carries its request id. A re-send of a request still
+//!   being handled here waits for the first attempt to end; then, if the replica records a
+//!   grant for that request and the engine still holds it, that grant is the answer (same key,
+//!   same token). Otherwise (the first attempt never committed, or its grant was given back
+//!   when its caller went away) the request is served afresh.
+//! - **REST sessions** are in the log: opening one commits it before its id is answered, so
+//!   its cookie works at every node and survives a failover; ending one (by DELETE or idle
+//!   expiry) commits that too.
+
+use std::sync::{Arc, Weak};
+
+use ldlm_engine::{LockKey, LockRequest, Owner};
+use ldlm_service::{Acquire, LockService as _, ServiceError, Transport};
+use tokio::sync::watch;
+
+use super::Leader;
+use crate::command::{Command, GlobalOwner, RequestId};
+use crate::forward::{Answer, Call, CallError, GrantView, HoldView, Via};
+use crate::owners;
+
+fn transport(via: Via) -> Transport {
+    match via {
+        Via::Grpc => Transport::Grpc,
+        Via::Rest => Transport::Rest,
+    }
+}
+
+fn service_error(error: ServiceError) -> CallError {
+    match error {
+        ServiceError::Lock(error) => CallError::Lock(error),
+        ServiceError::TooManySessions { limit } => CallError::TooManySessions { limit },
+        ServiceError::SessionNotFound => CallError::SessionNotFound,
+        other => CallError::NotCommitted(other.to_string()),
+    }
+}
+
+fn view(grant: &ldlm_engine::Grant) -> GrantView {
+    GrantView {
+        key: grant.key.as_u128(),
+        token: grant.fencing_token,
+    }
+}
+
+/// Marks a request as being handled here; dropping it lets a waiting re-send go on.
+struct InFlight<'a> {
+    leader: &'a Leader,
+    request: RequestId,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.leader.inflight.lock().remove(&self.request);
+    }
+}
+
+impl Leader {
+    /// Handles one call. See the module doc.
+    pub async fn serve(&self, call: Call) -> Result<Answer, CallError> {
+        if self.is_deposed() {
+            return Err(CallError::NotLeader { leader: None });
+        }
+        match call {
+            Call::Acquire {
+                owner,
+                seq,
+                name,
+                size,
+                lock_timeout_seconds,
+                wait_timeout_seconds,
+                wait,
+                via,
+            } => {
+                let request = RequestId { owner, seq };
+                let _in_flight = self.enter(request).await;
+                if let Some(grant) = self.machine.grant_for(request).await
+                    && grant.name == name
+                    && self
+                        .service
+                        .engine()
+                        .is_held(&name, LockKey::from_u128(grant.key))
+                {
+                    return Ok(Answer::Acquired(Some(GrantView {
+                        key: grant.key,
+                        token: grant.token,
+                    })));
+                }
+                let client = self.owner(owner);
+                let lock = LockRequest {
+                    name: &name,
+                    size,
+                    lock_timeout_seconds,
+                    wait_timeout_seconds,
+                    tag: seq,
+                };
+                let mode = if wait { Acquire::Wait } else { Acquire::Try };
+                self.service
+                    .acquire(transport(via), &client, &lock, mode)
+                    .await
+                    .map(|grant| Answer::Acquired(grant.as_ref().map(view)))
+                    .map_err(service_error)
+            }
+            Call::Unlock { name, key, via } => self
+                .service
+                .unlock(transport(via), &self.admin(), &name, &key)
+                .await
+                .map(|()| Answer::Unlocked)
+                .map_err(service_error),
+            Call::Refresh {
+                name,
+                key,
+                lock_timeout_seconds,
+                via,
+            } => self
+                .service
+                .refresh(
+                    transport(via),
+                    &self.admin(),
+                    &name,
+                    &key,
+                    lock_timeout_seconds,
+                )
+                .await
+                .map(|grant| Answer::Refreshed(view(&grant)))
+                .map_err(service_error),
+            Call::ForceUnlock { name, key } => self
+                .service
+                .force_unlock(&name, key.as_deref())
+                .await
+                .map(|key| Answer::ForceUnlocked(key.as_u128()))
+                .map_err(service_error),
+            Call::List => {
+                let holds = self.service.list().await.map_err(service_error)?;
+                Ok(Answer::Holds(
+                    holds
+                        .into_iter()
+                        .map(|hold| HoldView {
+                            name: hold.name.to_string(),
+                            key: hold.key.as_u128(),
+                            size: hold.size,
+                            owner: hold.owner.0,
+                            token: hold.fencing_token,
+                            lease_remaining_ms: hold
+                                .lease_remaining
+                                .map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+                        })
+                        .collect(),
+                ))
+            }
+            Call::Disconnect { owner } => {
+                let client = self
+                    .owners
+                    .lock()
+                    .remove(&owner)
+                    .unwrap_or_else(|| self.engine_owner(owner));
+                let summary = match self.service.disconnect(&client) {
+                    ldlm_service::Disconnected::Released(summary) => summary,
+                    ldlm_service::Disconnected::Kept => Default::default(),
+                };
+                // Its request ids are of no use any more; nothing waits for this commit.
+                let _ = self
+                    .raft
+                    .client_write_ff(Command::OwnerEnded { owner })
+                    .await;
+                Ok(Answer::Disconnected {
+                    released: summary.released,
+                    kept: summary.kept,
+                    waiters_cancelled: summary.waiters_cancelled,
+                })
+            }
+            Call::OpenSession => self.open_session().await,
+            Call::TouchSession { id } => Ok(Answer::Session(self.touch_session(id))),
+            Call::CloseSession { id } => self.close_session(id).await,
+        }
+    }
+
+    /// Waits for an earlier attempt of `request` still handled here, then marks it as ours.
+    async fn enter(&self, request: RequestId) -> InFlight<'_> {
+        loop {
+            let earlier = self.inflight.lock().get(&request).cloned();
+            match earlier {
+                Some(mut earlier) => {
+                    // Resolves when the earlier attempt's marker is dropped.
+                    let _ = earlier.changed().await;
+                }
+                None => {
+                    let (done, waiting) = watch::channel(());
+                    let mut inflight = self.inflight.lock();
+                    if inflight.contains_key(&request) {
+                        continue;
+                    }
+                    inflight.insert(request, waiting);
+                    return InFlight {
+                        leader: self,
+                        request,
+                        _done: done,
+                    };
+                }
+            }
+        }
+    }
+
+    fn engine_owner(&self, owner: GlobalOwner) -> Owner {
+        self.service
+            .engine()
+            .owner_with_id(owners::engine_id(owner))
+    }
+
+    /// The engine owner of client `owner`, made on its first call.
+    fn owner(&self, owner: GlobalOwner) -> Owner {
+        self.owners
+            .lock()
+            .entry(owner)
+            .or_insert_with(|| self.engine_owner(owner))
+            .clone()
+    }
+
+    /// The owner unlock and refresh pass (the key, not the owner, authorises them).
+    fn admin(&self) -> Owner {
+        self.engine_owner(GlobalOwner { node: 0, local: 0 })
+    }
+
+    async fn open_session(&self) -> Result<Answer, CallError> {
+        if self.sessions.lock().len() >= self.max_sessions {
+            return Err(CallError::TooManySessions {
+                limit: self.max_sessions,
+            });
+        }
+        // A session's owner is numbered from its random id: node 0 (sessions belong to no
+        // node), the id's low 48 bits, drawn again in the unlikely case it is taken.
+        let (id, owner) = loop {
+            let id = uuid_v4();
+            let owner = GlobalOwner {
+                node: 0,
+                local: (id as u64) & ((1 << 48) - 1),
+            };
+            let taken = self
+                .sessions
+                .lock()
+                .values()
+                .any(|o| o.id() == owners::engine_id(owner));
+            if owner.local != 0 && !taken {
+                break (id, owner);
+            }
+        };
+        let idle_ms = u64::try_from(self.session_timeout.as_millis()).unwrap_or(u64::MAX);
+        self.commit(Command::SessionOpened { id, owner, idle_ms })
+            .await?;
+        let engine = self.service.engine();
+        let session = engine.session_with_id(
+            owners::engine_id(owner),
+            self.session_timeout,
+            self.service.clock().now(),
+        );
+        self.sessions.lock().insert(id, session);
+        Ok(Answer::SessionOpened(id, owner))
+    }
+
+    fn touch_session(&self, id: u128) -> Option<GlobalOwner> {
+        let owner = self.sessions.lock().get(&id).cloned()?;
+        let engine = self.service.engine();
+        if engine.touch_session(&owner, self.service.clock().now()) {
+            Some(owners::global(owner.id()))
+        } else {
+            None
+        }
+    }
+
+    async fn close_session(&self, id: u128) -> Result<Answer, CallError> {
+        let owner = self
+            .sessions
+            .lock()
+            .remove(&id)
+            .ok_or(CallError::SessionNotFound)?;
+        if owner.has_ended() {
+            return Err(CallError::SessionNotFound);
+        }
+        self.commit(Command::SessionClosed { id }).await?;
+        let summary = self
+            .service
+            .engine()
+            .release_owner(&owner, self.service.clock().now());
+        Ok(Answer::SessionClosed(summary.released))
+    }
+}
+
+/// A random 128-bit session id (a UUID v4's bits, as single-server sessions use).
+fn uuid_v4() -> u128 {
+    LockKey::generate().as_u128()
+}
+
+/// Commits the end of every REST session the leader's engine expires (idle too long): the
+/// engine released its holds already; the log must forget the session too.
+pub(super) fn expire_sessions(leader: &Arc<Leader>) -> tokio::task::JoinHandle<()> {
+    let weak: Weak<Leader> = Arc::downgrade(leader);
+    let mut expired = leader.service.expired_owners();
+    tokio::spawn(async move {
+        loop {
+            let owner = match expired.recv().await {
+                Ok(owner) => owner,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "Missed expired sessions");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(leader) = weak.upgrade() else {
+                return;
+            };
+            let id = {
+                let mut sessions = leader.sessions.lock();
+                let id = sessions
+                    .iter()
+                    .find(|(_, o)| o.id() == owner)
+                    .map(|(&id, _)| id);
+                if let Some(id) = id {
+                    sessions.remove(&id);
+                }
+                id
+            };
+            if let Some(id) = id
+                && let Err(error) = leader.commit(Command::SessionClosed { id }).await
+            {
+                tracing::warn!(%error, "Could not commit a session's expiry");
+            }
+        }
+    })
+}
