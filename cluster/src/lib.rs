@@ -35,6 +35,7 @@ pub mod owners;
 pub mod peer;
 pub mod raft;
 pub mod replica;
+pub mod service;
 pub mod storage;
 
 pub use command::{Applied, Command, GlobalOwner, ReplicatedEvent, RequestId};

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::command::{Applied, Command};
+use crate::leader::Leader;
 use crate::peer::{PeerNetwork, PeerService};
 use crate::raft::{Node, NodeId, TypeConfig};
 use crate::storage::{FileError, LogStore, StateMachine};
@@ -59,6 +60,9 @@ pub enum NodeError {
 pub struct ClusterNode {
     id: NodeId,
     raft: openraft::Raft<TypeConfig>,
+    /// This node's leader state while it leads (published by the lock service's seat task,
+    /// read by the peer service for forwarded calls).
+    leader: watch::Sender<Option<Arc<Leader>>>,
     machine: StateMachine,
     log: LogStore,
     peer_addr: SocketAddr,
@@ -121,10 +125,11 @@ impl ClusterNode {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
+        let (leader, leading) = watch::channel(None);
         let (stop_peer, stopped) = tokio::sync::oneshot::channel::<()>();
         let incoming = tokio_stream_from(listener);
         let server = tonic::transport::Server::builder()
-            .add_service(PeerService::new(raft.clone()).into_server())
+            .add_service(PeerService::new(raft.clone(), leading).into_server())
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopped.await;
             });
@@ -148,6 +153,7 @@ impl ClusterNode {
         Ok(ClusterNode {
             id: config.id,
             raft,
+            leader,
             machine,
             log,
             peer_addr,
@@ -169,6 +175,27 @@ impl ClusterNode {
     /// The node's Raft (for the lock service built on it, and for tests).
     pub fn raft(&self) -> &openraft::Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// This node's leader state, if it leads now.
+    pub fn leading(&self) -> Option<Arc<Leader>> {
+        self.leader.borrow().clone()
+    }
+
+    /// Publishes (or withdraws) this node's leader state; the one it replaces.
+    pub fn set_leading(&self, leader: Option<Arc<Leader>>) -> Option<Arc<Leader>> {
+        self.leader.send_replace(leader)
+    }
+
+    /// The peer address of node `id`, from the current membership.
+    pub fn address_of(&self, id: NodeId) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|node| node.addr.clone())
     }
 
     /// The leader this node knows of, if any.
@@ -208,6 +235,9 @@ impl ClusterNode {
 
     /// Stops Raft and the peer service, and closes the log after its last write.
     pub async fn shutdown(mut self) {
+        if let Some(leader) = self.leader.send_replace(None) {
+            leader.step_down();
+        }
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "Raft did not shut down cleanly");
         }

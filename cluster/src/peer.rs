@@ -25,6 +25,12 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::forward::{Answer, Call, CallError};
+use crate::leader::Leader;
 use crate::raft::{Node, NodeId, TypeConfig};
 
 /// The generated gRPC code of `proto/peer.proto`.
@@ -44,6 +50,8 @@ pub const GROUP: u32 = 0;
 const APPEND_ENTRIES: u32 = 1;
 const VOTE: u32 = 2;
 const INSTALL_SNAPSHOT: u32 = 3;
+/// A lock-service call forwarded to the leader ([`crate::forward::Call`]).
+const FORWARD: u32 = 4;
 
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -90,7 +98,7 @@ pub struct PeerConnection {
 
 /// Why a call did not get an answer from the peer.
 #[derive(Debug, thiserror::Error)]
-enum CallError {
+enum RaftCallError {
     #[error("peer unreachable: {0}")]
     Unreachable(String),
     #[error("peer message: {0}")]
@@ -104,7 +112,7 @@ impl PeerConnection {
         kind: u32,
         request: &Req,
         option: &RPCOption,
-    ) -> Result<Result<Reply, RaftError<NodeId, E>>, CallError>
+    ) -> Result<Result<Reply, RaftError<NodeId, E>>, RaftCallError>
     where
         Req: Serialize,
         Reply: DeserializeOwned,
@@ -113,8 +121,8 @@ impl PeerConnection {
         let client = self
             .client
             .as_mut()
-            .map_err(|e| CallError::Unreachable(e.clone()))?;
-        let payload = encode(request).map_err(|e| CallError::Network(e.to_string()))?;
+            .map_err(|e| RaftCallError::Unreachable(e.clone()))?;
+        let payload = encode(request).map_err(|e| RaftCallError::Network(e.to_string()))?;
         let mut message = Request::new(PeerMessage {
             version: VERSION,
             group: GROUP,
@@ -128,10 +136,10 @@ impl PeerConnection {
             .map_err(|status| match status.code() {
                 tonic::Code::Unavailable
                 | tonic::Code::DeadlineExceeded
-                | tonic::Code::Cancelled => CallError::Unreachable(status.to_string()),
-                _ => CallError::Network(status.to_string()),
+                | tonic::Code::Cancelled => RaftCallError::Unreachable(status.to_string()),
+                _ => RaftCallError::Network(status.to_string()),
             })?;
-        decode(&answer.into_inner().payload).map_err(|e| CallError::Network(e.to_string()))
+        decode(&answer.into_inner().payload).map_err(|e| RaftCallError::Network(e.to_string()))
     }
 }
 
@@ -169,7 +177,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
 
 fn into_result<Reply, E: std::error::Error>(
     connection: &PeerConnection,
-    answer: Result<Result<Reply, RaftError<NodeId, E>>, CallError>,
+    answer: Result<Result<Reply, RaftError<NodeId, E>>, RaftCallError>,
 ) -> Result<Reply, RPCError<NodeId, Node, RaftError<NodeId, E>>> {
     match answer {
         Ok(Ok(reply)) => Ok(reply),
@@ -177,23 +185,98 @@ fn into_result<Reply, E: std::error::Error>(
             connection.target,
             remote,
         ))),
-        Err(error @ CallError::Unreachable(_)) => {
+        Err(error @ RaftCallError::Unreachable(_)) => {
             Err(RPCError::Unreachable(Unreachable::new(&error)))
         }
-        Err(error @ CallError::Network(_)) => Err(RPCError::Network(NetworkError::new(&error))),
+        Err(error @ RaftCallError::Network(_)) => Err(RPCError::Network(NetworkError::new(&error))),
     }
 }
 
-/// The server side: hands each message to this node's Raft.
+/// Sends forwarded calls to other nodes: one lazily connected channel per node.
+#[derive(Debug, Default)]
+pub struct Forwarder {
+    clients: parking_lot::Mutex<std::collections::HashMap<NodeId, (String, PeerClient<Channel>)>>,
+}
+
+/// A forwarded call that got no answer from the node (connection failed, deadline passed).
+#[derive(Debug, thiserror::Error)]
+#[error("node {node} did not answer: {reason}")]
+pub struct NoAnswer {
+    /// The node.
+    pub node: NodeId,
+    /// Why.
+    pub reason: String,
+}
+
+impl Forwarder {
+    /// Sends `call` to node `node` at `addr`, waiting at most `timeout` (none: as long as it
+    /// takes, e.g. a Lock without a wait timeout).
+    pub async fn call(
+        &self,
+        node: NodeId,
+        addr: &str,
+        call: &Call,
+        timeout: Option<Duration>,
+    ) -> Result<Result<Answer, CallError>, NoAnswer> {
+        let no_answer = |reason: String| NoAnswer { node, reason };
+        let mut client = {
+            let mut clients = self.clients.lock();
+            match clients.get(&node) {
+                Some((known, client)) if known == addr => client.clone(),
+                _ => {
+                    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                        .map_err(|e| no_answer(e.to_string()))?
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .tcp_nodelay(true);
+                    let client = PeerClient::new(endpoint.connect_lazy());
+                    clients.insert(node, (addr.to_owned(), client.clone()));
+                    client
+                }
+            }
+        };
+        let payload = encode(call).map_err(|e| no_answer(e.to_string()))?;
+        let mut message = Request::new(PeerMessage {
+            version: VERSION,
+            group: GROUP,
+            kind: FORWARD,
+            payload,
+        });
+        if let Some(timeout) = timeout {
+            message.set_timeout(timeout);
+        }
+        let answer = client
+            .raft(message)
+            .await
+            .map_err(|status| no_answer(status.to_string()))?;
+        decode(&answer.into_inner().payload).map_err(|e| no_answer(e.to_string()))
+    }
+}
+
+/// The server side: hands each Raft message to this node's Raft, and each forwarded call to
+/// this node's leader state (or answers that this node is not the leader).
 #[derive(Clone)]
 pub struct PeerService {
     raft: openraft::Raft<TypeConfig>,
+    leading: watch::Receiver<Option<Arc<Leader>>>,
 }
 
 impl PeerService {
-    /// The peer service of `raft`.
-    pub fn new(raft: openraft::Raft<TypeConfig>) -> PeerService {
-        PeerService { raft }
+    /// The peer service of `raft`; forwarded calls go to whatever `leading` holds.
+    pub fn new(
+        raft: openraft::Raft<TypeConfig>,
+        leading: watch::Receiver<Option<Arc<Leader>>>,
+    ) -> PeerService {
+        PeerService { raft, leading }
+    }
+
+    async fn forward(&self, call: Call) -> Result<Answer, CallError> {
+        let leader = self.leading.borrow().clone();
+        match leader {
+            Some(leader) if !leader.is_deposed() => leader.serve(call).await,
+            _ => Err(CallError::NotLeader {
+                leader: self.raft.metrics().borrow().current_leader,
+            }),
+        }
     }
 
     /// As a tonic service.
@@ -234,6 +317,10 @@ impl proto::peer_server::Peer for PeerService {
             INSTALL_SNAPSHOT => {
                 let request = decode(&message.payload).map_err(bad_message)?;
                 encode(&self.raft.install_snapshot(request).await)
+            }
+            FORWARD => {
+                let call = decode(&message.payload).map_err(bad_message)?;
+                encode(&self.forward(call).await)
             }
             kind => {
                 return Err(Status::invalid_argument(format!(

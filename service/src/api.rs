@@ -89,14 +89,17 @@ pub trait LockService: Send + Sync + 'static {
     fn disconnect(&self, owner: &Self::Owner) -> Disconnected;
 
     /// A new REST session; it ends after `session_timeout` without use.
-    fn open_session(&self) -> Result<SessionId, ServiceError>;
+    fn open_session(&self) -> impl Future<Output = Result<SessionId, ServiceError>> + Send;
 
     /// The owner of live session `id`, its idle timer restarted; `None` if there is none.
-    fn session(&self, id: SessionId) -> Option<Self::Owner>;
+    fn session(&self, id: SessionId) -> impl Future<Output = Option<Self::Owner>> + Send;
 
     /// Ends session `id` (its holds released); [`ServiceError::SessionNotFound`] if it is not
     /// live.
-    fn close_session(&self, id: SessionId) -> Result<ReleaseSummary, ServiceError>;
+    fn close_session(
+        &self,
+        id: SessionId,
+    ) -> impl Future<Output = Result<ReleaseSummary, ServiceError>> + Send;
 
     /// How long a REST session lives without use.
     fn session_timeout(&self) -> Duration;

@@ -232,7 +232,7 @@ impl LockService for LocalLockService {
         Disconnected::Released(self.engine.release_owner(owner, self.clock.now()))
     }
 
-    fn open_session(&self) -> Result<SessionId, ServiceError> {
+    async fn open_session(&self) -> Result<SessionId, ServiceError> {
         let now = self.clock.now();
         let timeout = self.session_timeout;
         match self
@@ -249,7 +249,7 @@ impl LockService for LocalLockService {
         }
     }
 
-    fn session(&self, id: SessionId) -> Option<Owner> {
+    async fn session(&self, id: SessionId) -> Option<Owner> {
         let owner = self.sessions.get(id)?;
         if self.engine.touch_session(&owner, self.clock.now()) {
             Some(owner)
@@ -260,7 +260,7 @@ impl LockService for LocalLockService {
         }
     }
 
-    fn close_session(&self, id: SessionId) -> Result<ReleaseSummary, ServiceError> {
+    async fn close_session(&self, id: SessionId) -> Result<ReleaseSummary, ServiceError> {
         let owner = self
             .sessions
             .remove(id)
@@ -436,8 +436,8 @@ mod tests {
         });
         let _timers = service.start_timers();
         let mut expired = service.expired_owners();
-        let id = service.open_session().expect("session");
-        let owner = service.session(id).expect("live");
+        let id = service.open_session().await.expect("session");
+        let owner = service.session(id).await.expect("live");
         let request = LockRequest {
             name: "held",
             ..LockRequest::default()
@@ -452,11 +452,11 @@ mod tests {
             .expect("expires within 2 s")
             .expect("stream open");
         assert_eq!(gone, owner.id());
-        assert!(service.session(id).is_none(), "forgotten");
+        assert!(service.session(id).await.is_none(), "forgotten");
         assert_eq!(service.stats().sessions, 0);
         assert_eq!(service.stats().holds, 0, "its hold was released");
         assert_eq!(
-            service.close_session(id),
+            service.close_session(id).await,
             Err(ServiceError::SessionNotFound)
         );
     }

@@ -53,6 +53,16 @@ impl SessionId {
         u128::from_str_radix(text, 16).ok().map(SessionId)
     }
 
+    /// The id's 128 bits (cluster mode carries sessions between nodes as numbers).
+    pub const fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    /// The id with these 128 bits.
+    pub const fn from_u128(bits: u128) -> SessionId {
+        SessionId(bits)
+    }
+
     /// The cookie form: 32 lower-case hex digits (uuid's "simple" format).
     pub fn to_text(self) -> String {
         format!("{:032x}", self.0)

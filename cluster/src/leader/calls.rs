@@ -68,6 +68,16 @@ impl Leader {
         if self.is_deposed() {
             return Err(CallError::NotLeader { leader: None });
         }
+        let answer = self.answer(call).await;
+        // A call that failed because this leader stepped down meanwhile (its waiters are told
+        // the engine shut down, its commits fail) is for the next leader: the caller re-sends.
+        match answer {
+            Err(_) if self.is_deposed() => Err(CallError::NotLeader { leader: None }),
+            answer => answer,
+        }
+    }
+
+    async fn answer(&self, call: Call) -> Result<Answer, CallError> {
         match call {
             Call::Acquire {
                 owner,

@@ -100,15 +100,15 @@ impl<S: LockService> RestServer<S> {
         let path = parts.uri.path();
         if path == "/session" {
             return match parts.method {
-                Method::POST => self.create_session(),
-                Method::DELETE => self.delete_session(&parts.headers),
+                Method::POST => self.create_session().await,
+                Method::DELETE => self.delete_session(&parts.headers).await,
                 _ => reply::method_not_allowed("POST, DELETE"),
             };
         }
         let Some(cookie) = cookies::session_cookie(&parts.headers) else {
             return reply::error(StatusCode::UNAUTHORIZED, COOKIE_NOT_FOUND);
         };
-        let Some(owner) = self.live_session(cookie) else {
+        let Some(owner) = self.live_session(cookie).await else {
             return reply::error(StatusCode::UNAUTHORIZED, COOKIE_INVALID);
         };
         // The cookie is a valid session id here (32 hex digits): send it back, renewed.
@@ -118,8 +118,8 @@ impl<S: LockService> RestServer<S> {
     }
 
     /// The live session the cookie names, its idle timer restarted; `None` if there is none.
-    fn live_session(&self, cookie: &str) -> Option<S::Owner> {
-        self.service.session(SessionId::parse(cookie)?)
+    async fn live_session(&self, cookie: &str) -> Option<S::Owner> {
+        self.service.session(SessionId::parse(cookie)?).await
     }
 
     /// When a cookie sent now expires: now + the idle timeout.
@@ -130,8 +130,8 @@ impl<S: LockService> RestServer<S> {
             .unwrap_or(now + Duration::from_secs(1 << 40))
     }
 
-    fn create_session(&self) -> Reply {
-        let id = match self.service.open_session() {
+    async fn create_session(&self) -> Reply {
+        let id = match self.service.open_session().await {
             Ok(id) => id.to_text(),
             Err(error) => return service_error(error),
         };
@@ -139,12 +139,12 @@ impl<S: LockService> RestServer<S> {
         reply::with_cookie(response, cookies::set_cookie(&id, self.cookie_expiry()))
     }
 
-    fn delete_session(&self, headers: &HeaderMap) -> Reply {
+    async fn delete_session(&self, headers: &HeaderMap) -> Reply {
         let Some(cookie) = cookies::session_cookie(headers) else {
             return reply::error(StatusCode::UNAUTHORIZED, COOKIE_NOT_FOUND);
         };
         let closed = match SessionId::parse(cookie) {
-            Some(id) => self.service.close_session(id),
+            Some(id) => self.service.close_session(id).await,
             None => Err(ServiceError::SessionNotFound),
         };
         if let Err(error) = closed {

@@ -1,0 +1,466 @@
+//! [`ClusterLockService`]: the lock service of a cluster node, behind the same interface every
+//! transport already uses.
+//!
+//! Every call goes to the leader: to this node's own leader state when it leads, over the peer
+//! service otherwise. The client sees only the added latency of one hop. A call re-sends
+//! itself when the answer cannot come from where it went — the leader changed, its node died,
+//! the connection broke — to whichever node leads next, with what is left of its wait: an
+//! acquire carries its request id, so a re-send gets the grant already made for it, never a
+//! second one. A node that knows no leader yet (an election is running) waits, up to the
+//! call's own deadline, instead of failing at once.
+//!
+//! The **seat** task watches Raft: when this node becomes leader it takes over (see
+//! [`Leader::take_over`]) and publishes its leader state; when it stops leading, the state is
+//! withdrawn and its engine shut down, so waiting calls fail and are re-sent by their nodes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ldlm_engine::{EngineConfig, Grant, LockKey, LockRequest, OwnerId, ReleaseSummary};
+use ldlm_service::{
+    Acquire, Disconnected, ListedHold, LocalOptions, LockService, ServiceError, ServiceStats,
+    SessionId, Transport,
+};
+use openraft::ServerState;
+
+use crate::command::GlobalOwner;
+use crate::forward::{Answer, Call, CallError, GrantView, Via};
+use crate::leader::Leader;
+use crate::node::ClusterNode;
+use crate::owners;
+use crate::peer::Forwarder;
+
+/// How long a call that does not wait for a lock may look for a leader before it answers
+/// "unavailable".
+pub const CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Pause between attempts while there is no leader to send a call to.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// A client of this node: its cluster-wide id and the numbers of its requests.
+#[derive(Clone, Debug)]
+pub struct ClusterOwner {
+    inner: Arc<OwnerState>,
+}
+
+#[derive(Debug)]
+struct OwnerState {
+    global: GlobalOwner,
+    /// This node's id in the top bits, a counter below: request numbers of an owner that is
+    /// used at several nodes (a REST session) never collide.
+    next_seq: AtomicU64,
+}
+
+impl ClusterOwner {
+    fn new(global: GlobalOwner, node: u64) -> ClusterOwner {
+        ClusterOwner {
+            inner: Arc::new(OwnerState {
+                global,
+                next_seq: AtomicU64::new(node << 48 | 1),
+            }),
+        }
+    }
+
+    /// Its cluster-wide id.
+    pub fn global(&self) -> GlobalOwner {
+        self.inner.global
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.inner.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The lock service of one cluster node. See the module doc.
+pub struct ClusterLockService {
+    node: Arc<ClusterNode>,
+    forwarder: Arc<Forwarder>,
+    next_local: AtomicU64,
+    session_timeout: Duration,
+    shut_down: std::sync::atomic::AtomicBool,
+    expired: tokio::sync::broadcast::Sender<OwnerId>,
+    seat: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ClusterLockService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLockService")
+            .field("node", &self.node.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterLockService {
+    /// The lock service of `node`; it takes over as leader whenever the node is elected, with
+    /// an engine configured by `engine` and sessions by `options`.
+    pub fn start(
+        node: Arc<ClusterNode>,
+        engine: EngineConfig,
+        options: LocalOptions,
+    ) -> Arc<ClusterLockService> {
+        let service = Arc::new(ClusterLockService {
+            forwarder: Arc::new(Forwarder::default()),
+            next_local: AtomicU64::new(1),
+            session_timeout: options.session_timeout,
+            shut_down: std::sync::atomic::AtomicBool::new(false),
+            expired: tokio::sync::broadcast::channel(16).0,
+            seat: parking_lot::Mutex::new(None),
+            node: node.clone(),
+        });
+        let seat = tokio::spawn(seat(node, engine, options));
+        *service.seat.lock() = Some(seat);
+        service
+    }
+
+    /// The node this service runs on.
+    pub fn node(&self) -> &Arc<ClusterNode> {
+        &self.node
+    }
+
+    /// Sends `call` to the leader, re-sending as the leader changes, until `deadline` (none:
+    /// no limit). `remaining_wait` rewrites the call's wait for a re-send.
+    async fn call(
+        &self,
+        mut call: Call,
+        deadline: Option<Instant>,
+    ) -> Result<Answer, ServiceError> {
+        let started = Instant::now();
+        let original_wait = match &call {
+            Call::Acquire {
+                wait_timeout_seconds,
+                wait: true,
+                ..
+            } => *wait_timeout_seconds,
+            _ => None,
+        };
+        loop {
+            if self.is_shut_down() {
+                return Err(ServiceError::Lock(ldlm_engine::LockError::Shutdown));
+            }
+            // A re-send waits only for what is left of the client's wait.
+            if let (
+                Some(secs),
+                Call::Acquire {
+                    wait_timeout_seconds,
+                    ..
+                },
+            ) = (original_wait.filter(|&s| s > 0), &mut call)
+            {
+                let left = Duration::from_secs(secs as u64).saturating_sub(started.elapsed());
+                *wait_timeout_seconds = Some(left.as_secs_f64().ceil().max(1.0) as i32);
+            }
+            let attempt = match self.node.leading() {
+                Some(leader) if !leader.is_deposed() => Some(leader.serve(call.clone()).await),
+                _ => match self.node.leader() {
+                    Some(id) if id != self.node.id() => match self.node.address_of(id) {
+                        Some(addr) => {
+                            let timeout =
+                                deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                            match self.forwarder.call(id, &addr, &call, timeout).await {
+                                Ok(answer) => Some(answer),
+                                Err(no_answer) => {
+                                    tracing::debug!(%no_answer, "Forwarded call got no answer; re-sending");
+                                    None
+                                }
+                            }
+                        }
+                        None => None,
+                    },
+                    _ => None,
+                },
+            };
+            match attempt {
+                Some(Ok(answer)) => return Ok(answer),
+                Some(Err(CallError::NotLeader { .. })) | None => {}
+                Some(Err(error)) => return Err(service_error(error)),
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(ServiceError::Unavailable(format!(
+                    "no cluster leader answered within {:.1} s; retry, here or at another node",
+                    started.elapsed().as_secs_f64()
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    fn deadline() -> Option<Instant> {
+        Some(Instant::now() + CALL_DEADLINE)
+    }
+}
+
+fn service_error(error: CallError) -> ServiceError {
+    match error {
+        CallError::Lock(error) => ServiceError::Lock(error),
+        CallError::NotCommitted(reason) => {
+            ServiceError::NotCommitted(ldlm_service::NotCommitted(reason))
+        }
+        CallError::NotLeader { leader } => {
+            ServiceError::Unavailable(format!("not the leader (the leader is {leader:?})"))
+        }
+        CallError::TooManySessions { limit } => ServiceError::TooManySessions { limit },
+        CallError::SessionNotFound => ServiceError::SessionNotFound,
+    }
+}
+
+fn via(transport: Transport) -> Via {
+    match transport {
+        Transport::Grpc => Via::Grpc,
+        Transport::Rest => Via::Rest,
+    }
+}
+
+fn grant(view: GrantView) -> Grant {
+    Grant {
+        key: LockKey::from_u128(view.key),
+        fencing_token: view.token,
+        lease_deadline: None,
+        durable_seq: 0,
+    }
+}
+
+fn unexpected(answer: Answer) -> ServiceError {
+    ServiceError::Unavailable(format!("unexpected answer from the leader: {answer:?}"))
+}
+
+impl LockService for ClusterLockService {
+    type Owner = ClusterOwner;
+
+    fn owner_id(owner: &ClusterOwner) -> OwnerId {
+        owners::engine_id(owner.global())
+    }
+
+    fn connect(&self) -> ClusterOwner {
+        let global = GlobalOwner {
+            node: self.node.id(),
+            local: self.next_local.fetch_add(1, Ordering::Relaxed),
+        };
+        ClusterOwner::new(global, self.node.id())
+    }
+
+    fn disconnect(&self, owner: &ClusterOwner) -> Disconnected {
+        if self.is_shut_down() {
+            return Disconnected::Kept;
+        }
+        // Told to the leader in the background: a closing connection waits for nobody. If no
+        // leader hears of it, the holds go when this node is gone long enough, or by lease.
+        let call = Call::Disconnect {
+            owner: owner.global(),
+        };
+        let once = ForwardOnce {
+            node: self.node.clone(),
+            forwarder: self.forwarder.clone(),
+        };
+        tokio::spawn(once.send(call));
+        Disconnected::Released(ReleaseSummary::default())
+    }
+
+    async fn open_session(&self) -> Result<SessionId, ServiceError> {
+        match self.call(Call::OpenSession, Self::deadline()).await? {
+            Answer::SessionOpened(id, _) => Ok(SessionId::from_u128(id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn session(&self, id: SessionId) -> Option<ClusterOwner> {
+        let call = Call::TouchSession { id: id.as_u128() };
+        match self.call(call, Self::deadline()).await {
+            Ok(Answer::Session(Some(global))) => Some(ClusterOwner::new(global, self.node.id())),
+            _ => None,
+        }
+    }
+
+    async fn close_session(&self, id: SessionId) -> Result<ReleaseSummary, ServiceError> {
+        match self
+            .call(Call::CloseSession { id: id.as_u128() }, Self::deadline())
+            .await?
+        {
+            Answer::SessionClosed(released) => Ok(ReleaseSummary {
+                released,
+                ..ReleaseSummary::default()
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn session_timeout(&self) -> Duration {
+        self.session_timeout
+    }
+
+    fn expired_owners(&self) -> tokio::sync::broadcast::Receiver<OwnerId> {
+        self.expired.subscribe()
+    }
+
+    async fn acquire(
+        &self,
+        transport: Transport,
+        owner: &ClusterOwner,
+        request: &LockRequest<'_>,
+        mode: Acquire,
+    ) -> Result<Option<Grant>, ServiceError> {
+        let wait = mode == Acquire::Wait;
+        let call = Call::Acquire {
+            owner: owner.global(),
+            seq: owner.next_seq(),
+            name: request.name.to_owned(),
+            size: request.size,
+            lock_timeout_seconds: request.lock_timeout_seconds,
+            wait_timeout_seconds: request.wait_timeout_seconds,
+            wait,
+            via: via(transport),
+        };
+        // A Lock waits as long as the client asked (forever without a wait timeout); the rest
+        // of the time it looks for a leader to serve it.
+        let deadline = if wait { None } else { Self::deadline() };
+        match self.call(call, deadline).await? {
+            Answer::Acquired(view) => Ok(view.map(grant)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn unlock(
+        &self,
+        transport: Transport,
+        _owner: &ClusterOwner,
+        name: &str,
+        key: &str,
+    ) -> Result<(), ServiceError> {
+        let call = Call::Unlock {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            via: via(transport),
+        };
+        match self.call(call, Self::deadline()).await? {
+            Answer::Unlocked => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn refresh(
+        &self,
+        transport: Transport,
+        _owner: &ClusterOwner,
+        name: &str,
+        key: &str,
+        lock_timeout_seconds: i32,
+    ) -> Result<Grant, ServiceError> {
+        let call = Call::Refresh {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            lock_timeout_seconds,
+            via: via(transport),
+        };
+        match self.call(call, Self::deadline()).await? {
+            Answer::Refreshed(view) => Ok(grant(view)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn force_unlock(&self, name: &str, key: Option<&str>) -> Result<LockKey, ServiceError> {
+        let call = Call::ForceUnlock {
+            name: name.to_owned(),
+            key: key.map(str::to_owned),
+        };
+        match self.call(call, Self::deadline()).await? {
+            Answer::ForceUnlocked(key) => Ok(LockKey::from_u128(key)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<ListedHold>, ServiceError> {
+        match self.call(Call::List, Self::deadline()).await? {
+            Answer::Holds(holds) => Ok(holds
+                .into_iter()
+                .map(|hold| ListedHold {
+                    name: hold.name.into(),
+                    key: LockKey::from_u128(hold.key),
+                    size: hold.size,
+                    owner: OwnerId(hold.owner),
+                    fencing_token: hold.token,
+                    lease_remaining: hold.lease_remaining_ms.map(Duration::from_millis),
+                })
+                .collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn stats(&self) -> ServiceStats {
+        match self.node.leading() {
+            Some(leader) => leader.service().stats(),
+            None => ServiceStats::default(),
+        }
+    }
+
+    fn shutdown(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        if let Some(seat) = self.seat.lock().take() {
+            seat.abort();
+        }
+        // A leader that shuts down steps down: calls other nodes forwarded to it are re-sent
+        // to the next leader, and the cluster goes on.
+        if let Some(leader) = self.node.set_leading(None) {
+            leader.step_down();
+        }
+    }
+
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+}
+
+/// Sends one call to whichever node leads, without waiting for a leader that is not there.
+struct ForwardOnce {
+    node: Arc<ClusterNode>,
+    forwarder: Arc<Forwarder>,
+}
+
+impl ForwardOnce {
+    async fn send(self, call: Call) {
+        if let Some(leader) = self.node.leading() {
+            let _ = leader.serve(call).await;
+            return;
+        }
+        if let Some(id) = self.node.leader()
+            && let Some(addr) = self.node.address_of(id)
+        {
+            let _ = self
+                .forwarder
+                .call(id, &addr, &call, Some(CALL_DEADLINE))
+                .await;
+        }
+    }
+}
+
+/// The seat task: takes over when this node is elected, steps down when it is not any more.
+async fn seat(node: Arc<ClusterNode>, engine: EngineConfig, options: LocalOptions) {
+    let mut metrics = node.metrics();
+    loop {
+        let (state, term) = {
+            let m = metrics.borrow_and_update();
+            (m.state, m.current_term)
+        };
+        let current = node.leading();
+        let leads = state == ServerState::Leader;
+        match current {
+            Some(leader) if !leads || leader.term() != term || leader.is_deposed() => {
+                tracing::info!(term = leader.term(), "Stepping down as cluster leader");
+                node.set_leading(None);
+                leader.step_down();
+                continue;
+            }
+            None if leads => {
+                match Leader::take_over(&node, term, engine.clone(), options.clone()).await {
+                    Ok(leader) => {
+                        node.set_leading(Some(leader));
+                    }
+                    Err(error) => tracing::warn!(%error, term, "Could not take over as leader"),
+                }
+            }
+            _ => {}
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The cluster's lock service at every node of a 3-node cluster in this process: calls at
+//! followers are forwarded to the leader and answered as by one server; REST sessions work at
+//! every node; a Lock waiting at a follower when the leader dies is re-sent and granted by the
+//! next leader; holds, keys and tokens survive the failover.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ldlm_cluster::service::ClusterLockService;
+use ldlm_cluster::{ClusterNode, NodeConfig};
+use ldlm_engine::{EngineConfig, LockError, LockRequest};
+use ldlm_service::{Acquire, LocalOptions, LockService, ServiceError, Transport};
+use tokio::net::TcpListener;
+
+const SLACK: Duration = Duration::from_secs(10);
+
+struct Cluster {
+    _dirs: Vec<tempfile::TempDir>,
+    services: BTreeMap<u64, Arc<ClusterLockService>>,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dirs: Vec<tempfile::TempDir> =
+            (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+        let mut listeners = BTreeMap::new();
+        let mut peers = BTreeMap::new();
+        for id in 1..=3u64 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            peers.insert(id, listener.local_addr().expect("addr").to_string());
+            listeners.insert(id, listener);
+        }
+        let mut services = BTreeMap::new();
+        for (id, listener) in listeners {
+            let config = NodeConfig {
+                id,
+                peers: peers.clone(),
+                data_dir: dirs[(id - 1) as usize].path().to_path_buf(),
+                election_timeout: Duration::from_millis(300),
+                snapshot_every: 1_000,
+            };
+            let node = Arc::new(ClusterNode::start(config, listener).await.expect("start"));
+            let service =
+                ClusterLockService::start(node, EngineConfig::default(), LocalOptions::default());
+            services.insert(id, service);
+        }
+        Cluster {
+            _dirs: dirs,
+            services,
+        }
+    }
+
+    /// The node that leads and has taken over.
+    async fn leader(&self) -> u64 {
+        let start = Instant::now();
+        loop {
+            if let Some((&id, _)) = self
+                .services
+                .iter()
+                .find(|(_, s)| s.node().leading().is_some())
+            {
+                return id;
+            }
+            assert!(start.elapsed() < SLACK, "no leader took over");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn followers(&self, leader: u64) -> Vec<u64> {
+        self.services
+            .keys()
+            .copied()
+            .filter(|&id| id != leader)
+            .collect()
+    }
+
+    async fn kill(&mut self, id: u64) {
+        let service = self.services.remove(&id).expect("running");
+        service.shutdown();
+        let node = service.node().clone();
+        drop(service);
+        match Arc::try_unwrap(node) {
+            Ok(node) => node.shutdown().await,
+            Err(node) => {
+                // Someone still holds it (a task winding down): stop Raft anyway.
+                let _ = node.raft().shutdown().await;
+            }
+        }
+    }
+}
+
+fn request(name: &str) -> LockRequest<'_> {
+    LockRequest {
+        name,
+        lock_timeout_seconds: Some(30),
+        ..LockRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_forward_and_sessions_work_everywhere() {
+    let cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let [f1, f2] = cluster.followers(leader)[..] else {
+        panic!("two followers");
+    };
+    let (at_f1, at_f2) = (&cluster.services[&f1], &cluster.services[&f2]);
+
+    // A client of follower 1 takes a lock; a client of follower 2 finds it busy, then unlocks
+    // it with the key (the key, not the connection, authorises an unlock).
+    let a = at_f1.connect();
+    let grant = at_f1
+        .acquire(Transport::Grpc, &a, &request("x"), Acquire::Try)
+        .await
+        .expect("answered")
+        .expect("free");
+    let b = at_f2.connect();
+    let busy = at_f2
+        .acquire(Transport::Grpc, &b, &request("x"), Acquire::Try)
+        .await
+        .expect("answered");
+    assert!(busy.is_none(), "x is held");
+    let wrong = at_f2.unlock(Transport::Grpc, &b, "x", "not-a-key").await;
+    assert_eq!(wrong, Err(ServiceError::Lock(LockError::InvalidLockKey)));
+    at_f2
+        .unlock(Transport::Grpc, &b, "x", &grant.key.to_string())
+        .await
+        .expect("unlocked");
+    let again = at_f2
+        .acquire(Transport::Grpc, &b, &request("x"), Acquire::Try)
+        .await
+        .expect("answered")
+        .expect("free again");
+    assert!(again.fencing_token > grant.fencing_token);
+
+    // A REST session made at one follower is used at the other.
+    let session = at_f1.open_session().await.expect("session");
+    let owner = at_f2.session(session).await.expect("live at another node");
+    at_f2
+        .acquire(Transport::Rest, &owner, &request("y"), Acquire::Try)
+        .await
+        .expect("answered")
+        .expect("free");
+    let holds = at_f1.list().await.expect("list");
+    assert_eq!(holds.len(), 2, "{holds:?}");
+    let closed = at_f1.close_session(session).await.expect("closed");
+    assert_eq!(closed.released, 1);
+    assert!(at_f2.session(session).await.is_none());
+    assert_eq!(at_f1.list().await.expect("list").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_lock_is_re_sent_to_the_next_leader() {
+    let mut cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let [f1, f2] = cluster.followers(leader)[..] else {
+        panic!("two followers");
+    };
+    let holder = cluster.services[&f1].connect();
+    let held = cluster.services[&f1]
+        .acquire(Transport::Grpc, &holder, &request("z"), Acquire::Try)
+        .await
+        .expect("answered")
+        .expect("free");
+    // A client of follower 2 waits for z.
+    let waiting_at = cluster.services[&f2].clone();
+    let waiter = tokio::spawn(async move {
+        let owner = waiting_at.connect();
+        waiting_at
+            .acquire(Transport::Grpc, &owner, &request("z"), Acquire::Wait)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "z is held: the Lock waits");
+
+    // The leader dies with the waiter queued there; the holder's hold survives.
+    cluster.kill(leader).await;
+    let new_leader = cluster.leader().await;
+    assert_ne!(new_leader, leader);
+    let holds = cluster.services[&f1].list().await.expect("list");
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].key, held.key, "the same key");
+    assert_eq!(holds[0].fencing_token, held.fencing_token, "the same token");
+
+    // The holder unlocks through its node; the re-sent waiter is granted.
+    cluster.services[&f1]
+        .unlock(Transport::Grpc, &holder, "z", &held.key.to_string())
+        .await
+        .expect("unlocked");
+    let granted = tokio::time::timeout(SLACK, waiter)
+        .await
+        .expect("granted in time")
+        .expect("task")
+        .expect("answered")
+        .expect("granted");
+    assert!(granted.fencing_token > held.fencing_token);
+}
