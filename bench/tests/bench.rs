@@ -131,7 +131,8 @@ async fn fill_leaves_every_lock_held() {
         total += report.cycles as usize;
     }
     // Every TryLock of the two runs took a new name, and all are still held.
-    assert_eq!(server.engine.stats().holds, total);
+    let engine = server.engine().expect("a single server has its engine");
+    assert_eq!(engine.stats().holds, total);
     server.shutdown().await;
 }
 

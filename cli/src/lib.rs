@@ -6,6 +6,7 @@
 //! - [`admin`]: `ldlm-lock`, the admin tool on the IPC socket.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod server;

@@ -6,8 +6,16 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogLevel;
 
 /// Installs the process-wide JSON logger. Call once, first thing.
+///
+/// openraft (cluster mode) logs its inner workings — every vote, every state change — at info;
+/// they are ours to summarise (`Took over as cluster leader`, ...), so below `debug` only its
+/// warnings and errors are shown.
 pub fn init(level: LogLevel) {
-    let filter = EnvFilter::new(level.as_str());
+    let directives = match level {
+        LogLevel::Debug => level.as_str().to_owned(),
+        _ => format!("{},openraft=warn", level.as_str()),
+    };
+    let filter = EnvFilter::new(directives);
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use ldlm_cluster::service::ClusterLockService;
 use ldlm_engine::{Engine, EngineConfig};
 use ldlm_security::password::Password;
 use ldlm_security::tls::{self, TlsOptions};
@@ -43,6 +44,18 @@ pub fn engine_config(config: &ServerConfig) -> EngineConfig {
     }
 }
 
+/// What serves the locks: a single server's own engine, or a cluster node.
+enum Served {
+    /// A single server: its lock service, timer driver and state file.
+    Local {
+        service: Arc<LocalLockService>,
+        state_file: Option<Arc<StateFile>>,
+        timers: TimerDriver,
+    },
+    /// A cluster node.
+    Cluster { service: Arc<ClusterLockService> },
+}
+
 /// A server that is listening: its addresses, and a handle to stop it.
 pub struct Running {
     /// Where gRPC listens.
@@ -51,20 +64,40 @@ pub struct Running {
     pub rest_addr: Option<std::net::SocketAddr>,
     /// Where metrics are served, if enabled.
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// The lock table (for in-process tests).
-    pub engine: Engine,
-    /// The lock service every transport calls.
-    pub service: Arc<LocalLockService>,
-    state_file: Option<Arc<StateFile>>,
+    /// Where peers reach this node, in cluster mode.
+    pub cluster_addr: Option<std::net::SocketAddr>,
+    served: Served,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    timers: TimerDriver,
 }
 
 impl Running {
+    /// The lock table (for in-process tests): a single server's engine, or a cluster node's
+    /// while it leads.
+    pub fn engine(&self) -> Option<Engine> {
+        match &self.served {
+            Served::Local { service, .. } => Some(service.engine().clone()),
+            Served::Cluster { service } => service
+                .node()
+                .leading()
+                .map(|leader| leader.service().engine().clone()),
+        }
+    }
+
+    /// The cluster node's lock service, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<ClusterLockService>> {
+        match &self.served {
+            Served::Cluster { service } => Some(service),
+            Served::Local { .. } => None,
+        }
+    }
+
     /// Graceful shutdown: keep held locks, stop accepting, let in-flight calls finish briefly.
     pub async fn shutdown(self) {
-        self.service.shutdown();
+        match &self.served {
+            Served::Local { service, .. } => service.shutdown(),
+            Served::Cluster { service } => service.shutdown(),
+        }
         let _ = self.stop.send(true);
         // One deadline for all listeners (they stop in parallel), not a grace period each.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -78,10 +111,28 @@ impl Running {
                 Err(_) => warn!("Listener did not stop within the grace period"),
             }
         }
-        drop(self.timers);
-        if let Some(file) = self.state_file {
-            // Everything recorded so far is written and fsynced before the process exits.
-            tokio::task::spawn_blocking(move || file.close()).await.ok();
+        match self.served {
+            Served::Local {
+                state_file, timers, ..
+            } => {
+                drop(timers);
+                if let Some(file) = state_file {
+                    // Everything recorded so far is written and fsynced before the process
+                    // exits.
+                    tokio::task::spawn_blocking(move || file.close()).await.ok();
+                }
+            }
+            Served::Cluster { service } => {
+                let node = service.node().clone();
+                drop(service);
+                // The node's Raft stops after its last log write.
+                match Arc::try_unwrap(node) {
+                    Ok(node) => node.shutdown().await,
+                    Err(node) => {
+                        let _ = node.raft().shutdown().await;
+                    }
+                }
+            }
         }
     }
 }
@@ -92,8 +143,62 @@ async fn bind(address: &str, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("{what}: cannot listen on {address}"))
 }
 
+/// The listeners of a server, bound (so a taken port fails the start before anything runs).
+struct Listeners {
+    grpc: TcpListener,
+    rest: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+    ipc: Option<(tokio::net::UnixListener, std::path::PathBuf)>,
+}
+
 /// Starts everything the configuration asks for and returns once it is listening.
 pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
+    tls::install_default_provider();
+    let ipc = match &config.ipc_socket_file {
+        Some(path) => {
+            let listener = ldlm_ipc::server::bind(path)
+                .with_context(|| format!("IPC socket {}", path.display()))?;
+            info!(socket = %path.display(), "IPC server started");
+            Some((listener, path.clone()))
+        }
+        None => {
+            warn!("IPC server disabled because of empty socket file path");
+            None
+        }
+    };
+    let listeners = Listeners {
+        grpc: bind(&config.listen_address, "gRPC").await?,
+        rest: match &config.rest_listen_address {
+            Some(address) => Some(bind(address, "REST").await?),
+            None => None,
+        },
+        metrics: match &config.metrics_listen_address {
+            Some(address) => Some(bind(address, "metrics").await?),
+            None => None,
+        },
+        ipc,
+    };
+    let (stop, stopped) = watch::channel(false);
+    let options = LocalOptions {
+        commits: None,
+        session_timeout: config.rest_session_timeout,
+        max_sessions: config.max_rest_sessions,
+        commit_releases: false,
+    };
+    if config.cluster_node_id != 0 {
+        let (node, cluster_addr) = crate::cluster::start_node(config).await?;
+        let service = ClusterLockService::start(Arc::new(node), engine_config(config), options);
+        let (addrs, tasks) = serve(config, service.clone(), listeners, stopped)?;
+        return Ok(Running {
+            grpc_addr: addrs.0,
+            rest_addr: addrs.1,
+            metrics_addr: addrs.2,
+            cluster_addr: Some(cluster_addr),
+            served: Served::Cluster { service },
+            stop,
+            tasks,
+        });
+    }
     let clock = Clock::new();
     let (engine, state_file) = match &config.state_file {
         Some(path) => {
@@ -113,8 +218,46 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
             None,
         ),
     };
+    let service = LocalLockService::new(
+        engine,
+        clock,
+        LocalOptions {
+            // With a state file, "locked" is answered only once the grant is on disk.
+            commits: state_file.as_ref().map(|file| file.commits()),
+            ..options
+        },
+    );
+    let timers = service.start_timers();
+    let (addrs, tasks) = serve(config, service.clone(), listeners, stopped)?;
+    Ok(Running {
+        grpc_addr: addrs.0,
+        rest_addr: addrs.1,
+        metrics_addr: addrs.2,
+        cluster_addr: None,
+        served: Served::Local {
+            service,
+            state_file,
+            timers,
+        },
+        stop,
+        tasks,
+    })
+}
 
-    tls::install_default_provider();
+/// The addresses gRPC, REST and metrics listen on.
+type Addrs = (
+    std::net::SocketAddr,
+    Option<std::net::SocketAddr>,
+    Option<std::net::SocketAddr>,
+);
+
+/// Serves every transport over `service` until `stopped` flips.
+fn serve<S: LockService>(
+    config: &ServerConfig,
+    service: Arc<S>,
+    listeners: Listeners,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<(Addrs, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>)> {
     let tls_options = TlsOptions {
         cert: config.tls_cert.clone(),
         key: config.tls_key.clone(),
@@ -125,28 +268,12 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
     let rest_tls =
         tls::server_config(&tls_options, &[b"h2", b"http/1.1"]).context("TLS configuration")?;
     let password = config.password.as_deref().and_then(Password::from_config);
-
-    let ipc = match &config.ipc_socket_file {
-        Some(path) => {
-            let listener = ldlm_ipc::server::bind(path)
-                .with_context(|| format!("IPC socket {}", path.display()))?;
-            info!(socket = %path.display(), "IPC server started");
-            Some((listener, path.clone()))
-        }
-        None => {
-            warn!("IPC server disabled because of empty socket file path");
-            None
-        }
-    };
-    let grpc_listener = bind(&config.listen_address, "gRPC").await?;
-    let rest_listener = match &config.rest_listen_address {
-        Some(address) => Some(bind(address, "REST").await?),
-        None => None,
-    };
-    let metrics_listener = match &config.metrics_listen_address {
-        Some(address) => Some(bind(address, "metrics").await?),
-        None => None,
-    };
+    let Listeners {
+        grpc: grpc_listener,
+        rest: rest_listener,
+        metrics: metrics_listener,
+        ipc,
+    } = listeners;
     let metrics_addr = metrics_listener
         .as_ref()
         .map(TcpListener::local_addr)
@@ -156,8 +283,6 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
-
-    let (stop, stopped) = watch::channel(false);
     // Every listener stops when `Running::shutdown` flips `stop`, which it does only after
     // the service's shutdown: connections that close from then on keep their locks.
     let stopped = move || {
@@ -166,18 +291,6 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
             let _ = stopped.wait_for(|&s| s).await;
         }
     };
-
-    let service = LocalLockService::new(
-        engine.clone(),
-        clock,
-        LocalOptions {
-            // With a state file, "locked" is answered only once the grant is on disk.
-            commits: state_file.as_ref().map(|file| file.commits()),
-            session_timeout: config.rest_session_timeout,
-            max_sessions: config.max_rest_sessions,
-        },
-    );
-    let timers = service.start_timers();
     let rest = rest_listener.map(|listener| {
         let options = ldlm_rest::RestOptions {
             password: password.clone(),
@@ -250,18 +363,7 @@ pub async fn start(config: &ServerConfig) -> anyhow::Result<Running> {
             warn!("REST server started. Listening on {addr}");
         }
     }
-
-    Ok(Running {
-        grpc_addr,
-        rest_addr,
-        metrics_addr,
-        engine,
-        service,
-        state_file,
-        stop,
-        tasks,
-        timers,
-    })
+    Ok(((grpc_addr, rest_addr, metrics_addr), tasks))
 }
 
 /// SIGINT and SIGTERM handlers, installed before the server starts so that a signal arriving

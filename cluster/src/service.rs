@@ -74,19 +74,24 @@ impl ClusterOwner {
 
 /// The lock service of one cluster node. See the module doc.
 pub struct ClusterLockService {
-    node: Arc<ClusterNode>,
-    forwarder: Arc<Forwarder>,
+    router: Arc<Router>,
     next_local: AtomicU64,
     session_timeout: Duration,
-    shut_down: std::sync::atomic::AtomicBool,
     expired: tokio::sync::broadcast::Sender<OwnerId>,
     seat: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Sends calls to the leader (see [`Router::call`]); shared with background re-sends.
+struct Router {
+    node: Arc<ClusterNode>,
+    forwarder: Forwarder,
+    shut_down: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ClusterLockService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterLockService")
-            .field("node", &self.node.id())
+            .field("node", &self.router.node.id())
             .finish_non_exhaustive()
     }
 }
@@ -100,13 +105,15 @@ impl ClusterLockService {
         options: LocalOptions,
     ) -> Arc<ClusterLockService> {
         let service = Arc::new(ClusterLockService {
-            forwarder: Arc::new(Forwarder::default()),
+            router: Arc::new(Router {
+                node: node.clone(),
+                forwarder: Forwarder::default(),
+                shut_down: std::sync::atomic::AtomicBool::new(false),
+            }),
             next_local: AtomicU64::new(1),
             session_timeout: options.session_timeout,
-            shut_down: std::sync::atomic::AtomicBool::new(false),
             expired: tokio::sync::broadcast::channel(16).0,
             seat: parking_lot::Mutex::new(None),
-            node: node.clone(),
         });
         let seat = tokio::spawn(seat(node, engine, options));
         *service.seat.lock() = Some(seat);
@@ -115,9 +122,19 @@ impl ClusterLockService {
 
     /// The node this service runs on.
     pub fn node(&self) -> &Arc<ClusterNode> {
-        &self.node
+        &self.router.node
     }
 
+    async fn call(&self, call: Call, deadline: Option<Instant>) -> Result<Answer, ServiceError> {
+        self.router.call(call, deadline).await
+    }
+
+    fn deadline() -> Option<Instant> {
+        Some(Instant::now() + CALL_DEADLINE)
+    }
+}
+
+impl Router {
     /// Sends `call` to the leader, re-sending as the leader changes, until `deadline` (none:
     /// no limit). `remaining_wait` rewrites the call's wait for a re-send.
     async fn call(
@@ -135,7 +152,7 @@ impl ClusterLockService {
             _ => None,
         };
         loop {
-            if self.is_shut_down() {
+            if self.shut_down.load(Ordering::Acquire) {
                 return Err(ServiceError::Lock(ldlm_engine::LockError::Shutdown));
             }
             // A re-send waits only for what is left of the client's wait.
@@ -184,10 +201,6 @@ impl ClusterLockService {
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
-
-    fn deadline() -> Option<Instant> {
-        Some(Instant::now() + CALL_DEADLINE)
-    }
 }
 
 fn service_error(error: CallError) -> ServiceError {
@@ -233,26 +246,30 @@ impl LockService for ClusterLockService {
 
     fn connect(&self) -> ClusterOwner {
         let global = GlobalOwner {
-            node: self.node.id(),
+            node: self.node().id(),
             local: self.next_local.fetch_add(1, Ordering::Relaxed),
         };
-        ClusterOwner::new(global, self.node.id())
+        ClusterOwner::new(global, self.node().id())
     }
 
     fn disconnect(&self, owner: &ClusterOwner) -> Disconnected {
         if self.is_shut_down() {
             return Disconnected::Kept;
         }
-        // Told to the leader in the background: a closing connection waits for nobody. If no
-        // leader hears of it, the holds go when this node is gone long enough, or by lease.
+        // Told to the leader in the background (a closing connection waits for nobody), and
+        // re-sent until a leader has committed the releases.
         let call = Call::Disconnect {
             owner: owner.global(),
         };
-        let once = ForwardOnce {
-            node: self.node.clone(),
-            forwarder: self.forwarder.clone(),
-        };
-        tokio::spawn(once.send(call));
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            if let Err(error) = router
+                .call(call, Some(Instant::now() + CALL_DEADLINE))
+                .await
+            {
+                tracing::warn!(%error, "A closed connection's locks could not be released");
+            }
+        });
         Disconnected::Released(ReleaseSummary::default())
     }
 
@@ -266,7 +283,7 @@ impl LockService for ClusterLockService {
     async fn session(&self, id: SessionId) -> Option<ClusterOwner> {
         let call = Call::TouchSession { id: id.as_u128() };
         match self.call(call, Self::deadline()).await {
-            Ok(Answer::Session(Some(global))) => Some(ClusterOwner::new(global, self.node.id())),
+            Ok(Answer::Session(Some(global))) => Some(ClusterOwner::new(global, self.node().id())),
             _ => None,
         }
     }
@@ -386,49 +403,26 @@ impl LockService for ClusterLockService {
     }
 
     fn stats(&self) -> ServiceStats {
-        match self.node.leading() {
+        match self.node().leading() {
             Some(leader) => leader.service().stats(),
             None => ServiceStats::default(),
         }
     }
 
     fn shutdown(&self) {
-        self.shut_down.store(true, Ordering::Release);
+        self.router.shut_down.store(true, Ordering::Release);
         if let Some(seat) = self.seat.lock().take() {
             seat.abort();
         }
         // A leader that shuts down steps down: calls other nodes forwarded to it are re-sent
         // to the next leader, and the cluster goes on.
-        if let Some(leader) = self.node.set_leading(None) {
+        if let Some(leader) = self.node().set_leading(None) {
             leader.step_down();
         }
     }
 
     fn is_shut_down(&self) -> bool {
-        self.shut_down.load(Ordering::Acquire)
-    }
-}
-
-/// Sends one call to whichever node leads, without waiting for a leader that is not there.
-struct ForwardOnce {
-    node: Arc<ClusterNode>,
-    forwarder: Arc<Forwarder>,
-}
-
-impl ForwardOnce {
-    async fn send(self, call: Call) {
-        if let Some(leader) = self.node.leading() {
-            let _ = leader.serve(call).await;
-            return;
-        }
-        if let Some(id) = self.node.leader()
-            && let Some(addr) = self.node.address_of(id)
-        {
-            let _ = self
-                .forwarder
-                .call(id, &addr, &call, Some(CALL_DEADLINE))
-                .await;
-        }
+        self.router.shut_down.load(Ordering::Acquire)
     }
 }
 

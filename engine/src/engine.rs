@@ -329,6 +329,12 @@ impl Engine {
         )
     }
 
+    /// The event sink's sequence number of the last change made so far (0 without a sink): once
+    /// it is durable, so is every change that happened before this call.
+    pub fn recorded_seq(&self) -> u64 {
+        self.inner.events.as_ref().map_or(0, |sink| sink.last_seq())
+    }
+
     /// True if `key` holds a slot of `name` now.
     pub fn is_held(&self, name: &str, key: LockKey) -> bool {
         let hash = self.inner.hash(name);

@@ -265,6 +265,12 @@ pub enum Event<'a> {
 pub trait EventSink: Send + Sync {
     /// Records one event and returns its sequence number.
     fn record(&self, event: Event<'_>) -> u64;
+
+    /// The sequence number of the last event recorded so far (0 if none). Waiting until it is
+    /// durable covers every change made before this call, e.g. an unlock's release.
+    fn last_seq(&self) -> u64 {
+        0
+    }
 }
 
 /// What a successful [`crate::Engine::unlock`] did.

@@ -46,6 +46,11 @@ pub struct LocalOptions {
     pub session_timeout: Duration,
     /// `--max_rest_sessions`: most REST sessions at once.
     pub max_sessions: usize,
+    /// Answer an unlock (and an admin unlock) only once its release is durable too. A cluster
+    /// needs it (an unlock the next leader does not know of would leave the lock held by a
+    /// client that let it go); the state file does not (a release lost in a crash only brings
+    /// the lock back with a lease, and every unlock would wait for an fsync).
+    pub commit_releases: bool,
 }
 
 impl Default for LocalOptions {
@@ -55,6 +60,7 @@ impl Default for LocalOptions {
             commits: None,
             session_timeout: Duration::from_secs(10 * 60),
             max_sessions: 100_000,
+            commit_releases: false,
         }
     }
 }
@@ -64,6 +70,7 @@ pub struct LocalLockService {
     engine: Engine,
     clock: Clock,
     commits: Option<Commits>,
+    commit_releases: bool,
     sessions: Sessions,
     session_timeout: Duration,
     expired: broadcast::Sender<OwnerId>,
@@ -99,6 +106,7 @@ impl LocalLockService {
             sessions: Sessions::new(options.max_sessions),
             session_timeout: options.session_timeout,
             commits: options.commits,
+            commit_releases: options.commit_releases,
             engine,
             clock,
             expired,
@@ -187,6 +195,28 @@ impl LocalLockService {
                 Err(ServiceError::NotCommitted(error))
             }
         }
+    }
+}
+
+impl LocalLockService {
+    /// With `commit_releases`, waits until every change made so far (the release just made
+    /// among them) is durable.
+    async fn released_durably(
+        &self,
+        via: Transport,
+        started: Instant,
+        rpc: Rpc,
+    ) -> Result<(), ServiceError> {
+        let (true, Some(commits)) = (self.commit_releases, &self.commits) else {
+            return Ok(());
+        };
+        if let Err(error) = commits.wait(self.engine.recorded_seq()).await {
+            warn!(transport = ?via, %error, "Release not durable");
+            let outcome = Outcome::Error(ldlm_engine::ErrorCode::Unknown);
+            metrics::record_request(via, rpc, outcome, started.elapsed());
+            return Err(ServiceError::NotCommitted(error));
+        }
+        Ok(())
     }
 }
 
@@ -338,6 +368,9 @@ impl LockService for LocalLockService {
     ) -> Result<(), ServiceError> {
         let started = Instant::now();
         let result = self.engine.unlock(name, key, self.clock.tick_at(started));
+        if result.is_ok() {
+            self.released_durably(via, started, Rpc::Unlock).await?;
+        }
         metrics::record_request(via, Rpc::Unlock, Outcome::of(&result), started.elapsed());
         if matches!(result, Ok(unlocked) if unlocked.handed_off > 0) {
             // See the module doc: the grant goes out first. The unlock is done and recorded
@@ -374,7 +407,11 @@ impl LockService for LocalLockService {
     }
 
     async fn force_unlock(&self, name: &str, key: Option<&str>) -> Result<LockKey, ServiceError> {
-        lock_error(self.engine.force_unlock(name, key, self.clock.now()))
+        let started = Instant::now();
+        let released = lock_error(self.engine.force_unlock(name, key, self.clock.now()))?;
+        self.released_durably(Transport::Grpc, started, Rpc::Unlock)
+            .await?;
+        Ok(released)
     }
 
     async fn list(&self) -> Result<Vec<ListedHold>, ServiceError> {

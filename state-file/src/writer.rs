@@ -85,6 +85,10 @@ impl EventSink for Inner {
             batch.seq
         })
     }
+
+    fn last_seq(&self) -> u64 {
+        self.batch.lock().seq
+    }
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> LoadError {

@@ -119,7 +119,7 @@ macro_rules! integer_option_values {
     )*};
 }
 
-integer_option_values!(u32, usize);
+integer_option_values!(u32, u64, usize);
 
 /// Required text: an empty value stays empty (validation decides whether that is allowed).
 impl OptionValue for String {
@@ -369,4 +369,26 @@ server_options! {
     /// `--grpc_max_message_bytes`: largest gRPC message in bytes. Default 4194304, ≥ 1.
     grpc_max_message_bytes: usize = 4_194_304;
         "Largest gRPC message, in bytes";
+    /// `--cluster_node_id`: this node's id in a cluster, a positive integer; 0 (default) runs a
+    /// single server. Setting it turns cluster mode on.
+    cluster_node_id: u64 = 0;
+        "This node's id in a cluster (1 to 65535); setting it turns cluster mode on";
+    /// `--cluster_peers`: the initial members, `ID=HOST:PORT,...`, this node included.
+    cluster_peers: Option<String> = None;
+        "The cluster's initial members as ID=HOST:PORT,... (this node included)";
+    /// `--cluster_listen_address`: where this node listens for its peers; default: its own
+    /// address in `cluster_peers`.
+    cluster_listen_address: Option<String> = None;
+        "Peer listen address (host:port); default: this node's address in --cluster_peers";
+    /// `--cluster_data_dir`: the Raft log, the vote and snapshots; required in cluster mode.
+    cluster_data_dir: Option<PathBuf> = None;
+        "Directory of this node's Raft log, vote and snapshots (cluster mode)";
+    /// `--cluster_election_timeout`: a follower that hears no leader for this long (randomised
+    /// between half of it and all of it) starts an election; heartbeats every tenth. Default 1s.
+    cluster_election_timeout: Duration = Duration::from_secs(1);
+        "Time without a leader before a follower starts an election; heartbeats every tenth";
+    /// `--cluster_session_grace`: how long a node may be out of contact before its gRPC
+    /// clients' locks are released. Default 10s.
+    cluster_session_grace: Duration = Duration::from_secs(10);
+        "How long a node may be out of contact before its gRPC clients' locks are released";
 }

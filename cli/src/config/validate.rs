@@ -3,6 +3,7 @@
 //! are merged, because a rule such as "tls_key needs tls_cert" can only be judged on the
 //! final configuration.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{ConfigError, MAX_WORKER_THREADS, ServerConfig};
@@ -96,6 +97,7 @@ impl ServerConfig {
             }
             _ => {}
         }
+        self.check_cluster()?;
         if self.tls_cert.is_none() && self.requires_client_cert() {
             let option = if self.client_ca.is_some() {
                 "client_ca"
@@ -109,4 +111,100 @@ impl ServerConfig {
         }
         Ok(())
     }
+
+    /// Cluster mode's options: all or nothing, and consistent with each other.
+    fn check_cluster(&self) -> Result<(), Invalid> {
+        if self.cluster_node_id == 0 {
+            return Ok(());
+        }
+        let id = self.cluster_node_id;
+        if id > MAX_CLUSTER_NODE_ID {
+            return Err(Invalid::new(
+                "cluster_node_id",
+                format!("cluster_node_id must be between 1 and {MAX_CLUSTER_NODE_ID}, got {id}"),
+            ));
+        }
+        if self.state_file.is_some() {
+            return Err(Invalid::new(
+                "state_file",
+                "state_file cannot be used in cluster mode (cluster_node_id is set): the cluster \
+                 keeps its locks in cluster_data_dir"
+                    .into(),
+            ));
+        }
+        if self.cluster_data_dir.is_none() {
+            return Err(Invalid::new(
+                "cluster_data_dir",
+                "cluster_data_dir is required in cluster mode (cluster_node_id is set)".into(),
+            ));
+        }
+        let peers = self.cluster_peer_map()?;
+        if !peers.contains_key(&id) {
+            return Err(Invalid::new(
+                "cluster_peers",
+                format!("cluster_peers does not list this node (cluster_node_id {id})"),
+            ));
+        }
+        if self.cluster_election_timeout < Duration::from_millis(20) {
+            return Err(Invalid::new(
+                "cluster_election_timeout",
+                "cluster_election_timeout must be at least 20ms".into(),
+            ));
+        }
+        if self.cluster_session_grace.is_zero() {
+            return Err(Invalid::new(
+                "cluster_session_grace",
+                "cluster_session_grace must be greater than 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `cluster_peers` as id → address (the validated list).
+    pub fn cluster_peers(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
+        self.cluster_peer_map()
+            .map_err(|invalid| ConfigError::usage(invalid.message))
+    }
+
+    /// `cluster_peers` as id → address.
+    pub(super) fn cluster_peer_map(&self) -> Result<BTreeMap<u64, String>, Invalid> {
+        let text = self.cluster_peers.as_deref().unwrap_or_default();
+        let bad = |detail: String| {
+            Invalid::new(
+                "cluster_peers",
+                format!("cluster_peers must be ID=HOST:PORT,... ({detail})"),
+            )
+        };
+        let mut peers = BTreeMap::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((id, address)) = entry.split_once('=') else {
+                return Err(bad(format!("{entry:?} has no '='")));
+            };
+            let id: u64 = match id.trim().parse() {
+                Ok(id) if (1..=MAX_CLUSTER_NODE_ID).contains(&id) => id,
+                _ => {
+                    return Err(bad(format!(
+                        "{id:?} is not a node id from 1 to {MAX_CLUSTER_NODE_ID}"
+                    )));
+                }
+            };
+            let address = address.trim();
+            if address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                return Err(bad(format!("{address:?} is not HOST:PORT")));
+            }
+            if peers.insert(id, address.to_owned()).is_some() {
+                return Err(bad(format!("node {id} is listed twice")));
+            }
+        }
+        if peers.is_empty() {
+            return Err(bad("the list is empty".into()));
+        }
+        Ok(peers)
+    }
 }
+
+/// The largest node id: owner ids carry the node in 16 bits.
+pub(super) const MAX_CLUSTER_NODE_ID: u64 = 65_535;

@@ -175,6 +175,12 @@ impl Leader {
                     ldlm_service::Disconnected::Released(summary) => summary,
                     ldlm_service::Disconnected::Kept => Default::default(),
                 };
+                // Answered once the releases are committed: the node that asked re-sends until
+                // some leader has done it, so no leader restores holds of a closed connection.
+                self.commits
+                    .wait(self.service.engine().recorded_seq())
+                    .await
+                    .map_err(|e| CallError::NotCommitted(e.to_string()))?;
                 // Its request ids are of no use any more; nothing waits for this commit.
                 let _ = self
                     .raft

@@ -50,6 +50,8 @@ pub struct Leader {
     deposed: Arc<AtomicBool>,
     raft: openraft::Raft<TypeConfig>,
     machine: StateMachine,
+    /// Durable progress of this term's events.
+    commits: ldlm_service::Commits,
     /// Engine owners of the clients that called, by cluster-wide id.
     owners: Mutex<HashMap<GlobalOwner, Owner>>,
     /// Live REST sessions: id → engine owner.
@@ -135,7 +137,10 @@ impl Leader {
             engine,
             clock,
             LocalOptions {
-                commits: Some(commits),
+                commits: Some(commits.clone()),
+                // "unlocked" only once the release is committed: the next leader must not
+                // bring back a lock its holder was told it had let go.
+                commit_releases: true,
                 ..options
             },
         );
@@ -152,6 +157,7 @@ impl Leader {
             deposed,
             raft,
             machine: node.machine().clone(),
+            commits,
             owners: Mutex::new(HashMap::new()),
             sessions: Mutex::new(sessions),
             session_timeout,

@@ -78,6 +78,10 @@ impl EventSink for RaftSink {
         self.wake.notify_one();
         seq
     }
+
+    fn last_seq(&self) -> u64 {
+        self.queued.lock().seq
+    }
 }
 
 impl RaftSink {

@@ -1,0 +1,54 @@
+//! Cluster mode's start: the node's Raft, storage and peer listener, from the `--cluster_*`
+//! options (already checked by the configuration's validation).
+
+use anyhow::Context as _;
+use ldlm_cluster::{ClusterNode, NodeConfig};
+use tracing::{info, warn};
+
+use crate::config::ServerConfig;
+
+/// Snapshot the replica (and purge the log behind it) after this many applied entries.
+const SNAPSHOT_EVERY: u64 = 10_000;
+
+/// Starts this node's part of the cluster; returns it and where its peers reach it.
+pub async fn start_node(
+    config: &ServerConfig,
+) -> anyhow::Result<(ClusterNode, std::net::SocketAddr)> {
+    let id = config.cluster_node_id;
+    let peers = config.cluster_peers()?;
+    let data_dir = config
+        .cluster_data_dir
+        .clone()
+        .context("cluster_data_dir is required in cluster mode")?;
+    let listen = match &config.cluster_listen_address {
+        Some(address) => address.clone(),
+        None => peers
+            .get(&id)
+            .cloned()
+            .context("cluster_peers does not list this node")?,
+    };
+    if peers.len() % 2 == 0 {
+        warn!(
+            members = peers.len(),
+            "The cluster has an even number of members: it tolerates no more failures than one \
+             member fewer would"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cluster: cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let node = ClusterNode::start(
+        NodeConfig {
+            id,
+            peers,
+            data_dir,
+            election_timeout: config.cluster_election_timeout,
+            snapshot_every: SNAPSHOT_EVERY,
+        },
+        listener,
+    )
+    .await?;
+    info!(node_id = id, %addr, "Cluster node started. Listening for peers on {addr}");
+    Ok((node, addr))
+}
