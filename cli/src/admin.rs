@@ -5,7 +5,12 @@
 //! ```text
 //! ldlm-lock [-s|--socket PATH] list [--json]
 //! ldlm-lock [-s|--socket PATH] unlock NAME [KEY]
+//! ldlm-lock [-s|--socket PATH] cluster status [--json]
 //! ```
+//!
+//! In cluster mode `list` and `unlock` act on the whole cluster (through its leader), whichever
+//! node's socket they use; `cluster status` shows this node's view: its id, the leader, the
+//! term, its commit and applied index, and every member with its role and last contact.
 //!
 //! The socket is `--socket`, else `LDLM_IPC_SOCKET_FILE` (an empty value counts as unset), else
 //! [`crate::config::default_ipc_socket_file`]. Output is go-ldlm's: `list` prints
@@ -22,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ldlm_ipc::{ClientError, LockEntry, Request, Response};
+use ldlm_ipc::{ClientError, ClusterEntry, LockEntry, Request, Response};
 
 /// The environment variable naming the socket (also the server's `--ipc_socket_file`).
 pub const SOCKET_ENV: &str = "LDLM_IPC_SOCKET_FILE";
@@ -63,6 +68,23 @@ pub enum Command {
         /// holders
         key: Option<String>,
     },
+    /// Cluster mode: this node's view of the cluster
+    Cluster {
+        /// What to show.
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+/// `ldlm-lock cluster ...`.
+#[derive(Debug, Subcommand, PartialEq, Eq)]
+pub enum ClusterCommand {
+    /// This node's id, the leader, the term, commit and applied index, and every member
+    Status {
+        /// Print one JSON object (node_id, leader, term, commit_index, applied_index, members)
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The `ldlm-lock` command line as a [`clap::Command`] (the one [`Cli`] parses with), for shell
@@ -101,6 +123,9 @@ pub fn run(command: &Command, socket: &Path, out: &mut dyn Write, err: &mut dyn 
             name: name.clone(),
             key: key.clone(),
         },
+        Command::Cluster {
+            command: ClusterCommand::Status { .. },
+        } => Request::ClusterStatus,
     };
     let response = match ldlm_ipc::request(socket, &request, TIMEOUT) {
         Ok(response) => response,
@@ -116,6 +141,12 @@ pub fn run(command: &Command, socket: &Path, out: &mut dyn Write, err: &mut dyn 
         }
         (Command::List { json }, Response::Locks(locks)) => print_locks(out, &locks, *json),
         (Command::Unlock { .. }, Response::Unlocked { .. }) => writeln!(out, "Unlocked: true"),
+        (
+            Command::Cluster {
+                command: ClusterCommand::Status { json },
+            },
+            Response::Cluster(cluster),
+        ) => print_cluster(out, &cluster, *json),
         (_, other) => {
             let _ = writeln!(
                 err,
@@ -157,6 +188,38 @@ fn print_locks(out: &mut dyn Write, locks: &[LockEntry], json: bool) -> io::Resu
             out,
             "{{Name: {}, Key: {}, Size: {}}}",
             lock.name, lock.key, lock.size
+        )?;
+    }
+    Ok(())
+}
+
+fn print_cluster(out: &mut dyn Write, cluster: &ClusterEntry, json: bool) -> io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, cluster)?;
+        return writeln!(out);
+    }
+    let shown = |index: Option<u64>| index.map_or_else(|| "-".to_owned(), |i| i.to_string());
+    writeln!(out, "node:    {}", cluster.node_id)?;
+    match cluster.leader {
+        Some(leader) => writeln!(out, "leader:  {leader}")?,
+        None => writeln!(out, "leader:  none (an election is running)")?,
+    }
+    writeln!(out, "term:    {}", cluster.term)?;
+    writeln!(out, "commit:  {}", shown(cluster.commit_index))?;
+    writeln!(out, "applied: {}", shown(cluster.applied_index))?;
+    writeln!(
+        out,
+        "{:<6} {:<24} {:<10} LAST CONTACT",
+        "ID", "ADDRESS", "ROLE"
+    )?;
+    for member in &cluster.members {
+        let contact = member
+            .last_contact_ms
+            .map_or_else(|| "never".to_owned(), |ms| format!("{ms} ms ago"));
+        writeln!(
+            out,
+            "{:<6} {:<24} {:<10} {contact}",
+            member.id, member.address, member.role
         )?;
     }
     Ok(())

@@ -30,6 +30,7 @@
 pub mod command;
 pub mod forward;
 pub mod leader;
+pub mod liveness;
 pub mod node;
 pub mod owners;
 pub mod peer;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::command::{Applied, Command};
 use crate::leader::Leader;
+use crate::liveness::Liveness;
 use crate::peer::{PeerNetwork, PeerService};
 use crate::raft::{Node, NodeId, TypeConfig};
 use crate::storage::{FileError, LogStore, StateMachine};
@@ -63,6 +64,7 @@ pub struct ClusterNode {
     /// This node's leader state while it leads (published by the lock service's seat task,
     /// read by the peer service for forwarded calls).
     leader: watch::Sender<Option<Arc<Leader>>>,
+    liveness: Arc<Liveness>,
     machine: StateMachine,
     log: LogStore,
     peer_addr: SocketAddr,
@@ -115,10 +117,11 @@ impl ClusterNode {
                 .map_err(|e| NodeError::Raft(e.to_string()))?;
             state.last_log_id.is_none() && vote.is_none() && machine.last_applied().await.is_none()
         };
+        let liveness = Arc::new(Liveness::default());
         let raft = openraft::Raft::new(
             config.id,
             Arc::new(raft_config),
-            PeerNetwork,
+            PeerNetwork::new(liveness.clone()),
             log.clone(),
             machine.clone(),
         )
@@ -129,7 +132,7 @@ impl ClusterNode {
         let (stop_peer, stopped) = tokio::sync::oneshot::channel::<()>();
         let incoming = tokio_stream_from(listener);
         let server = tonic::transport::Server::builder()
-            .add_service(PeerService::new(raft.clone(), leading).into_server())
+            .add_service(PeerService::new(raft.clone(), leading, liveness.clone()).into_server())
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopped.await;
             });
@@ -154,6 +157,7 @@ impl ClusterNode {
             id: config.id,
             raft,
             leader,
+            liveness,
             machine,
             log,
             peer_addr,
@@ -175,6 +179,16 @@ impl ClusterNode {
     /// The node's Raft (for the lock service built on it, and for tests).
     pub fn raft(&self) -> &openraft::Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// The highest log id known committed here.
+    pub fn committed(&self) -> Option<crate::raft::LogId> {
+        self.log.committed()
+    }
+
+    /// When this node last heard from each other node.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
     /// This node's leader state, if it leads now.

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::forward::{Answer, Call, CallError};
 use crate::leader::Leader;
+use crate::liveness::Liveness;
 use crate::raft::{Node, NodeId, TypeConfig};
 
 /// The generated gRPC code of `proto/peer.proto`.
@@ -64,15 +65,26 @@ fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(payload)
 }
 
-/// openraft's network: connections to the other nodes.
+/// openraft's network: connections to the other nodes. Every answer from a peer counts as
+/// contact with it ([`Liveness`]).
 #[derive(Clone, Debug, Default)]
-pub struct PeerNetwork;
+pub struct PeerNetwork {
+    liveness: Arc<Liveness>,
+}
+
+impl PeerNetwork {
+    /// A network that records contact in `liveness`.
+    pub fn new(liveness: Arc<Liveness>) -> PeerNetwork {
+        PeerNetwork { liveness }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
         PeerConnection {
+            liveness: self.liveness.clone(),
             target,
             client: Endpoint::from_shared(format!("http://{}", node.addr))
                 .map(|endpoint| {
@@ -91,6 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 /// A connection to one peer.
 #[derive(Debug)]
 pub struct PeerConnection {
+    liveness: Arc<Liveness>,
     target: NodeId,
     /// The client, or why the peer's address is unusable.
     client: Result<PeerClient<Channel>, String>,
@@ -130,15 +143,17 @@ impl PeerConnection {
             payload,
         });
         message.set_timeout(option.hard_ttl());
-        let answer = client
-            .raft(message)
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable
-                | tonic::Code::DeadlineExceeded
-                | tonic::Code::Cancelled => RaftCallError::Unreachable(status.to_string()),
-                _ => RaftCallError::Network(status.to_string()),
-            })?;
+        let answer = client.raft(message).await;
+        if answer.is_ok() {
+            // Any answer, even a refusal, is contact with the peer.
+            self.liveness.heard_from(self.target);
+        }
+        let answer = answer.map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                RaftCallError::Unreachable(status.to_string())
+            }
+            _ => RaftCallError::Network(status.to_string()),
+        })?;
         decode(&answer.into_inner().payload).map_err(|e| RaftCallError::Network(e.to_string()))
     }
 }
@@ -258,6 +273,7 @@ impl Forwarder {
 pub struct PeerService {
     raft: openraft::Raft<TypeConfig>,
     leading: watch::Receiver<Option<Arc<Leader>>>,
+    liveness: Arc<Liveness>,
 }
 
 impl PeerService {
@@ -265,8 +281,13 @@ impl PeerService {
     pub fn new(
         raft: openraft::Raft<TypeConfig>,
         leading: watch::Receiver<Option<Arc<Leader>>>,
+        liveness: Arc<Liveness>,
     ) -> PeerService {
-        PeerService { raft, leading }
+        PeerService {
+            raft,
+            leading,
+            liveness,
+        }
     }
 
     async fn forward(&self, call: Call) -> Result<Answer, CallError> {
@@ -307,7 +328,12 @@ impl proto::peer_server::Peer for PeerService {
         }
         let payload = match message.kind {
             APPEND_ENTRIES => {
-                let request = decode(&message.payload).map_err(bad_message)?;
+                let request: AppendEntriesRequest<TypeConfig> =
+                    decode(&message.payload).map_err(bad_message)?;
+                // The leader's heartbeats and replication are contact with it.
+                if let Some(leader) = request.vote.leader_id().voted_for() {
+                    self.liveness.heard_from(leader);
+                }
                 encode(&self.raft.append_entries(request).await)
             }
             VOTE => {

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use ldlm_engine::{EngineConfig, Grant, LockKey, LockRequest, OwnerId, ReleaseSummary};
 use ldlm_service::{
-    Acquire, Disconnected, ListedHold, LocalOptions, LockService, ServiceError, ServiceStats,
-    SessionId, Transport,
+    Acquire, ClusterStatus, Disconnected, ListedHold, LocalOptions, LockService, MemberRole,
+    MemberStatus, ServiceError, ServiceStats, SessionId, Transport,
 };
 use openraft::ServerState;
 
@@ -407,6 +407,44 @@ impl LockService for ClusterLockService {
             Some(leader) => leader.service().stats(),
             None => ServiceStats::default(),
         }
+    }
+
+    fn cluster_status(&self) -> Option<ClusterStatus> {
+        let node = self.node();
+        let metrics = node.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(&id, member)| MemberStatus {
+                id,
+                address: member.addr.clone(),
+                role: if Some(id) == metrics.current_leader {
+                    MemberRole::Leader
+                } else if id == node.id() && metrics.state == ServerState::Candidate {
+                    MemberRole::Candidate
+                } else if voters.contains(&id) {
+                    MemberRole::Follower
+                } else {
+                    MemberRole::Learner
+                },
+                last_contact_ms: if id == node.id() {
+                    Some(0)
+                } else {
+                    node.liveness()
+                        .last_contact(id)
+                        .map(|silence| u64::try_from(silence.as_millis()).unwrap_or(u64::MAX))
+                },
+            })
+            .collect();
+        Some(ClusterStatus {
+            node_id: node.id(),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            commit_index: node.committed().map(|id| id.index),
+            applied_index: metrics.last_applied.map(|id| id.index),
+            members,
+        })
     }
 
     fn shutdown(&self) {

@@ -70,6 +70,61 @@ pub struct ServiceStats {
     pub sessions: usize,
 }
 
+/// A cluster member's role, as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberRole {
+    /// It leads.
+    Leader,
+    /// It follows (a voter).
+    Follower,
+    /// It receives the log but does not vote (joining).
+    Learner,
+    /// It is asking for votes.
+    Candidate,
+}
+
+impl MemberRole {
+    /// The role's name: `leader`, `follower`, `learner` or `candidate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Leader => "leader",
+            MemberRole::Follower => "follower",
+            MemberRole::Learner => "learner",
+            MemberRole::Candidate => "candidate",
+        }
+    }
+}
+
+/// One member of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Its node id.
+    pub id: u64,
+    /// Its peer address.
+    pub address: String,
+    /// Its role.
+    pub role: MemberRole,
+    /// Milliseconds since this node last heard from it (0 for itself; `None`: never).
+    pub last_contact_ms: Option<u64>,
+}
+
+/// A cluster node's view of the cluster (`ldlm-lock cluster status`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub node_id: u64,
+    /// The leader it knows of.
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// The highest log index known committed.
+    pub commit_index: Option<u64>,
+    /// The highest log index applied to this node's replica.
+    pub applied_index: Option<u64>,
+    /// The members.
+    pub members: Vec<MemberStatus>,
+}
+
 /// The lock service. See the module doc.
 ///
 /// Futures returned here may be dropped at any time (a client cancels, a connection closes):
@@ -150,6 +205,11 @@ pub trait LockService: Send + Sync + 'static {
 
     /// Current counts.
     fn stats(&self) -> ServiceStats;
+
+    /// This node's view of its cluster; `None` for a single server.
+    fn cluster_status(&self) -> Option<ClusterStatus> {
+        None
+    }
 
     /// Graceful shutdown: stop granting (waiters are told), keep every hold.
     fn shutdown(&self);

@@ -28,7 +28,10 @@ pub mod local;
 pub mod metrics;
 pub mod sessions;
 
-pub use api::{Acquire, Disconnected, ListedHold, LockService, ServiceStats};
+pub use api::{
+    Acquire, ClusterStatus, Disconnected, ListedHold, LockService, MemberRole, MemberStatus,
+    ServiceStats,
+};
 pub use clock::Clock;
 pub use commit::{CommitSender, Commits, NotCommitted, commit_channel};
 pub use error::ServiceError;

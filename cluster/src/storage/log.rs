@@ -204,6 +204,11 @@ impl LogStore {
         }
     }
 
+    /// The highest log id openraft reported committed.
+    pub fn committed(&self) -> Option<LogId> {
+        self.shared.live.lock().committed
+    }
+
     /// Stops the writer after it has written everything queued.
     pub fn close(&self) {
         self.shared.jobs.lock().take();

@@ -17,5 +17,7 @@ pub mod protocol;
 pub mod server;
 
 pub use client::{ClientError, request};
-pub use protocol::{LockEntry, ProtocolError, Request, Response, decode_request};
+pub use protocol::{
+    ClusterEntry, LockEntry, MemberEntry, ProtocolError, Request, Response, decode_request,
+};
 pub use server::{IpcError, ServeOptions, bind, serve, serve_with};

@@ -10,6 +10,7 @@
 //! ```text
 //! {"v":1,"op":"list"}
 //! {"v":1,"op":"unlock","name":"jobs","key":"6f1c…"}     key: a string, null or absent
+//! {"v":1,"op":"cluster_status"}
 //! ```
 //!
 //! Responses:
@@ -47,6 +48,38 @@ pub enum Request {
         /// The hold's key; `None` (or an empty string) means "the only holder".
         key: Option<String>,
     },
+    /// The cluster as this node sees it (cluster mode only).
+    ClusterStatus,
+}
+
+/// One cluster member, as `ldlm-lock cluster status --json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    /// Its node id.
+    pub id: u64,
+    /// Its peer address.
+    pub address: String,
+    /// `leader`, `follower`, `learner` or `candidate`.
+    pub role: String,
+    /// Milliseconds since the node answering last heard from it (0: itself; null: never).
+    pub last_contact_ms: Option<u64>,
+}
+
+/// A cluster node's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterEntry {
+    /// The answering node's id.
+    pub node_id: u64,
+    /// The leader it knows of (null: none, an election is running).
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// The highest log index known committed.
+    pub commit_index: Option<u64>,
+    /// The highest log index applied to its replica.
+    pub applied_index: Option<u64>,
+    /// The members.
+    pub members: Vec<MemberEntry>,
 }
 
 /// One held slot, as listed.
@@ -76,6 +109,8 @@ pub enum Response {
         /// The released hold's key.
         key: String,
     },
+    /// The answer to [`Request::ClusterStatus`].
+    Cluster(ClusterEntry),
     /// The request failed; the message is meant for a human, verbatim.
     Error {
         /// What went wrong.
@@ -170,6 +205,7 @@ pub fn decode_request_limited(bytes: &[u8], limit: usize) -> Result<Request, Pro
     };
     match op {
         "list" => Ok(Request::List),
+        "cluster_status" => Ok(Request::ClusterStatus),
         "unlock" => {
             let name = match object.remove("name") {
                 Some(Value::String(name)) => name,
@@ -202,6 +238,9 @@ pub fn decode_request_limited(bytes: &[u8], limit: usize) -> Result<Request, Pro
 pub fn encode_request(request: &Request) -> Vec<u8> {
     let value = match request {
         Request::List => serde_json::json!({ "v": PROTOCOL_VERSION, "op": "list" }),
+        Request::ClusterStatus => {
+            serde_json::json!({ "v": PROTOCOL_VERSION, "op": "cluster_status" })
+        }
         Request::Unlock { name, key } => serde_json::json!({
             "v": PROTOCOL_VERSION,
             "op": "unlock",
@@ -223,6 +262,8 @@ pub fn encode_response(response: &Response) -> Vec<u8> {
         #[serde(skip_serializing_if = "Option::is_none")]
         unlocked: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
+        cluster: Option<&'a ClusterEntry>,
+        #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a str>,
     }
     let mut wire = Wire {
@@ -230,11 +271,13 @@ pub fn encode_response(response: &Response) -> Vec<u8> {
         ok: true,
         locks: None,
         unlocked: None,
+        cluster: None,
         error: None,
     };
     match response {
         Response::Locks(locks) => wire.locks = Some(locks),
         Response::Unlocked { key } => wire.unlocked = Some(key),
+        Response::Cluster(cluster) => wire.cluster = Some(cluster),
         Response::Error { message } => {
             wire.ok = false;
             wire.error = Some(message);
@@ -270,6 +313,13 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response, ProtocolError> {
             expected: "an array of lock entries",
         })?;
         return Ok(Response::Locks(locks));
+    }
+    if let Some(cluster) = object.remove("cluster") {
+        let cluster = serde_json::from_value(cluster).map_err(|_| ProtocolError::BadField {
+            field: "cluster",
+            expected: "a cluster status",
+        })?;
+        return Ok(Response::Cluster(cluster));
     }
     match object.remove("unlocked") {
         Some(Value::String(key)) => Ok(Response::Unlocked { key }),

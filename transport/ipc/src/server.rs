@@ -22,7 +22,8 @@ use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::protocol::{
-    LockEntry, MAX_REQUEST_BYTES, Request, Response, decode_request_limited, encode_response,
+    ClusterEntry, LockEntry, MAX_REQUEST_BYTES, MemberEntry, Request, Response,
+    decode_request_limited, encode_response,
 };
 
 /// How long connections get to finish the request in progress once shutdown began.
@@ -339,6 +340,28 @@ async fn handle<S: LockService>(service: &S, request: Request) -> Response {
                 },
             }
         }
+        Request::ClusterStatus => match service.cluster_status() {
+            Some(status) => Response::Cluster(ClusterEntry {
+                node_id: status.node_id,
+                leader: status.leader,
+                term: status.term,
+                commit_index: status.commit_index,
+                applied_index: status.applied_index,
+                members: status
+                    .members
+                    .into_iter()
+                    .map(|member| MemberEntry {
+                        id: member.id,
+                        address: member.address,
+                        role: member.role.as_str().to_owned(),
+                        last_contact_ms: member.last_contact_ms,
+                    })
+                    .collect(),
+            }),
+            None => Response::Error {
+                message: "this server is not in cluster mode (no --cluster_node_id)".into(),
+            },
+        },
         Request::Unlock { name, key } => {
             debug!(name = %name, key = ?key, "Handling IPC Unlock request");
             // go-ldlm's IPC treats an empty key as "no key".
