@@ -1,0 +1,308 @@
+//! Cluster mode with real processes: three `ldlm-server` nodes on 127.0.0.1. The leader is
+//! killed with SIGKILL while clients of both followers hold locks and others wait: the holds
+//! survive with their keys, the holders renew and unlock through their own nodes, the waiters
+//! are granted, fencing tokens keep increasing, and the killed node restarts on its data
+//! directory and catches up.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ldlm_proto::ldlm::ldlm_client::LdlmClient;
+use ldlm_proto::ldlm::{LockRequest, LockResponse, RenewRequest, TryLockRequest, UnlockRequest};
+use support::Process;
+use tonic::transport::Channel;
+
+const LOCK: &str = env!("CARGO_BIN_EXE_ldlm-lock");
+const SLACK: Duration = Duration::from_secs(15);
+
+/// A port nobody listens on now (the peer addresses must be known before the nodes start).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Node {
+    id: u64,
+    process: Option<Process>,
+    ipc: PathBuf,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    peers: String,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let peers = (1..=3)
+            .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            nodes: (1..=3)
+                .map(|id| Node {
+                    id,
+                    process: None,
+                    ipc: dir.path().join(format!("ipc-{id}.sock")),
+                })
+                .collect(),
+            dir,
+            peers,
+        };
+        for id in 1..=3 {
+            cluster.launch(id);
+        }
+        cluster
+    }
+
+    fn launch(&mut self, id: u64) {
+        let data = self.dir.path().join(format!("node-{id}"));
+        let node = &mut self.nodes[(id - 1) as usize];
+        node.process = Some(Process::start(&[
+            &format!("--cluster_node_id={id}"),
+            &format!("--cluster_peers={}", self.peers),
+            &format!("--cluster_data_dir={}", data.display()),
+            "--cluster_election_timeout=500ms",
+            &format!("--ipc_socket_file={}", node.ipc.display()),
+        ]));
+    }
+
+    fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn grpc(&self, id: u64) -> String {
+        self.node(id)
+            .process
+            .as_ref()
+            .expect("running")
+            .grpc_addr
+            .clone()
+    }
+
+    /// `ldlm-lock cluster status --json` at node `id`.
+    fn status(&self, id: u64) -> Option<serde_json::Value> {
+        status_at(&self.node(id).ipc)
+    }
+
+    /// The leader every running node agrees on.
+    fn leader(&self) -> u64 {
+        let start = Instant::now();
+        loop {
+            let seen: Vec<Option<u64>> = self
+                .nodes
+                .iter()
+                .filter(|n| n.process.is_some())
+                .map(|n| self.status(n.id).and_then(|s| s["leader"].as_u64()))
+                .collect();
+            if let Some(Some(leader)) = seen.first()
+                && seen.iter().all(|s| *s == Some(*leader))
+                && self.node(*leader).process.is_some()
+            {
+                return *leader;
+            }
+            assert!(start.elapsed() < SLACK, "no agreed leader: {seen:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn status_at(ipc: &Path) -> Option<serde_json::Value> {
+    let output = Command::new(LOCK)
+        .args([
+            "-s",
+            &ipc.display().to_string(),
+            "cluster",
+            "status",
+            "--json",
+        ])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+async fn client(addr: &str) -> LdlmClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("connects");
+    LdlmClient::new(channel)
+}
+
+fn locked(response: &LockResponse, name: &str) {
+    assert!(
+        response.locked && response.error.is_none(),
+        "{name}: {response:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_is_killed_while_followers_clients_hold_and_wait() {
+    let mut cluster = Cluster::start();
+    let leader = cluster.leader();
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let (f1, f2) = (followers[0], followers[1]);
+
+    // A client of each follower holds a lock; another client of each waits for it.
+    let mut holder_a = client(&cluster.grpc(f1)).await;
+    let a = holder_a
+        .try_lock(TryLockRequest {
+            name: "a".into(),
+            lock_timeout_seconds: Some(30),
+            ..Default::default()
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    locked(&a, "a");
+    let mut holder_b = client(&cluster.grpc(f2)).await;
+    let b = holder_b
+        .try_lock(TryLockRequest {
+            name: "b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    locked(&b, "b");
+    let mut waiter_a = client(&cluster.grpc(f2)).await;
+    let waits_a = tokio::spawn(async move {
+        waiter_a
+            .lock(LockRequest {
+                name: "a".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    });
+    let mut waiter_b = client(&cluster.grpc(f1)).await;
+    let waits_b = tokio::spawn(async move {
+        waiter_b
+            .lock(LockRequest {
+                name: "b".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waits_a.is_finished() && !waits_b.is_finished(),
+        "both wait"
+    );
+
+    // The leader dies.
+    let mut dead = cluster.nodes[(leader - 1) as usize]
+        .process
+        .take()
+        .expect("running");
+    dead.signal("KILL");
+    dead.wait(SLACK);
+    let new_leader = cluster.leader();
+    assert_ne!(new_leader, leader);
+
+    // The holders renew and unlock through their own nodes, with the keys they were given.
+    let renewed = holder_a
+        .renew(RenewRequest {
+            name: "a".into(),
+            key: a.key.clone(),
+            lock_timeout_seconds: 30,
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    locked(&renewed, "a renewed");
+    assert_eq!(renewed.fencing_token, a.fencing_token, "the same hold");
+    for (holder, name, key) in [(&mut holder_a, "a", &a.key), (&mut holder_b, "b", &b.key)] {
+        let unlocked = holder
+            .unlock(UnlockRequest {
+                name: name.into(),
+                key: key.clone(),
+            })
+            .await
+            .expect("rpc")
+            .into_inner();
+        assert!(unlocked.unlocked, "{name}: {unlocked:?}");
+    }
+    // The waiters, re-sent by their nodes to the new leader, are granted, with newer tokens.
+    for (waiting, earlier) in [(waits_a, &a), (waits_b, &b)] {
+        let granted = tokio::time::timeout(SLACK, waiting)
+            .await
+            .expect("granted in time")
+            .expect("task")
+            .expect("rpc");
+        locked(&granted, &granted.name.clone());
+        assert!(granted.fencing_token > earlier.fencing_token);
+    }
+
+    // The killed node restarts on its data directory and catches up.
+    cluster.launch(leader);
+    let start = Instant::now();
+    loop {
+        let reference = cluster
+            .status(new_leader)
+            .and_then(|s| s["applied_index"].as_u64());
+        let restarted = cluster
+            .status(leader)
+            .and_then(|s| s["applied_index"].as_u64());
+        if reference.is_some() && restarted >= reference {
+            break;
+        }
+        assert!(
+            start.elapsed() < SLACK,
+            "the restarted node did not catch up: {restarted:?} < {reference:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = cluster.status(leader).expect("status");
+    assert_eq!(status["leader"].as_u64(), Some(new_leader));
+    assert_eq!(status["members"].as_array().map(Vec::len), Some(3));
+}
+
+#[test]
+fn inconsistent_cluster_options_exit_2_naming_the_option() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = format!("--cluster_data_dir={}", dir.path().display());
+    for (args, option) in [
+        (
+            vec!["--cluster_node_id=1", "--cluster_peers=1=127.0.0.1:1"],
+            "cluster_data_dir",
+        ),
+        (vec!["--cluster_node_id=1", &data], "cluster_peers"),
+        (
+            vec![
+                "--cluster_node_id=3",
+                "--cluster_peers=1=127.0.0.1:1,2=127.0.0.1:2",
+                &data,
+            ],
+            "cluster_peers",
+        ),
+        (
+            vec![
+                "--cluster_node_id=1",
+                "--cluster_peers=1=127.0.0.1:1",
+                &data,
+                "--state_file=/tmp/x",
+            ],
+            "state_file",
+        ),
+        (
+            vec!["--cluster_node_id=1", "--cluster_peers=1=nohost", &data],
+            "cluster_peers",
+        ),
+    ] {
+        let (code, _, stderr) = support::run(&args, &[]);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(option), "{args:?}: {stderr}");
+    }
+}
