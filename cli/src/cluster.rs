@@ -45,6 +45,7 @@ pub async fn start_node(
             data_dir,
             election_timeout: config.cluster_election_timeout,
             snapshot_every: SNAPSHOT_EVERY,
+            session_grace: config.cluster_session_grace,
         },
         listener,
     )

@@ -37,16 +37,23 @@ struct Cluster {
     dir: tempfile::TempDir,
     peers: String,
     nodes: Vec<Node>,
+    /// More options for every node.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let peers = (1..=3)
             .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Cluster {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             nodes: (1..=3)
                 .map(|id| Node {
                     id,
@@ -66,13 +73,16 @@ impl Cluster {
     fn launch(&mut self, id: u64) {
         let data = self.dir.path().join(format!("node-{id}"));
         let node = &mut self.nodes[(id - 1) as usize];
-        node.process = Some(Process::start(&[
-            &format!("--cluster_node_id={id}"),
-            &format!("--cluster_peers={}", self.peers),
-            &format!("--cluster_data_dir={}", data.display()),
-            "--cluster_election_timeout=500ms",
-            &format!("--ipc_socket_file={}", node.ipc.display()),
-        ]));
+        let mut args = vec![
+            format!("--cluster_node_id={id}"),
+            format!("--cluster_peers={}", self.peers),
+            format!("--cluster_data_dir={}", data.display()),
+            "--cluster_election_timeout=500ms".to_owned(),
+            format!("--ipc_socket_file={}", node.ipc.display()),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        node.process = Some(Process::start(&args));
     }
 
     fn node(&self, id: u64) -> &Node {
@@ -267,6 +277,92 @@ async fn the_leader_is_killed_while_followers_clients_hold_and_wait() {
     let status = cluster.status(leader).expect("status");
     assert_eq!(status["leader"].as_u64(), Some(new_leader));
     assert_eq!(status["members"].as_array().map(Vec::len), Some(3));
+}
+
+/// A follower paused (SIGSTOP) past the session grace: the leader releases its clients' locks
+/// (another client gets them); once it runs again (SIGCONT) it closes its clients' connections
+/// — a Lock that was waiting there fails instead of hanging — and their keys no longer renew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_follower_loses_its_clients_locks_and_closes_their_connections() {
+    let cluster = Cluster::start_with(&["--cluster_session_grace=2s"]);
+    let leader = cluster.leader();
+    let paused = (1..=3).find(|&id| id != leader).expect("a follower");
+    let other = (1..=3)
+        .find(|&id| id != leader && id != paused)
+        .expect("another follower");
+
+    let mut holder = client(&cluster.grpc(paused)).await;
+    let held = holder
+        .try_lock(TryLockRequest {
+            name: "p".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    locked(&held, "p");
+    let mut waiter = client(&cluster.grpc(paused)).await;
+    let waiting = tokio::spawn(async move {
+        waiter
+            .lock(LockRequest {
+                name: "p".into(),
+                ..Default::default()
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let process = cluster.node(paused).process.as_ref().expect("running");
+    process.signal("STOP");
+    // Past the grace, the leader has released the paused node's clients: p is free.
+    let mut elsewhere = client(&cluster.grpc(other)).await;
+    let start = Instant::now();
+    let taken = loop {
+        let answer = elsewhere
+            .try_lock(TryLockRequest {
+                name: "p".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("rpc")
+            .into_inner();
+        if answer.locked {
+            break answer;
+        }
+        assert!(start.elapsed() < SLACK, "p was never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "not before the grace"
+    );
+    assert!(taken.fencing_token > held.fencing_token);
+
+    process.signal("CONT");
+    // The waiting Lock's connection is closed: the call fails.
+    let ended = tokio::time::timeout(SLACK, waiting)
+        .await
+        .expect("the waiting call ends")
+        .expect("task");
+    assert!(ended.is_err(), "the waiting call must fail: {ended:?}");
+    // And the old key no longer renews.
+    let renewed = holder
+        .renew(RenewRequest {
+            name: "p".into(),
+            key: held.key.clone(),
+            lock_timeout_seconds: 10,
+        })
+        .await;
+    match renewed {
+        Ok(response) => assert!(!response.into_inner().locked, "the old key renewed"),
+        Err(status) => assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown
+            ),
+            "{status:?}"
+        ),
+    }
 }
 
 #[test]

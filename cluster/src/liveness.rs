@@ -18,7 +18,16 @@ use crate::raft::NodeId;
 #[derive(Debug)]
 pub struct Liveness {
     started: Instant,
-    contacts: Mutex<HashMap<NodeId, Instant>>,
+    contacts: Mutex<HashMap<NodeId, Contact>>,
+}
+
+/// Contact with one node.
+#[derive(Debug, Clone, Copy)]
+struct Contact {
+    last: Instant,
+    /// The longest silence that ended since [`Liveness::take_longest_gap`] was last asked: a
+    /// silence can end (a paused process resumes, a partition heals) between two looks.
+    longest_gap: Duration,
 }
 
 impl Default for Liveness {
@@ -33,7 +42,26 @@ impl Default for Liveness {
 impl Liveness {
     /// Node `node` was heard from just now.
     pub fn heard_from(&self, node: NodeId) {
-        self.contacts.lock().insert(node, Instant::now());
+        let now = Instant::now();
+        let mut contacts = self.contacts.lock();
+        let previous = contacts.get(&node).copied();
+        let gap = previous.map_or(Duration::ZERO, |c| now.duration_since(c.last));
+        let longest_gap = previous.map_or(gap, |c| c.longest_gap.max(gap));
+        contacts.insert(
+            node,
+            Contact {
+                last: now,
+                longest_gap,
+            },
+        );
+    }
+
+    /// The longest silence from `node` that ended since the last call (and forgets it).
+    pub fn take_longest_gap(&self, node: NodeId) -> Duration {
+        self.contacts
+            .lock()
+            .get_mut(&node)
+            .map_or(Duration::ZERO, |c| std::mem::take(&mut c.longest_gap))
     }
 
     /// How long since node `node` was last heard from; never heard from counts from the start
@@ -43,14 +71,13 @@ impl Liveness {
             .contacts
             .lock()
             .get(&node)
-            .copied()
-            .unwrap_or(self.started);
+            .map_or(self.started, |c| c.last);
         since.elapsed()
     }
 
     /// When node `node` was last heard from, if ever.
     pub fn last_contact(&self, node: NodeId) -> Option<Duration> {
-        self.contacts.lock().get(&node).map(Instant::elapsed)
+        self.contacts.lock().get(&node).map(|c| c.last.elapsed())
     }
 }
 
@@ -67,5 +94,9 @@ mod tests {
         liveness.heard_from(2);
         assert!(liveness.silence(2) < Duration::from_millis(20));
         assert!(liveness.last_contact(2).is_some());
+        std::thread::sleep(Duration::from_millis(30));
+        liveness.heard_from(2);
+        assert!(liveness.take_longest_gap(2) >= Duration::from_millis(30));
+        assert_eq!(liveness.take_longest_gap(2), Duration::ZERO, "asked once");
     }
 }

@@ -38,6 +38,10 @@ pub struct NodeConfig {
     pub election_timeout: Duration,
     /// Build a snapshot (and purge the log behind it) after this many applied entries.
     pub snapshot_every: u64,
+    /// A node out of contact this long counts as gone: the leader releases the locks of its
+    /// gRPC clients. A node out of contact half as long closes its clients' connections
+    /// (`--cluster_session_grace`).
+    pub session_grace: Duration,
 }
 
 /// Why a node could not start.
@@ -65,6 +69,7 @@ pub struct ClusterNode {
     /// read by the peer service for forwarded calls).
     leader: watch::Sender<Option<Arc<Leader>>>,
     liveness: Arc<Liveness>,
+    session_grace: Duration,
     machine: StateMachine,
     log: LogStore,
     peer_addr: SocketAddr,
@@ -158,6 +163,7 @@ impl ClusterNode {
             raft,
             leader,
             liveness,
+            session_grace: config.session_grace,
             machine,
             log,
             peer_addr,
@@ -187,8 +193,13 @@ impl ClusterNode {
     }
 
     /// When this node last heard from each other node.
-    pub fn liveness(&self) -> &Liveness {
+    pub fn liveness(&self) -> &Arc<Liveness> {
         &self.liveness
+    }
+
+    /// How long a node may be out of contact before it counts as gone.
+    pub fn session_grace(&self) -> Duration {
+        self.session_grace
     }
 
     /// This node's leader state, if it leads now.

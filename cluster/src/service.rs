@@ -13,8 +13,8 @@
 //! [`Leader::take_over`]) and publishes its leader state; when it stops leading, the state is
 //! withdrawn and its engine shut down, so waiting calls fail and are re-sent by their nodes.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ldlm_engine::{EngineConfig, Grant, LockKey, LockRequest, OwnerId, ReleaseSummary};
@@ -78,7 +78,7 @@ pub struct ClusterLockService {
     next_local: AtomicU64,
     session_timeout: Duration,
     expired: tokio::sync::broadcast::Sender<OwnerId>,
-    seat: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    seat: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Sends calls to the leader (see [`Router::call`]); shared with background re-sends.
@@ -86,6 +86,10 @@ struct Router {
     node: Arc<ClusterNode>,
     forwarder: Forwarder,
     shut_down: std::sync::atomic::AtomicBool,
+    /// Out of contact with the cluster for half the session grace (see [`watch_contact`]).
+    cut_off: std::sync::atomic::AtomicBool,
+    /// Bumped to close every client connection.
+    resets: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for ClusterLockService {
@@ -109,14 +113,17 @@ impl ClusterLockService {
                 node: node.clone(),
                 forwarder: Forwarder::default(),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
+                cut_off: std::sync::atomic::AtomicBool::new(false),
+                resets: tokio::sync::watch::channel(0).0,
             }),
             next_local: AtomicU64::new(1),
             session_timeout: options.session_timeout,
             expired: tokio::sync::broadcast::channel(16).0,
-            seat: parking_lot::Mutex::new(None),
+            seat: parking_lot::Mutex::new(Vec::new()),
         });
         let seat = tokio::spawn(seat(node, engine, options));
-        *service.seat.lock() = Some(seat);
+        let contact = tokio::spawn(watch_contact(Arc::downgrade(&service.router)));
+        *service.seat.lock() = vec![seat, contact];
         service
     }
 
@@ -154,6 +161,11 @@ impl Router {
         loop {
             if self.shut_down.load(Ordering::Acquire) {
                 return Err(ServiceError::Lock(ldlm_engine::LockError::Shutdown));
+            }
+            if self.cut_off.load(Ordering::Acquire) {
+                return Err(ServiceError::Unavailable(
+                    "this node is cut off from its cluster: retry at another node".into(),
+                ));
             }
             // A re-send waits only for what is left of the client's wait.
             if let (
@@ -409,6 +421,10 @@ impl LockService for ClusterLockService {
         }
     }
 
+    fn connection_resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.router.resets.subscribe())
+    }
+
     fn cluster_status(&self) -> Option<ClusterStatus> {
         let node = self.node();
         let metrics = node.metrics().borrow().clone();
@@ -449,8 +465,8 @@ impl LockService for ClusterLockService {
 
     fn shutdown(&self) {
         self.router.shut_down.store(true, Ordering::Release);
-        if let Some(seat) = self.seat.lock().take() {
-            seat.abort();
+        for task in self.seat.lock().drain(..) {
+            task.abort();
         }
         // A leader that shuts down steps down: calls other nodes forwarded to it are re-sent
         // to the next leader, and the cluster goes on.
@@ -461,6 +477,67 @@ impl LockService for ClusterLockService {
 
     fn is_shut_down(&self) -> bool {
         self.router.shut_down.load(Ordering::Acquire)
+    }
+}
+
+/// How often a node checks whether it is in contact with its cluster.
+const CONTACT_CHECK: Duration = Duration::from_millis(100);
+
+/// Watches this node's contact with the cluster: a follower that has not heard from its leader
+/// (or known any leader), or a leader that has not heard from a quorum, for half the session
+/// grace is **cut off**. It closes every client connection — so each client learns it may have
+/// lost its locks before the leader, after the whole grace, gives them to anyone else (the
+/// factor 2 is the margin for clocks that run at different rates) — and answers `UNAVAILABLE`
+/// until it is back in contact.
+async fn watch_contact(router: Weak<Router>) {
+    let mut ticks = tokio::time::interval(CONTACT_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leader_seen: (Option<u64>, Instant) = (None, Instant::now());
+    let mut last_tick = Instant::now();
+    loop {
+        ticks.tick().await;
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let node = &router.node;
+        let limit = node.session_grace() / 2;
+        let metrics = node.metrics().borrow().clone();
+        if metrics.current_leader != leader_seen.0 {
+            leader_seen = (metrics.current_leader, Instant::now());
+        }
+        // Silence counts from when this node learned of its leader, not from before: a new
+        // leader is heard from within a heartbeat.
+        let known_for = leader_seen.1.elapsed();
+        let (silence, ended_gap) = match metrics.current_leader {
+            Some(leader) if leader == node.id() => (
+                metrics
+                    .millis_since_quorum_ack
+                    .map_or(Duration::ZERO, Duration::from_millis),
+                Duration::ZERO,
+            ),
+            Some(leader) => (
+                node.liveness().silence(leader).min(known_for),
+                node.liveness().take_longest_gap(leader),
+            ),
+            None => (known_for, Duration::ZERO),
+        };
+        // This node itself may have been stopped (SIGSTOP, a long pause): then its clients
+        // were out of contact for that long, even if the leader is heard from again by now.
+        let stalled = last_tick.elapsed();
+        last_tick = Instant::now();
+        let cut_off = silence > limit;
+        let lost_contact = cut_off || ended_gap > limit || stalled > limit;
+        let was_cut_off = router.cut_off.swap(cut_off, Ordering::AcqRel);
+        if lost_contact && !was_cut_off {
+            tracing::warn!(
+                silence_ms = silence.max(ended_gap).max(stalled).as_millis() as u64,
+                "Out of contact with the cluster: closing client connections (their locks may \
+                 be released), answering UNAVAILABLE until back in contact"
+            );
+            router.resets.send_modify(|epoch| *epoch += 1);
+        } else if was_cut_off && !cut_off {
+            tracing::warn!("Back in contact with the cluster");
+        }
     }
 }
 

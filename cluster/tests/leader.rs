@@ -30,6 +30,7 @@ async fn start_nodes(dirs: &BTreeMap<u64, tempfile::TempDir>) -> BTreeMap<u64, C
             data_dir: dirs[&id].path().to_path_buf(),
             election_timeout: Duration::from_millis(300),
             snapshot_every: 1_000,
+            session_grace: Duration::from_secs(10),
         };
         nodes.insert(
             id,

@@ -48,6 +48,7 @@ impl Cluster {
             data_dir: self.dirs[&id].path().to_path_buf(),
             election_timeout: ELECTION,
             snapshot_every: self.snapshot_every,
+            session_grace: Duration::from_secs(10),
         };
         let node = ClusterNode::start(config, listener)
             .await

@@ -39,6 +39,7 @@ impl Cluster {
                 data_dir: dirs[(id - 1) as usize].path().to_path_buf(),
                 election_timeout: Duration::from_millis(300),
                 snapshot_every: 1_000,
+                session_grace: Duration::from_secs(10),
             };
             let node = Arc::new(ClusterNode::start(config, listener).await.expect("start"));
             let service =

@@ -206,6 +206,13 @@ pub trait LockService: Send + Sync + 'static {
     /// Current counts.
     fn stats(&self) -> ServiceStats;
 
+    /// Changes whenever the service needs every client connection closed (cluster mode: this
+    /// node was cut off from the cluster long enough that its clients' locks may be given to
+    /// others; closing tells them so). `None`: never.
+    fn connection_resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// This node's view of its cluster; `None` for a single server.
     fn cluster_status(&self) -> Option<ClusterStatus> {
         None

@@ -19,6 +19,7 @@
 //!   again, since it may hold changes the log will not have.
 
 mod calls;
+mod gone;
 mod sink;
 
 use std::collections::HashMap;
@@ -167,6 +168,12 @@ impl Leader {
             tasks: Mutex::new(Vec::new()),
         });
         tasks.push(calls::expire_sessions(&leader));
+        tasks.push(gone::start(
+            &leader,
+            node.id(),
+            node.liveness().clone(),
+            node.session_grace(),
+        ));
         *leader.tasks.lock() = tasks;
         Ok(leader)
     }

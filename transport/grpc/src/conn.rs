@@ -123,19 +123,34 @@ impl<S: LockService> AsyncWrite for Connection<S> {
     }
 }
 
-/// The server-wide "close every connection now" signal, as seen by one connection.
+/// The signals that close a connection, as seen by one connection: the server's "close every
+/// connection now" after the shutdown grace period, and the lock service's connection resets
+/// (a cluster node cut off from its cluster closes its clients).
 struct Closing {
-    /// Completes when the signal is set or its sender is gone; `None` once it has completed.
+    /// Completes when a signal fires or its sender is gone; `None` once it has completed.
     signal: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     closed: bool,
 }
 
 impl Closing {
-    fn new(mut signal: watch::Receiver<bool>) -> Closing {
+    fn new(mut signal: watch::Receiver<bool>, resets: Option<watch::Receiver<u64>>) -> Closing {
         Closing {
             signal: Some(Box::pin(async move {
-                // An error means the sender (the server) is gone: close as well.
-                let _ = signal.wait_for(|close| *close).await;
+                let reset = async move {
+                    match resets {
+                        Some(mut resets) => {
+                            // Only a reset after this connection opened counts.
+                            resets.borrow_and_update();
+                            let _ = resets.changed().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    // An error means the sender (the server) is gone: close as well.
+                    _ = signal.wait_for(|close| *close) => {}
+                    () = reset => {}
+                }
             })),
             closed: false,
         }
@@ -195,7 +210,7 @@ impl<S: LockService> SessionFactory<S> {
         debug!(session_id = owner_id, remote_address = %remote_addr, "Session started");
         Connection {
             stream: accepted.stream,
-            closing: Closing::new(self.close_signal.clone()),
+            closing: Closing::new(self.close_signal.clone(), self.service.connection_resets()),
             session: Session {
                 info: SessionInfo {
                     owner,
