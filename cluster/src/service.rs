@@ -184,12 +184,14 @@ impl Router {
                 _ => match self.node.leader() {
                     Some(id) if id != self.node.id() => match self.node.address_of(id) {
                         Some(addr) => {
+                            ldlm_service::metrics::record_forwarded();
                             let timeout =
                                 deadline.map(|d| d.saturating_duration_since(Instant::now()));
                             match self.forwarder.call(id, &addr, &call, timeout).await {
                                 Ok(answer) => Some(answer),
                                 Err(no_answer) => {
                                     tracing::debug!(%no_answer, "Forwarded call got no answer; re-sending");
+                                    ldlm_service::metrics::record_resent();
                                     None
                                 }
                             }
@@ -201,7 +203,8 @@ impl Router {
             };
             match attempt {
                 Some(Ok(answer)) => return Ok(answer),
-                Some(Err(CallError::NotLeader { .. })) | None => {}
+                Some(Err(CallError::NotLeader { .. })) => ldlm_service::metrics::record_resent(),
+                None => {}
                 Some(Err(error)) => return Err(service_error(error)),
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -154,6 +154,9 @@ struct Registry {
     sessions_expired: AtomicU64,
     fsync: Histogram<14>,
     batch_records: Histogram<10>,
+    forwarded: AtomicU64,
+    resent: AtomicU64,
+    takeovers: AtomicU64,
 }
 
 static REGISTRY: Registry = Registry {
@@ -166,6 +169,9 @@ static REGISTRY: Registry = Registry {
     sessions_expired: AtomicU64::new(0),
     fsync: Histogram::new(),
     batch_records: Histogram::new(),
+    forwarded: AtomicU64::new(0),
+    resent: AtomicU64::new(0),
+    takeovers: AtomicU64::new(0),
 };
 
 /// Records one request: its outcome and how long it took (for Lock, including the wait).
@@ -198,8 +204,23 @@ pub fn record_commit(records: u64, elapsed: Duration) {
         .observe(&BATCH_BOUNDS, records as f64);
 }
 
+/// Cluster mode: one lock call forwarded to the leader on another node.
+pub fn record_forwarded() {
+    REGISTRY.forwarded.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Cluster mode: one call sent again because its answer could not come (leader changed).
+pub fn record_resent() {
+    REGISTRY.resent.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Cluster mode: this node took over as leader.
+pub fn record_takeover() {
+    REGISTRY.takeovers.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Point-in-time values read when the metrics are scraped.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Gauges {
     /// Lock objects in the table.
     pub locks: usize,
@@ -209,6 +230,21 @@ pub struct Gauges {
     pub waiters: usize,
     /// Open REST sessions.
     pub rest_sessions: usize,
+    /// Cluster mode: this node's view of Raft.
+    pub cluster: Option<ClusterGauges>,
+}
+
+/// Cluster mode's point-in-time values.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterGauges {
+    /// This node's role: `leader`, `follower`, `learner` or `candidate`.
+    pub role: &'static str,
+    /// The current term.
+    pub term: u64,
+    /// The highest log index known committed.
+    pub commit_index: u64,
+    /// The highest log index applied here.
+    pub applied_index: u64,
 }
 
 /// Everything in the Prometheus text exposition format (version 0.0.4).
@@ -311,6 +347,56 @@ pub fn render(gauges: Gauges) -> String {
     out.push_str("# TYPE ldlm_state_file_batch_records histogram\n");
     r.batch_records
         .render(&mut out, "ldlm_state_file_batch_records", "", &BATCH_BOUNDS);
+    if let Some(cluster) = &gauges.cluster {
+        out.push_str("# HELP ldlm_cluster_role This node's role (the labelled one is 1).\n");
+        out.push_str("# TYPE ldlm_cluster_role gauge\n");
+        for role in ["leader", "follower", "learner", "candidate"] {
+            let value = u8::from(role == cluster.role);
+            let _ = writeln!(out, "ldlm_cluster_role{{role=\"{role}\"}} {value}");
+        }
+        let value = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+            );
+        };
+        value(
+            &mut out,
+            "ldlm_cluster_term",
+            "The current Raft term.",
+            cluster.term,
+        );
+        value(
+            &mut out,
+            "ldlm_cluster_commit_index",
+            "The highest log index known committed.",
+            cluster.commit_index,
+        );
+        value(
+            &mut out,
+            "ldlm_cluster_applied_index",
+            "The highest log index applied to this node's replica.",
+            cluster.applied_index,
+        );
+        counter(
+            &mut out,
+            "ldlm_cluster_forwarded_total",
+            "Lock calls forwarded to the leader on another node.",
+            &r.forwarded,
+        );
+        counter(
+            &mut out,
+            "ldlm_cluster_resent_total",
+            "Calls sent again because the leader changed before answering.",
+            &r.resent,
+        );
+        counter(
+            &mut out,
+            "ldlm_cluster_takeovers_total",
+            "Times this node took over as leader.",
+            &r.takeovers,
+        );
+    }
     out
 }
 
@@ -324,6 +410,31 @@ mod tests {
             assert_eq!(*code as usize, i, "{code:?}");
             assert_eq!(Outcome::Error(*code).index(), 2 + i);
         }
+    }
+
+    #[test]
+    fn renders_cluster_gauges_only_in_cluster_mode() {
+        assert!(!render(Gauges::default()).contains("ldlm_cluster_"));
+        record_forwarded();
+        let text = render(Gauges {
+            cluster: Some(ClusterGauges {
+                role: "follower",
+                term: 7,
+                commit_index: 42,
+                applied_index: 41,
+            }),
+            ..Gauges::default()
+        });
+        for line in [
+            "ldlm_cluster_role{role=\"follower\"} 1",
+            "ldlm_cluster_role{role=\"leader\"} 0",
+            "ldlm_cluster_term 7",
+            "ldlm_cluster_commit_index 42",
+            "ldlm_cluster_applied_index 41",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(text.contains("ldlm_cluster_forwarded_total "));
     }
 
     #[test]
@@ -347,6 +458,7 @@ mod tests {
             held: 2,
             waiters: 1,
             rest_sessions: 4,
+            cluster: None,
         });
         let value = |text: &str, series: &str| -> u64 {
             text.lines()

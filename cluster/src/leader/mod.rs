@@ -152,6 +152,7 @@ impl Leader {
             sessions = sessions.len(),
             "Took over as cluster leader"
         );
+        ldlm_service::metrics::record_takeover();
         let leader = Arc::new(Leader {
             service,
             term,

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use ldlm_listener::{Acceptor, ListenerOptions};
 use ldlm_service::LockService;
-use ldlm_service::metrics::{self, Gauges};
+use ldlm_service::metrics::{self, ClusterGauges, Gauges};
 use tokio::net::TcpListener;
 use tracing::debug;
 
@@ -64,11 +64,25 @@ fn answer<B, S: LockService>(request: &Request<B>, service: &S) -> Response<Full
         (&Method::GET, "/metrics") => {
             // O(1) per engine shard: the engine keeps its hold and waiter counts as they change.
             let stats = service.stats();
+            let cluster = service.cluster_status().map(|status| {
+                let role = status
+                    .members
+                    .iter()
+                    .find(|m| m.id == status.node_id)
+                    .map_or("learner", |m| m.role.as_str());
+                ClusterGauges {
+                    role,
+                    term: status.term,
+                    commit_index: status.commit_index.unwrap_or(0),
+                    applied_index: status.applied_index.unwrap_or(0),
+                }
+            });
             let gauges = Gauges {
                 locks: stats.locks,
                 held: stats.holds,
                 waiters: stats.waiters,
                 rest_sessions: stats.sessions,
+                cluster,
             };
             respond(
                 StatusCode::OK,
