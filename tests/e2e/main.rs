@@ -9,7 +9,9 @@
 //! - `observability`: Prometheus metrics, gRPC health checking and reflection.
 //! - `persistence`: the state file across a graceful restart.
 //! - `examples`: every example under `examples/` (Python, curl, Rust) against a fresh server.
+//! - `cluster`: the Python grpcio client against a follower of a 3-node cluster.
 
+mod cluster;
 mod cross;
 mod examples;
 mod gc;
