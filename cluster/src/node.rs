@@ -32,8 +32,8 @@ pub struct NodeConfig {
     pub peers: BTreeMap<NodeId, String>,
     /// Where the log, the vote and snapshots live (`--cluster_data_dir`).
     pub data_dir: PathBuf,
-    /// A follower that hears nothing from a leader for this long (randomised between half of
-    /// it and all of it) starts an election; heartbeats go every tenth of it
+    /// A follower that hears nothing from a leader for this long (randomised between three
+    /// quarters of it and all of it) starts an election; heartbeats go every tenth of it
     /// (`--cluster_election_timeout`).
     pub election_timeout: Duration,
     /// Build a snapshot (and purge the log behind it) after this many applied entries.
@@ -99,11 +99,15 @@ impl ClusterNode {
         let election_ms = u64::try_from(config.election_timeout.as_millis())
             .unwrap_or(u64::MAX)
             .max(20);
+        // openraft waits out the old leader's lease (its `election_timeout_max`) *and* a random
+        // election timeout before it asks for votes. So that a follower starts an election
+        // within `election_timeout` of the last heartbeat (between 3/4 of it and all of it),
+        // both are half of it: lease ½, election ¼–½. Heartbeats go every tenth.
         let raft_config = openraft::Config {
             cluster_name: "ldlm".into(),
             heartbeat_interval: (election_ms / 10).max(1),
-            election_timeout_min: (election_ms / 2).max(10),
-            election_timeout_max: election_ms.max(11),
+            election_timeout_min: (election_ms / 4).max(2),
+            election_timeout_max: (election_ms / 2).max(3),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             // Keep a little log behind the snapshot, so a follower a few entries behind
             // catches up from the log instead of a whole snapshot.

@@ -45,7 +45,10 @@ async fn python_grpcio_client_works_unchanged_at_a_follower() {
         {
             break *leader;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "no leader: {leaders:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no leader: {leaders:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let follower = nodes

@@ -1,0 +1,144 @@
+//! A 3-node cluster of real `ldlm-server` processes on 127.0.0.1, for the cluster tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ldlm_proto::ldlm::ldlm_client::LdlmClient;
+use tonic::transport::Channel;
+
+use super::Process;
+
+pub(crate) const LOCK: &str = env!("CARGO_BIN_EXE_ldlm-lock");
+pub(crate) const SLACK: Duration = Duration::from_secs(15);
+
+/// A port nobody listens on now (the peer addresses must be known before the nodes start).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub(crate) struct Node {
+    pub(crate) id: u64,
+    pub(crate) process: Option<Process>,
+    pub(crate) ipc: PathBuf,
+}
+
+pub(crate) struct Cluster {
+    dir: tempfile::TempDir,
+    peers: String,
+    pub(crate) nodes: Vec<Node>,
+    /// More options for every node.
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    pub(crate) fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    pub(crate) fn start_with(extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let peers = (1..=3)
+            .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            nodes: (1..=3)
+                .map(|id| Node {
+                    id,
+                    process: None,
+                    ipc: dir.path().join(format!("ipc-{id}.sock")),
+                })
+                .collect(),
+            dir,
+            peers,
+        };
+        for id in 1..=3 {
+            cluster.launch(id);
+        }
+        cluster
+    }
+
+    pub(crate) fn launch(&mut self, id: u64) {
+        let data = self.dir.path().join(format!("node-{id}"));
+        let node = &mut self.nodes[(id - 1) as usize];
+        let mut args = vec![
+            format!("--cluster_node_id={id}"),
+            format!("--cluster_peers={}", self.peers),
+            format!("--cluster_data_dir={}", data.display()),
+            "--cluster_election_timeout=500ms".to_owned(),
+            format!("--ipc_socket_file={}", node.ipc.display()),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        node.process = Some(Process::start(&args));
+    }
+
+    pub(crate) fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    pub(crate) fn grpc(&self, id: u64) -> String {
+        self.node(id)
+            .process
+            .as_ref()
+            .expect("running")
+            .grpc_addr
+            .clone()
+    }
+
+    /// `ldlm-lock cluster status --json` at node `id`.
+    pub(crate) fn status(&self, id: u64) -> Option<serde_json::Value> {
+        status_at(&self.node(id).ipc)
+    }
+
+    /// The leader every running node agrees on.
+    pub(crate) fn leader(&self) -> u64 {
+        let start = Instant::now();
+        loop {
+            let seen: Vec<Option<u64>> = self
+                .nodes
+                .iter()
+                .filter(|n| n.process.is_some())
+                .map(|n| self.status(n.id).and_then(|s| s["leader"].as_u64()))
+                .collect();
+            if let Some(Some(leader)) = seen.first()
+                && seen.iter().all(|s| *s == Some(*leader))
+                && self.node(*leader).process.is_some()
+            {
+                return *leader;
+            }
+            assert!(start.elapsed() < SLACK, "no agreed leader: {seen:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub(crate) fn status_at(ipc: &Path) -> Option<serde_json::Value> {
+    let output = Command::new(LOCK)
+        .args([
+            "-s",
+            &ipc.display().to_string(),
+            "cluster",
+            "status",
+            "--json",
+        ])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+pub(crate) async fn client(addr: &str) -> LdlmClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("connects");
+    LdlmClient::new(channel)
+}
