@@ -123,15 +123,8 @@ impl Running {
                 }
             }
             Served::Cluster { service } => {
-                let node = service.node().clone();
-                drop(service);
                 // The node's Raft stops after its last log write.
-                match Arc::try_unwrap(node) {
-                    Ok(node) => node.shutdown().await,
-                    Err(node) => {
-                        let _ = node.raft().shutdown().await;
-                    }
-                }
+                service.node().shutdown().await;
             }
         }
     }

@@ -73,8 +73,8 @@ pub struct ClusterNode {
     machine: StateMachine,
     log: LogStore,
     peer_addr: SocketAddr,
-    stop_peer: Option<tokio::sync::oneshot::Sender<()>>,
-    peer_task: Option<tokio::task::JoinHandle<()>>,
+    stop_peer: parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    peer_task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -171,8 +171,8 @@ impl ClusterNode {
             machine,
             log,
             peer_addr,
-            stop_peer: Some(stop_peer),
-            peer_task: Some(peer_task),
+            stop_peer: parking_lot::Mutex::new(Some(stop_peer)),
+            peer_task: parking_lot::Mutex::new(Some(peer_task)),
         })
     }
 
@@ -262,18 +262,19 @@ impl ClusterNode {
             .map_err(|e| NodeError::Raft(e.to_string()))
     }
 
-    /// Stops Raft and the peer service, and closes the log after its last write.
-    pub async fn shutdown(mut self) {
+    /// Stops Raft and the peer service, and closes the log after its last write. Idempotent.
+    pub async fn shutdown(&self) {
         if let Some(leader) = self.leader.send_replace(None) {
             leader.step_down();
         }
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "Raft did not shut down cleanly");
         }
-        if let Some(stop) = self.stop_peer.take() {
+        if let Some(stop) = self.stop_peer.lock().take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.peer_task.take() {
+        let task = self.peer_task.lock().take();
+        if let Some(task) = task {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         self.log.close();

@@ -79,15 +79,7 @@ impl Cluster {
     async fn kill(&mut self, id: u64) {
         let service = self.services.remove(&id).expect("running");
         service.shutdown();
-        let node = service.node().clone();
-        drop(service);
-        match Arc::try_unwrap(node) {
-            Ok(node) => node.shutdown().await,
-            Err(node) => {
-                // Someone still holds it (a task winding down): stop Raft anyway.
-                let _ = node.raft().shutdown().await;
-            }
-        }
+        service.node().shutdown().await;
     }
 }
 
