@@ -180,3 +180,55 @@ async fn grants_are_committed_and_survive_the_leader() {
         node.shutdown().await;
     }
 }
+
+/// Exactly-once re-sends: the same request (owner, sequence number) sent again — to the same
+/// leader, or to the next one after the first died having committed the grant — gets the same
+/// grant back (same key, same token), never a second hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_sent_request_gets_the_same_grant() {
+    use ldlm_cluster::forward::{Answer, Call, Via};
+    let dirs: BTreeMap<u64, tempfile::TempDir> =
+        (1..=3).map(|id| (id, tempfile::tempdir().expect("tempdir"))).collect();
+    let mut nodes = start_nodes(&dirs).await;
+    let (first, term) = agreed_leader(&nodes).await;
+    let leader = take_over(&nodes[&first], term).await;
+    let client = GlobalOwner { node: 2, local: 7 };
+    let call = |seq, name: &str| Call::Acquire {
+        owner: client,
+        seq,
+        name: name.into(),
+        size: Some(2),
+        lock_timeout_seconds: None,
+        wait_timeout_seconds: None,
+        wait: false,
+        via: Via::Grpc,
+    };
+    let Ok(Answer::Acquired(Some(granted))) = leader.serve(call(1, "r")).await else {
+        panic!("granted");
+    };
+    let Ok(Answer::Acquired(Some(again))) = leader.serve(call(1, "r")).await else {
+        panic!("answered");
+    };
+    assert_eq!(again, granted, "the same grant, not a second slot");
+    assert_eq!(leader.service().list().await.expect("list").len(), 1);
+    // A new request of the same client is a new grant.
+    let Ok(Answer::Acquired(Some(second))) = leader.serve(call(2, "r")).await else {
+        panic!("granted");
+    };
+    assert_ne!(second, granted);
+
+    // The leader dies after committing; the request is re-sent to the next leader.
+    leader.step_down();
+    nodes.remove(&first).expect("running").shutdown().await;
+    let (next, term) = agreed_leader(&nodes).await;
+    let leader = take_over(&nodes[&next], term).await;
+    let Ok(Answer::Acquired(Some(after))) = leader.serve(call(1, "r")).await else {
+        panic!("answered");
+    };
+    assert_eq!(after, granted, "the next leader answers with the committed grant");
+    assert_eq!(leader.service().list().await.expect("list").len(), 2);
+    leader.step_down();
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
+}
