@@ -46,6 +46,7 @@ pub async fn start_node(
             election_timeout: config.cluster_election_timeout,
             snapshot_every: SNAPSHOT_EVERY,
             session_grace: config.cluster_session_grace,
+            password: config.password.clone(),
         },
         listener,
     )

@@ -42,6 +42,8 @@ pub struct NodeConfig {
     /// gRPC clients. A node out of contact half as long closes its clients' connections
     /// (`--cluster_session_grace`).
     pub session_grace: Duration,
+    /// The server's `--password`: peers must present it, and this node presents it to them.
+    pub password: Option<String>,
 }
 
 /// Why a node could not start.
@@ -59,6 +61,9 @@ pub enum NodeError {
     /// openraft failed.
     #[error("raft: {0}")]
     Raft(String),
+    /// The password cannot be sent as gRPC metadata.
+    #[error("cluster: {0}")]
+    Password(String),
 }
 
 /// One running node. Dropping it does not stop it: call [`ClusterNode::shutdown`].
@@ -70,6 +75,7 @@ pub struct ClusterNode {
     leader: watch::Sender<Option<Arc<Leader>>>,
     liveness: Arc<Liveness>,
     session_grace: Duration,
+    password: Option<String>,
     machine: StateMachine,
     log: LogStore,
     peer_addr: SocketAddr,
@@ -130,7 +136,7 @@ impl ClusterNode {
         let raft = openraft::Raft::new(
             config.id,
             Arc::new(raft_config),
-            PeerNetwork::new(liveness.clone()),
+            PeerNetwork::new(liveness.clone(), config.password.as_deref())?,
             log.clone(),
             machine.clone(),
         )
@@ -141,7 +147,15 @@ impl ClusterNode {
         let (stop_peer, stopped) = tokio::sync::oneshot::channel::<()>();
         let incoming = tokio_stream_from(listener);
         let server = tonic::transport::Server::builder()
-            .add_service(PeerService::new(raft.clone(), leading, liveness.clone()).into_server())
+            .add_service(
+                PeerService::new(
+                    raft.clone(),
+                    leading,
+                    liveness.clone(),
+                    config.password.as_deref(),
+                )
+                .into_server(),
+            )
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopped.await;
             });
@@ -168,6 +182,7 @@ impl ClusterNode {
             leader,
             liveness,
             session_grace: config.session_grace,
+            password: config.password.clone(),
             machine,
             log,
             peer_addr,
@@ -199,6 +214,11 @@ impl ClusterNode {
     /// When this node last heard from each other node.
     pub fn liveness(&self) -> &Arc<Liveness> {
         &self.liveness
+    }
+
+    /// The password peers present to each other.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     /// How long a node may be out of contact before it counts as gone.

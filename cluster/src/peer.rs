@@ -29,6 +29,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use ldlm_security::password::Password;
+
 use crate::forward::{Answer, Call, CallError};
 use crate::leader::Leader;
 use crate::liveness::Liveness;
@@ -65,17 +67,50 @@ fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(payload)
 }
 
+/// The server's password as this node presents it to its peers (gRPC metadata
+/// `authorization`, as clients present it).
+type Credentials = Option<tonic::metadata::AsciiMetadataValue>;
+
+/// Turns `--password` into peer credentials; a password that is not valid gRPC metadata is an
+/// error at start (no peer could be reached with it).
+fn credentials(password: Option<&str>) -> Result<Credentials, crate::node::NodeError> {
+    password
+        .map(|p| {
+            p.parse().map_err(|_| {
+                crate::node::NodeError::Password(
+                    "the password must be printable ASCII to be sent to peers".into(),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn authorize<T>(request: &mut Request<T>, credentials: &Credentials) {
+    if let Some(value) = credentials {
+        request
+            .metadata_mut()
+            .insert("authorization", value.clone());
+    }
+}
+
 /// openraft's network: connections to the other nodes. Every answer from a peer counts as
 /// contact with it ([`Liveness`]).
 #[derive(Clone, Debug, Default)]
 pub struct PeerNetwork {
     liveness: Arc<Liveness>,
+    credentials: Credentials,
 }
 
 impl PeerNetwork {
-    /// A network that records contact in `liveness`.
-    pub fn new(liveness: Arc<Liveness>) -> PeerNetwork {
-        PeerNetwork { liveness }
+    /// A network that records contact in `liveness` and presents `password` to peers.
+    pub fn new(
+        liveness: Arc<Liveness>,
+        password: Option<&str>,
+    ) -> Result<PeerNetwork, crate::node::NodeError> {
+        Ok(PeerNetwork {
+            liveness,
+            credentials: credentials(password)?,
+        })
     }
 }
 
@@ -85,6 +120,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
         PeerConnection {
             liveness: self.liveness.clone(),
+            credentials: self.credentials.clone(),
             target,
             client: Endpoint::from_shared(format!("http://{}", node.addr))
                 .map(|endpoint| {
@@ -104,6 +140,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 #[derive(Debug)]
 pub struct PeerConnection {
     liveness: Arc<Liveness>,
+    credentials: Credentials,
     target: NodeId,
     /// The client, or why the peer's address is unusable.
     client: Result<PeerClient<Channel>, String>,
@@ -143,6 +180,7 @@ impl PeerConnection {
             payload,
         });
         message.set_timeout(option.hard_ttl());
+        authorize(&mut message, &self.credentials);
         let answer = client.raft(message).await;
         if answer.is_ok() {
             // Any answer, even a refusal, is contact with the peer.
@@ -211,6 +249,7 @@ fn into_result<Reply, E: std::error::Error>(
 #[derive(Debug, Default)]
 pub struct Forwarder {
     clients: parking_lot::Mutex<std::collections::HashMap<NodeId, (String, PeerClient<Channel>)>>,
+    credentials: Credentials,
 }
 
 /// A forwarded call that got no answer from the node (connection failed, deadline passed).
@@ -224,6 +263,14 @@ pub struct NoAnswer {
 }
 
 impl Forwarder {
+    /// A forwarder presenting `password` to the nodes it calls.
+    pub fn new(password: Option<&str>) -> Result<Forwarder, crate::node::NodeError> {
+        Ok(Forwarder {
+            clients: Default::default(),
+            credentials: credentials(password)?,
+        })
+    }
+
     /// Sends `call` to node `node` at `addr`, waiting at most `timeout` (none: as long as it
     /// takes, e.g. a Lock without a wait timeout).
     pub async fn call(
@@ -259,6 +306,7 @@ impl Forwarder {
         if let Some(timeout) = timeout {
             message.set_timeout(timeout);
         }
+        authorize(&mut message, &self.credentials);
         let answer = client
             .raft(message)
             .await
@@ -274,6 +322,7 @@ pub struct PeerService {
     raft: openraft::Raft<TypeConfig>,
     leading: watch::Receiver<Option<Arc<Leader>>>,
     liveness: Arc<Liveness>,
+    password: Option<Arc<Password>>,
 }
 
 impl PeerService {
@@ -282,11 +331,13 @@ impl PeerService {
         raft: openraft::Raft<TypeConfig>,
         leading: watch::Receiver<Option<Arc<Leader>>>,
         liveness: Arc<Liveness>,
+        password: Option<&str>,
     ) -> PeerService {
         PeerService {
             raft,
             leading,
             liveness,
+            password: password.and_then(Password::from_config).map(Arc::new),
         }
     }
 
@@ -313,6 +364,16 @@ fn bad_message(error: postcard::Error) -> Status {
 #[tonic::async_trait]
 impl proto::peer_server::Peer for PeerService {
     async fn raft(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        if let Some(password) = &self.password {
+            let presented = request
+                .metadata()
+                .get("authorization")
+                .map(|value| value.as_bytes());
+            if let Err(refused) = password.check_grpc(presented) {
+                tracing::warn!(reason = %refused, "Invalid password from a cluster peer");
+                return Err(Status::unauthenticated(refused.to_string()));
+            }
+        }
         let message = request.into_inner();
         if message.version > VERSION {
             return Err(Status::failed_precondition(format!(

@@ -111,7 +111,8 @@ impl ClusterLockService {
         let service = Arc::new(ClusterLockService {
             router: Arc::new(Router {
                 node: node.clone(),
-                forwarder: Forwarder::default(),
+                forwarder: Forwarder::new(node.password())
+                    .expect("the password was checked when the node started"),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
                 cut_off: std::sync::atomic::AtomicBool::new(false),
                 resets: tokio::sync::watch::channel(0).0,

@@ -31,6 +31,7 @@ async fn start_nodes(dirs: &BTreeMap<u64, tempfile::TempDir>) -> BTreeMap<u64, C
             election_timeout: Duration::from_millis(300),
             snapshot_every: 1_000,
             session_grace: Duration::from_secs(10),
+            password: None,
         };
         nodes.insert(
             id,
@@ -187,8 +188,9 @@ async fn grants_are_committed_and_survive_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_sent_request_gets_the_same_grant() {
     use ldlm_cluster::forward::{Answer, Call, Via};
-    let dirs: BTreeMap<u64, tempfile::TempDir> =
-        (1..=3).map(|id| (id, tempfile::tempdir().expect("tempdir"))).collect();
+    let dirs: BTreeMap<u64, tempfile::TempDir> = (1..=3)
+        .map(|id| (id, tempfile::tempdir().expect("tempdir")))
+        .collect();
     let mut nodes = start_nodes(&dirs).await;
     let (first, term) = agreed_leader(&nodes).await;
     let leader = take_over(&nodes[&first], term).await;
@@ -225,7 +227,10 @@ async fn a_re_sent_request_gets_the_same_grant() {
     let Ok(Answer::Acquired(Some(after))) = leader.serve(call(1, "r")).await else {
         panic!("answered");
     };
-    assert_eq!(after, granted, "the next leader answers with the committed grant");
+    assert_eq!(
+        after, granted,
+        "the next leader answers with the committed grant"
+    );
     assert_eq!(leader.service().list().await.expect("list").len(), 2);
     leader.step_down();
     for (_, node) in nodes {

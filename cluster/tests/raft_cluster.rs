@@ -16,10 +16,15 @@ struct Cluster {
     peers: BTreeMap<u64, String>,
     nodes: BTreeMap<u64, ClusterNode>,
     snapshot_every: u64,
+    password: Option<String>,
 }
 
 impl Cluster {
     async fn start(snapshot_every: u64) -> Cluster {
+        Cluster::start_with(snapshot_every, None).await
+    }
+
+    async fn start_with(snapshot_every: u64, password: Option<&str>) -> Cluster {
         let mut listeners = BTreeMap::new();
         let mut peers = BTreeMap::new();
         for id in 1..=3u64 {
@@ -34,6 +39,7 @@ impl Cluster {
             peers,
             nodes: BTreeMap::new(),
             snapshot_every,
+            password: password.map(str::to_owned),
         };
         for (id, listener) in listeners {
             cluster.launch(id, listener).await;
@@ -49,6 +55,7 @@ impl Cluster {
             election_timeout: ELECTION,
             snapshot_every: self.snapshot_every,
             session_grace: Duration::from_secs(10),
+            password: self.password.clone(),
         };
         let node = ClusterNode::start(config, listener)
             .await
@@ -180,5 +187,37 @@ async fn a_node_behind_a_purged_log_catches_up_from_a_snapshot() {
     assert_eq!(replica.hold_count(), 1_200);
     let snapshot = cluster.dirs[&follower].path().join("snapshot");
     assert!(snapshot.exists(), "the follower installed a snapshot");
+    cluster.shutdown().await;
+}
+
+/// With `--password`, peers present it to each other: the cluster works, and a peer message
+/// without it, or with another one, is refused before it reaches Raft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_must_present_the_password() {
+    use ldlm_cluster::peer::proto::PeerMessage;
+    use ldlm_cluster::peer::proto::peer_client::PeerClient;
+    let cluster = Cluster::start_with(1_000, Some("s3cret")).await;
+    let leader = cluster.leader().await;
+    cluster.grant(leader, 1).await;
+    assert_eq!(cluster.converged().await.hold_count(), 1);
+
+    let mut intruder = PeerClient::connect(format!("http://{}", cluster.peers[&leader]))
+        .await
+        .expect("connects");
+    for password in [None, Some("guess")] {
+        let mut message = tonic::Request::new(PeerMessage {
+            version: 1,
+            group: 0,
+            kind: 2,
+            payload: Vec::new(),
+        });
+        if let Some(password) = password {
+            message
+                .metadata_mut()
+                .insert("authorization", password.parse().expect("ascii"));
+        }
+        let refused = intruder.raft(message).await.expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{password:?}");
+    }
     cluster.shutdown().await;
 }

@@ -40,6 +40,7 @@ impl Cluster {
                 election_timeout: Duration::from_millis(300),
                 snapshot_every: 1_000,
                 session_grace: Duration::from_secs(10),
+                password: None,
             };
             let node = Arc::new(ClusterNode::start(config, listener).await.expect("start"));
             let service =
