@@ -237,3 +237,45 @@ async fn a_re_sent_request_gets_the_same_grant() {
         node.shutdown().await;
     }
 }
+
+/// A REST session that has ended is granted nothing more, even if a call names its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_is_granted_nothing() {
+    use ldlm_cluster::forward::{Answer, Call, CallError, Via};
+    let dirs: BTreeMap<u64, tempfile::TempDir> = (1..=3)
+        .map(|id| (id, tempfile::tempdir().expect("tempdir")))
+        .collect();
+    let nodes = start_nodes(&dirs).await;
+    let (first, term) = agreed_leader(&nodes).await;
+    let leader = take_over(&nodes[&first], term).await;
+    let Ok(Answer::SessionOpened(id, owner)) = leader.serve(Call::OpenSession).await else {
+        panic!("opened");
+    };
+    let acquire = |seq| Call::Acquire {
+        owner,
+        seq,
+        name: "s".into(),
+        size: None,
+        lock_timeout_seconds: None,
+        wait_timeout_seconds: None,
+        wait: false,
+        via: Via::Rest,
+    };
+    assert!(matches!(
+        leader.serve(acquire(1)).await,
+        Ok(Answer::Acquired(Some(_)))
+    ));
+    assert!(matches!(
+        leader.serve(Call::CloseSession { id }).await,
+        Ok(Answer::SessionClosed(1))
+    ));
+    assert_eq!(
+        leader.serve(acquire(2)).await,
+        Err(CallError::Lock(ldlm_engine::LockError::SessionEnded))
+    );
+    assert!(leader.service().list().await.expect("list").is_empty());
+    leader.step_down();
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
+}

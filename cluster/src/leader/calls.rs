@@ -230,8 +230,21 @@ impl Leader {
             .owner_with_id(owners::engine_id(owner))
     }
 
-    /// The engine owner of client `owner`, made on its first call.
+    /// The engine owner of client `owner`: a REST session's own (so that a session that has
+    /// ended is granted nothing more), or a connection's, made on its first call.
     fn owner(&self, owner: GlobalOwner) -> Owner {
+        if owner.node == 0 {
+            let id = owners::engine_id(owner);
+            if let Some(session) = self.sessions.lock().by_owner(id) {
+                return session.clone();
+            }
+            // Not a live session: an owner that has ended, so nothing is granted to it.
+            let ended = self.engine_owner(owner);
+            self.service
+                .engine()
+                .release_owner(&ended, self.service.clock().now());
+            return ended;
+        }
         self.owners
             .lock()
             .entry(owner)
@@ -258,11 +271,7 @@ impl Leader {
                 node: 0,
                 local: (id as u64) & ((1 << 48) - 1),
             };
-            let taken = self
-                .sessions
-                .lock()
-                .values()
-                .any(|o| o.id() == owners::engine_id(owner));
+            let taken = self.sessions.lock().has_owner(owners::engine_id(owner));
             if owner.local != 0 && !taken {
                 break (id, owner);
             }
@@ -281,7 +290,7 @@ impl Leader {
     }
 
     fn touch_session(&self, id: u128) -> Option<GlobalOwner> {
-        let owner = self.sessions.lock().get(&id).cloned()?;
+        let owner = self.sessions.lock().get(id).cloned()?;
         let engine = self.service.engine();
         if engine.touch_session(&owner, self.service.clock().now()) {
             Some(owners::global(owner.id()))
@@ -294,7 +303,7 @@ impl Leader {
         let owner = self
             .sessions
             .lock()
-            .remove(&id)
+            .remove(id)
             .ok_or(CallError::SessionNotFound)?;
         if owner.has_ended() {
             return Err(CallError::SessionNotFound);
@@ -331,17 +340,7 @@ pub(super) fn expire_sessions(leader: &Arc<Leader>) -> tokio::task::JoinHandle<(
             let Some(leader) = weak.upgrade() else {
                 return;
             };
-            let id = {
-                let mut sessions = leader.sessions.lock();
-                let id = sessions
-                    .iter()
-                    .find(|(_, o)| o.id() == owner)
-                    .map(|(&id, _)| id);
-                if let Some(id) = id {
-                    sessions.remove(&id);
-                }
-                id
-            };
+            let id = leader.sessions.lock().remove_owner(owner);
             if let Some(id) = id
                 && let Err(error) = leader.commit(Command::SessionClosed { id }).await
             {

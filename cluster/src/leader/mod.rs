@@ -20,6 +20,7 @@
 
 mod calls;
 mod gone;
+mod sessions;
 mod sink;
 
 use std::collections::HashMap;
@@ -55,8 +56,8 @@ pub struct Leader {
     commits: ldlm_service::Commits,
     /// Engine owners of the clients that called, by cluster-wide id.
     owners: Mutex<HashMap<GlobalOwner, Owner>>,
-    /// Live REST sessions: id → engine owner.
-    sessions: Mutex<HashMap<u128, Owner>>,
+    /// Live REST sessions.
+    sessions: Mutex<sessions::LiveSessions>,
     session_timeout: Duration,
     max_sessions: usize,
     /// Acquires being handled here, by request id: a re-send waits for the first one.
@@ -120,15 +121,12 @@ impl Leader {
             .restore(&records, None, replica.max_token(), clock.now())
             .map_err(|e| TakeOverError::Restore(e.to_string()))?;
         // Sessions restart their idle timer: a session may live a little longer, never less.
-        let sessions: HashMap<u128, Owner> = replica
-            .sessions()
-            .iter()
-            .map(|(&id, session)| {
-                let idle = Duration::from_millis(session.idle_ms);
-                let owner = owners::engine_id(session.owner);
-                (id, engine.session_with_id(owner, idle, clock.now()))
-            })
-            .collect();
+        let mut sessions = sessions::LiveSessions::default();
+        for (&id, session) in replica.sessions() {
+            let idle = Duration::from_millis(session.idle_ms);
+            let owner = owners::engine_id(session.owner);
+            sessions.insert(id, engine.session_with_id(owner, idle, clock.now()));
+        }
         let (sender, commits) = commit_channel();
         let deposed = Arc::new(AtomicBool::new(false));
         let mut tasks = start_committer(raft.clone(), sink, sender, deposed.clone());
