@@ -2,7 +2,8 @@
 //! options (already checked by the configuration's validation).
 
 use anyhow::Context as _;
-use ldlm_cluster::{ClusterNode, NodeConfig};
+use ldlm_cluster::{ClusterNode, NodeConfig, PeerTls};
+use ldlm_security::tls::{self, TlsOptions};
 use tracing::{info, warn};
 
 use crate::config::ServerConfig;
@@ -47,10 +48,37 @@ pub async fn start_node(
             snapshot_every: SNAPSHOT_EVERY,
             session_grace: config.cluster_session_grace,
             password: config.password.clone(),
+            tls: peer_tls(config)?,
         },
         listener,
     )
     .await?;
     info!(node_id = id, %addr, "Cluster node started. Listening for peers on {addr}");
     Ok((node, addr))
+}
+
+/// TLS on the peer port, from the server's own settings: its certificate on the peer listener
+/// (requiring peers' certificates when the server requires clients'); peers are verified
+/// against `--client_ca` (else the system's roots), and present the node's certificate when
+/// the server requires client certificates — so with mTLS each node's certificate must allow
+/// client authentication too.
+fn peer_tls(config: &ServerConfig) -> anyhow::Result<Option<PeerTls>> {
+    let options = TlsOptions {
+        cert: config.tls_cert.clone(),
+        key: config.tls_key.clone(),
+        client_ca: config.client_ca.clone(),
+        client_cert_verify: config.client_cert_verify,
+    };
+    let Some(server) = tls::server_config(&options, &[b"h2"]).context("cluster TLS")? else {
+        return Ok(None);
+    };
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) if options.requires_client_cert() => {
+            Some((cert.as_path(), key.as_path()))
+        }
+        _ => None,
+    };
+    let client = tls::client_config(config.client_ca.as_deref(), identity, false, &[b"h2"])
+        .context("cluster TLS")?;
+    Ok(Some(PeerTls { server, client }))
 }

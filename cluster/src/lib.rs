@@ -40,5 +40,5 @@ pub mod service;
 pub mod storage;
 
 pub use command::{Applied, Command, GlobalOwner, ReplicatedEvent, RequestId};
-pub use node::{ClusterNode, NodeConfig, NodeError};
+pub use node::{ClusterNode, NodeConfig, NodeError, PeerTls};
 pub use replica::Replica;

@@ -44,6 +44,19 @@ pub struct NodeConfig {
     pub session_grace: Duration,
     /// The server's `--password`: peers must present it, and this node presents it to them.
     pub password: Option<String>,
+    /// TLS on the peer port (the server's `--tls_*` settings), or plaintext.
+    pub tls: Option<PeerTls>,
+}
+
+/// TLS between nodes: the server's own configuration on the peer listener (with mTLS when the
+/// server requires client certificates), and the client side this node dials its peers with.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    /// The peer listener's configuration (ALPN `h2`).
+    pub server: Arc<rustls::ServerConfig>,
+    /// How this node dials its peers: the CA their certificates chain to, and its own
+    /// certificate when they require one.
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 /// Why a node could not start.
@@ -76,6 +89,7 @@ pub struct ClusterNode {
     liveness: Arc<Liveness>,
     session_grace: Duration,
     password: Option<String>,
+    tls: Option<PeerTls>,
     machine: StateMachine,
     log: LogStore,
     peer_addr: SocketAddr,
@@ -136,7 +150,11 @@ impl ClusterNode {
         let raft = openraft::Raft::new(
             config.id,
             Arc::new(raft_config),
-            PeerNetwork::new(liveness.clone(), config.password.as_deref())?,
+            PeerNetwork::new(
+                liveness.clone(),
+                config.password.as_deref(),
+                config.tls.clone(),
+            )?,
             log.clone(),
             machine.clone(),
         )
@@ -145,7 +163,7 @@ impl ClusterNode {
 
         let (leader, leading) = watch::channel(None);
         let (stop_peer, stopped) = tokio::sync::oneshot::channel::<()>();
-        let incoming = tokio_stream_from(listener);
+        let incoming = peer_connections(listener, config.tls.as_ref().map(|t| t.server.clone()));
         let server = tonic::transport::Server::builder()
             .add_service(
                 PeerService::new(
@@ -183,6 +201,7 @@ impl ClusterNode {
             liveness,
             session_grace: config.session_grace,
             password: config.password.clone(),
+            tls: config.tls.clone(),
             machine,
             log,
             peer_addr,
@@ -214,6 +233,11 @@ impl ClusterNode {
     /// When this node last heard from each other node.
     pub fn liveness(&self) -> &Arc<Liveness> {
         &self.liveness
+    }
+
+    /// TLS between nodes, if configured.
+    pub fn tls(&self) -> Option<&PeerTls> {
+        self.tls.as_ref()
     }
 
     /// The password peers present to each other.
@@ -301,15 +325,70 @@ impl ClusterNode {
     }
 }
 
-/// A listener as the stream of connections tonic serves.
-fn tokio_stream_from(
+/// The peer listener's connections, from the server's shared accept loop (TLS handshake off
+/// the accept path), as the stream tonic serves.
+fn peer_connections(
     listener: TcpListener,
-) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures_util::stream::unfold(listener, |listener| async move {
-        let accepted = listener.accept().await.map(|(stream, _)| {
-            let _ = stream.set_nodelay(true);
-            stream
-        });
-        Some((accepted, listener))
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> impl futures_util::Stream<Item = std::io::Result<PeerIo>> {
+    let acceptor = ldlm_listener::Acceptor::new(
+        listener,
+        ldlm_listener::ListenerOptions {
+            name: "cluster peer",
+            tls,
+            // Peers are few; the limit is for a misbehaving one.
+            max_connections: 1_000,
+        },
+        std::future::pending(),
+    );
+    futures_util::stream::unfold(acceptor, |mut acceptor| async move {
+        let accepted = acceptor.next().await?;
+        Some((Ok(PeerIo(accepted.stream, accepted.slot)), acceptor))
     })
+}
+
+/// One peer connection, as tonic serves it.
+pub struct PeerIo(
+    ldlm_listener::Stream,
+    #[allow(dead_code)] ldlm_listener::Slot,
+);
+
+impl tonic::transport::server::Connected for PeerIo {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) {}
+}
+
+impl tokio::io::AsyncRead for PeerIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for PeerIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
 }

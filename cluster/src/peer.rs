@@ -34,6 +34,7 @@ use ldlm_security::password::Password;
 use crate::forward::{Answer, Call, CallError};
 use crate::leader::Leader;
 use crate::liveness::Liveness;
+use crate::node::PeerTls;
 use crate::raft::{Node, NodeId, TypeConfig};
 
 /// The generated gRPC code of `proto/peer.proto`.
@@ -93,23 +94,45 @@ fn authorize<T>(request: &mut Request<T>, credentials: &Credentials) {
     }
 }
 
+/// A lazily connected channel to the peer at `addr`: plaintext, or TLS with this node's peer
+/// client configuration (verifying the peer's certificate for the address's host).
+fn channel(addr: &str, tls: Option<&PeerTls>) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    Ok(match tls {
+        None => endpoint.connect_lazy(),
+        Some(tls) => {
+            let name = ldlm_security::tls::server_name(addr)
+                .ok_or_else(|| format!("{addr:?} has no valid host name for TLS"))?;
+            let connector = ldlm_security::tls::TlsConnector::new(tls.client.clone(), name, addr);
+            endpoint.connect_with_connector_lazy(connector)
+        }
+    })
+}
+
 /// openraft's network: connections to the other nodes. Every answer from a peer counts as
 /// contact with it ([`Liveness`]).
 #[derive(Clone, Debug, Default)]
 pub struct PeerNetwork {
     liveness: Arc<Liveness>,
     credentials: Credentials,
+    tls: Option<PeerTls>,
 }
 
 impl PeerNetwork {
-    /// A network that records contact in `liveness` and presents `password` to peers.
+    /// A network that records contact in `liveness`, presents `password` to peers and dials
+    /// them with `tls` (or plaintext).
     pub fn new(
         liveness: Arc<Liveness>,
         password: Option<&str>,
+        tls: Option<PeerTls>,
     ) -> Result<PeerNetwork, crate::node::NodeError> {
         Ok(PeerNetwork {
             liveness,
             credentials: credentials(password)?,
+            tls,
         })
     }
 }
@@ -122,16 +145,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             liveness: self.liveness.clone(),
             credentials: self.credentials.clone(),
             target,
-            client: Endpoint::from_shared(format!("http://{}", node.addr))
-                .map(|endpoint| {
-                    PeerClient::new(
-                        endpoint
-                            .connect_timeout(CONNECT_TIMEOUT)
-                            .tcp_nodelay(true)
-                            .connect_lazy(),
-                    )
-                })
-                .map_err(|e| e.to_string()),
+            client: channel(&node.addr, self.tls.as_ref()).map(PeerClient::new),
         }
     }
 }
@@ -250,6 +264,7 @@ fn into_result<Reply, E: std::error::Error>(
 pub struct Forwarder {
     clients: parking_lot::Mutex<std::collections::HashMap<NodeId, (String, PeerClient<Channel>)>>,
     credentials: Credentials,
+    tls: Option<PeerTls>,
 }
 
 /// A forwarded call that got no answer from the node (connection failed, deadline passed).
@@ -263,11 +278,15 @@ pub struct NoAnswer {
 }
 
 impl Forwarder {
-    /// A forwarder presenting `password` to the nodes it calls.
-    pub fn new(password: Option<&str>) -> Result<Forwarder, crate::node::NodeError> {
+    /// A forwarder presenting `password` to the nodes it calls, dialling them with `tls`.
+    pub fn new(
+        password: Option<&str>,
+        tls: Option<PeerTls>,
+    ) -> Result<Forwarder, crate::node::NodeError> {
         Ok(Forwarder {
             clients: Default::default(),
             credentials: credentials(password)?,
+            tls,
         })
     }
 
@@ -286,11 +305,8 @@ impl Forwarder {
             match clients.get(&node) {
                 Some((known, client)) if known == addr => client.clone(),
                 _ => {
-                    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                        .map_err(|e| no_answer(e.to_string()))?
-                        .connect_timeout(CONNECT_TIMEOUT)
-                        .tcp_nodelay(true);
-                    let client = PeerClient::new(endpoint.connect_lazy());
+                    let client =
+                        PeerClient::new(channel(addr, self.tls.as_ref()).map_err(no_answer)?);
                     clients.insert(node, (addr.to_owned(), client.clone()));
                     client
                 }

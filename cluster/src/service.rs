@@ -111,7 +111,7 @@ impl ClusterLockService {
         let service = Arc::new(ClusterLockService {
             router: Arc::new(Router {
                 node: node.clone(),
-                forwarder: Forwarder::new(node.password())
+                forwarder: Forwarder::new(node.password(), node.tls().cloned())
                     .expect("the password was checked when the node started"),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
                 cut_off: std::sync::atomic::AtomicBool::new(false),

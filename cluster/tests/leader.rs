@@ -32,6 +32,7 @@ async fn start_nodes(dirs: &BTreeMap<u64, tempfile::TempDir>) -> BTreeMap<u64, C
             snapshot_every: 1_000,
             session_grace: Duration::from_secs(10),
             password: None,
+            tls: None,
         };
         nodes.insert(
             id,

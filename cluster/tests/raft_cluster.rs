@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use ldlm_cluster::{ClusterNode, Command, GlobalOwner, NodeConfig, ReplicatedEvent};
+use ldlm_cluster::{ClusterNode, Command, GlobalOwner, NodeConfig, PeerTls, ReplicatedEvent};
 use tokio::net::TcpListener;
 
 const ELECTION: Duration = Duration::from_millis(300);
@@ -17,6 +17,7 @@ struct Cluster {
     nodes: BTreeMap<u64, ClusterNode>,
     snapshot_every: u64,
     password: Option<String>,
+    tls: Option<PeerTls>,
 }
 
 impl Cluster {
@@ -25,6 +26,14 @@ impl Cluster {
     }
 
     async fn start_with(snapshot_every: u64, password: Option<&str>) -> Cluster {
+        Cluster::start_secured(snapshot_every, password, None).await
+    }
+
+    async fn start_secured(
+        snapshot_every: u64,
+        password: Option<&str>,
+        tls: Option<PeerTls>,
+    ) -> Cluster {
         let mut listeners = BTreeMap::new();
         let mut peers = BTreeMap::new();
         for id in 1..=3u64 {
@@ -40,6 +49,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             snapshot_every,
             password: password.map(str::to_owned),
+            tls,
         };
         for (id, listener) in listeners {
             cluster.launch(id, listener).await;
@@ -56,6 +66,7 @@ impl Cluster {
             snapshot_every: self.snapshot_every,
             session_grace: Duration::from_secs(10),
             password: self.password.clone(),
+            tls: self.tls.clone(),
         };
         let node = ClusterNode::start(config, listener)
             .await
@@ -219,5 +230,51 @@ async fn peers_must_present_the_password() {
         let refused = intruder.raft(message).await.expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{password:?}");
     }
+    cluster.shutdown().await;
+}
+
+/// With TLS, nodes talk TLS to each other (verifying each other's certificates against the
+/// CA): the cluster works, and a plaintext peer is not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_talk_tls() {
+    use ldlm_cluster::peer::proto::PeerMessage;
+    use ldlm_cluster::peer::proto::peer_client::PeerClient;
+    use ldlm_security::tls;
+    tls::install_default_provider();
+    let pki = ldlm_testkit::TestPki::generate();
+    let options = tls::TlsOptions {
+        cert: Some(pki.server_cert()),
+        key: Some(pki.server_key()),
+        client_ca: None,
+        client_cert_verify: false,
+    };
+    let peer_tls = PeerTls {
+        server: tls::server_config(&options, &[b"h2"])
+            .expect("server config")
+            .expect("TLS on"),
+        client: tls::client_config(Some(&pki.ca()), None, false, &[b"h2"]).expect("client config"),
+    };
+    let cluster = Cluster::start_secured(1_000, None, Some(peer_tls)).await;
+    let leader = cluster.leader().await;
+    cluster.grant(leader, 1).await;
+    assert_eq!(cluster.converged().await.hold_count(), 1);
+
+    let plaintext = async {
+        let mut client = PeerClient::connect(format!("http://{}", cluster.peers[&leader])).await?;
+        client
+            .raft(PeerMessage {
+                version: 1,
+                group: 0,
+                kind: 2,
+                payload: Vec::new(),
+            })
+            .await
+            .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+    };
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(5), plaintext).await;
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "a plaintext peer was served: {refused:?}"
+    );
     cluster.shutdown().await;
 }

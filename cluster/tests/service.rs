@@ -41,6 +41,7 @@ impl Cluster {
                 snapshot_every: 1_000,
                 session_grace: Duration::from_secs(10),
                 password: None,
+                tls: None,
             };
             let node = Arc::new(ClusterNode::start(config, listener).await.expect("start"));
             let service =
