@@ -148,6 +148,12 @@ impl Leader {
                 .map(|key| Answer::ForceUnlocked(key.as_u128()))
                 .map_err(service_error),
             Call::List => {
+                // A linearizable read: confirm with a quorum that this node still leads (a
+                // leader cut off from the others must not answer from its stale table).
+                self.raft
+                    .ensure_linearizable()
+                    .await
+                    .map_err(|_| CallError::NotLeader { leader: None })?;
                 let holds = self.service.list().await.map_err(service_error)?;
                 Ok(Answer::Holds(
                     holds
