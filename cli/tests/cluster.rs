@@ -209,6 +209,56 @@ async fn a_paused_follower_loses_its_clients_locks_and_closes_their_connections(
     }
 }
 
+/// The leader is paused (SIGSTOP), not killed: it neither answers nor closes its connections.
+/// A Lock waiting there through a follower is re-sent to the new leader as soon as one is
+/// elected, and granted when the holder unlocks through its own node — while the old leader is
+/// still paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_waiting_at_a_paused_leader_moves_to_the_new_one() {
+    let cluster = Cluster::start();
+    let leader = cluster.leader();
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let (f1, f2) = (followers[0], followers[1]);
+    let mut holder = client(&cluster.grpc(f1)).await;
+    let held = try_lock(&mut holder, "w", None).await;
+    locked(&held, "w");
+    let waiting = lock_in_task(client(&cluster.grpc(f2)).await, "w");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "w is held: the Lock waits");
+
+    let paused = cluster.node(leader).process.as_ref().expect("running");
+    paused.signal("STOP");
+    let start = Instant::now();
+    // The holder lets go through its node once the others have a new leader.
+    loop {
+        let unlocked = holder
+            .unlock(UnlockRequest {
+                name: "w".into(),
+                key: held.key.clone(),
+            })
+            .await
+            .map(|r| r.into_inner());
+        if let Ok(unlocked) = &unlocked
+            && unlocked.unlocked
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < SLACK,
+            "the unlock never went through: {unlocked:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let granted = tokio::time::timeout(SLACK, waiting)
+        .await
+        .expect("granted while the old leader is still paused")
+        .expect("task")
+        .expect("rpc");
+    locked(&granted, "w");
+    assert!(granted.fencing_token > held.fencing_token);
+    paused.signal("CONT");
+}
+
 #[test]
 fn inconsistent_cluster_options_exit_2_naming_the_option() {
     let dir = tempfile::tempdir().expect("tempdir");

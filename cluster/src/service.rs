@@ -143,6 +143,29 @@ impl ClusterLockService {
 }
 
 impl Router {
+    /// `forwarded`, unless — for a call that waits for a lock — the cluster elects another
+    /// leader than `leader` first: then `None`, and the call is re-sent there. A leader that
+    /// is paused or cut off neither answers nor closes the connection; without this a Lock
+    /// waiting there would wait for it to come back. Dropping the call cancels it at the old
+    /// leader if it still runs (the waiter leaves its queue), and a grant it had already
+    /// committed is found by the re-send's request id.
+    async fn unless_leader_changes<T>(
+        &self,
+        leader: u64,
+        waits: bool,
+        forwarded: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        if !waits {
+            return Some(forwarded.await);
+        }
+        let mut metrics = self.node.metrics();
+        let changed = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != leader));
+        tokio::select! {
+            answer = forwarded => Some(answer),
+            _ = changed => None,
+        }
+    }
+
     /// Sends `call` to the leader, re-sending as the leader changes, until `deadline` (none:
     /// no limit). `remaining_wait` rewrites the call's wait for a re-send.
     async fn call(
@@ -151,6 +174,7 @@ impl Router {
         deadline: Option<Instant>,
     ) -> Result<Answer, ServiceError> {
         let started = Instant::now();
+        let waits = matches!(call, Call::Acquire { wait: true, .. });
         let original_wait = match &call {
             Call::Acquire {
                 wait_timeout_seconds,
@@ -188,10 +212,18 @@ impl Router {
                             ldlm_service::metrics::record_forwarded();
                             let timeout =
                                 deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                            match self.forwarder.call(id, &addr, &call, timeout).await {
-                                Ok(answer) => Some(answer),
-                                Err(no_answer) => {
+                            let forwarded = self.forwarder.call(id, &addr, &call, timeout);
+                            match self.unless_leader_changes(id, waits, forwarded).await {
+                                Some(Ok(answer)) => Some(answer),
+                                Some(Err(no_answer)) => {
                                     tracing::debug!(%no_answer, "Forwarded call got no answer; re-sending");
+                                    ldlm_service::metrics::record_resent();
+                                    None
+                                }
+                                None => {
+                                    tracing::debug!(
+                                        "The leader changed under a waiting call; re-sending"
+                                    );
                                     ldlm_service::metrics::record_resent();
                                     None
                                 }
