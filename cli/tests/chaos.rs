@@ -39,6 +39,7 @@ use http_body_util::{BodyExt, Full};
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
 use ldlm_proto::ldlm::{LockRequest, LockResponse, RenewRequest, TryLockRequest, UnlockRequest};
 use support::Process;
+use support::Rng;
 use tonic::transport::Channel;
 
 const NAMES: usize = 24;
@@ -97,17 +98,6 @@ impl Checker {
         if let Some(hold) = self.holds.get_mut(name).and_then(|h| h.get_mut(index)) {
             hold.ended.get_or_insert(at);
         }
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

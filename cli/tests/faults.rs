@@ -24,23 +24,13 @@ use std::time::{Duration, Instant};
 use history::Hold;
 use ldlm_proto::ldlm::ldlm_client::LdlmClient;
 use ldlm_proto::ldlm::{LockRequest, RenewRequest, TryLockRequest, UnlockRequest};
+use support::Rng;
 use support::cluster::Cluster;
 use tonic::transport::Channel;
 
 /// Lock names and their sizes: two exclusive locks, two semaphores of 2.
 const NAMES: [(&str, i32); 4] = [("m0", 1), ("m1", 1), ("s0", 2), ("s1", 2)];
 const CLIENTS: usize = 6;
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 type History = Arc<Mutex<Vec<Hold>>>;
 
