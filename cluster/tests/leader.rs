@@ -64,6 +64,30 @@ async fn agreed_leader(nodes: &BTreeMap<u64, ClusterNode>) -> (u64, u64) {
     }
 }
 
+/// Three fresh nodes, the one they elected, and its leader state.
+async fn three_nodes_led() -> (
+    BTreeMap<u64, tempfile::TempDir>,
+    BTreeMap<u64, ClusterNode>,
+    u64,
+    std::sync::Arc<Leader>,
+) {
+    let dirs: BTreeMap<u64, tempfile::TempDir> = (1..=3)
+        .map(|id| (id, tempfile::tempdir().expect("tempdir")))
+        .collect();
+    let nodes = start_nodes(&dirs).await;
+    let (first, term) = agreed_leader(&nodes).await;
+    let leader = take_over(&nodes[&first], term).await;
+    (dirs, nodes, first, leader)
+}
+
+/// Steps `leader` down and shuts every node down.
+async fn stop(leader: &Leader, nodes: BTreeMap<u64, ClusterNode>) {
+    leader.step_down();
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
+}
+
 async fn take_over(node: &ClusterNode, term: u64) -> std::sync::Arc<Leader> {
     Leader::take_over(node, term, EngineConfig::default(), LocalOptions::default())
         .await
@@ -72,12 +96,7 @@ async fn take_over(node: &ClusterNode, term: u64) -> std::sync::Arc<Leader> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_are_committed_and_survive_the_leader() {
-    let dirs: BTreeMap<u64, tempfile::TempDir> = (1..=3)
-        .map(|id| (id, tempfile::tempdir().expect("tempdir")))
-        .collect();
-    let mut nodes = start_nodes(&dirs).await;
-    let (first, term) = agreed_leader(&nodes).await;
-    let leader = take_over(&nodes[&first], term).await;
+    let (_dirs, mut nodes, first, leader) = three_nodes_led().await;
     let service = leader.service().clone();
 
     // A client of node 2 takes two locks (one with a lease) through the leader.
@@ -177,10 +196,7 @@ async fn grants_are_committed_and_survive_the_leader() {
         assert!(start.elapsed() < SLACK, "release committed: {names:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    leader.step_down();
-    for (_, node) in nodes {
-        node.shutdown().await;
-    }
+    stop(&leader, nodes).await;
 }
 
 /// Exactly-once re-sends: the same request (owner, sequence number) sent again — to the same
@@ -189,12 +205,7 @@ async fn grants_are_committed_and_survive_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_sent_request_gets_the_same_grant() {
     use ldlm_cluster::forward::{Answer, Call, Via};
-    let dirs: BTreeMap<u64, tempfile::TempDir> = (1..=3)
-        .map(|id| (id, tempfile::tempdir().expect("tempdir")))
-        .collect();
-    let mut nodes = start_nodes(&dirs).await;
-    let (first, term) = agreed_leader(&nodes).await;
-    let leader = take_over(&nodes[&first], term).await;
+    let (_dirs, mut nodes, first, leader) = three_nodes_led().await;
     let client = GlobalOwner { node: 2, local: 7 };
     let call = |seq, name: &str| Call::Acquire {
         owner: client,
@@ -233,22 +244,14 @@ async fn a_re_sent_request_gets_the_same_grant() {
         "the next leader answers with the committed grant"
     );
     assert_eq!(leader.service().list().await.expect("list").len(), 2);
-    leader.step_down();
-    for (_, node) in nodes {
-        node.shutdown().await;
-    }
+    stop(&leader, nodes).await;
 }
 
 /// A REST session that has ended is granted nothing more, even if a call names its owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_session_is_granted_nothing() {
     use ldlm_cluster::forward::{Answer, Call, CallError, Via};
-    let dirs: BTreeMap<u64, tempfile::TempDir> = (1..=3)
-        .map(|id| (id, tempfile::tempdir().expect("tempdir")))
-        .collect();
-    let nodes = start_nodes(&dirs).await;
-    let (first, term) = agreed_leader(&nodes).await;
-    let leader = take_over(&nodes[&first], term).await;
+    let (_dirs, nodes, _first, leader) = three_nodes_led().await;
     let Ok(Answer::SessionOpened(id, owner)) = leader.serve(Call::OpenSession).await else {
         panic!("opened");
     };
@@ -275,8 +278,5 @@ async fn an_ended_session_is_granted_nothing() {
         Err(CallError::Lock(ldlm_engine::LockError::SessionEnded))
     );
     assert!(leader.service().list().await.expect("list").is_empty());
-    leader.step_down();
-    for (_, node) in nodes {
-        node.shutdown().await;
-    }
+    stop(&leader, nodes).await;
 }
