@@ -61,7 +61,7 @@ async fn run_client(
     seed: u64,
     history: History,
     stop: Arc<AtomicBool>,
-) {
+) -> Option<LdlmClient<Channel>> {
     let mut rng = Rng((seed ^ (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
     let mut held: HashMap<String, (String, usize)> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
@@ -76,6 +76,7 @@ async fn run_client(
             continue;
         };
         let mut grpc = LdlmClient::new(channel);
+        let mut failed = false;
         // One connection is one session: on any failure the client counts every hold as lost
         // (its connection may be closed) and reconnects, possibly elsewhere.
         while !stop.load(Ordering::Relaxed) {
@@ -139,11 +140,17 @@ async fn run_client(
             };
             if !ok {
                 lose_all(&history, &mut held, Instant::now());
+                failed = true;
                 break;
             }
         }
+        if !failed {
+            // Stopped: the connection stays open (and its holds believed in) until the final
+            // check is done.
+            return Some(grpc);
+        }
     }
-    // Whatever is still held at the end is still believed in (checked against the cluster).
+    None
 }
 
 /// Records a grant answer; false if the call failed (not a refusal: a busy TryLock or a wait
@@ -240,50 +247,32 @@ async fn no_promise_is_broken_under_kills_and_pauses() {
     }
     // Final heal: everything runs; the clients stop; the cluster settles.
     stop.store(true, Ordering::Relaxed);
+    let mut connections = Vec::new();
     for client in clients {
-        let _ = tokio::time::timeout(Duration::from_secs(10), client).await;
+        if let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(10), client).await {
+            connections.push(connection);
+        }
     }
     let end = Instant::now();
     let leader = cluster.leader();
-    // The cluster's holds, read through the leader (retried: a node that was just resumed
-    // answers UNAVAILABLE until it is back in contact).
-    let listed: Vec<(String, String)> = {
-        let started = Instant::now();
-        let output = loop {
-            let output = std::process::Command::new(support::cluster::LOCK)
-                .args([
-                    "-s",
-                    &cluster.node(leader).ipc.display().to_string(),
-                    "list",
-                    "--json",
-                ])
-                .output()
-                .expect("ldlm-lock runs");
-            if output.status.success() {
-                break output;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "ldlm-lock list keeps failing: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        let entries: Vec<serde_json::Value> =
-            serde_json::from_slice(&output.stdout).expect("a JSON list");
-        entries
-            .iter()
-            .map(|e| {
-                (
-                    e["name"].as_str().unwrap_or_default().to_owned(),
-                    e["key"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect()
-    };
     let holds = history.lock().expect("history").clone();
+    // The cluster's holds, read through the leader until the releases of connections that
+    // were dropped have settled (or 15 s have passed): then it must hold exactly what the
+    // clients still believe in.
+    let settling = Instant::now();
+    let listed = loop {
+        let listed = list(&cluster, leader).await;
+        if history::check_no_stray(&holds, &listed).is_empty()
+            || settling.elapsed() > Duration::from_secs(15)
+        {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let mut violations = history::check(&holds, end);
     violations.extend(history::check_final(&holds, &listed));
+    violations.extend(history::check_no_stray(&holds, &listed));
+    drop(connections);
     eprintln!(
         "fault run: {} grants recorded, {kills} kills, {pauses} pauses, {} violations",
         holds.len(),
@@ -305,6 +294,43 @@ async fn no_promise_is_broken_under_kills_and_pauses() {
         "the clients made too little progress: {}",
         holds.len()
     );
+}
+
+/// The cluster's holds as (name, key), read through node `node` (retried: a node that was just
+/// resumed answers UNAVAILABLE until it is back in contact).
+async fn list(cluster: &Cluster, node: u64) -> Vec<(String, String)> {
+    let started = Instant::now();
+    let output = loop {
+        let output = std::process::Command::new(support::cluster::LOCK)
+            .args([
+                "-s",
+                &cluster.node(node).ipc.display().to_string(),
+                "list",
+                "--json",
+            ])
+            .output()
+            .expect("ldlm-lock runs");
+        if output.status.success() {
+            break output;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "ldlm-lock list keeps failing: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("a JSON list");
+    entries
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_owned(),
+                e["key"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }
 
 // The checker must be able to fail: broken histories are caught.
@@ -375,4 +401,10 @@ fn the_checker_catches_a_token_going_backwards_and_a_lost_hold() {
         "{violations:?}"
     );
     assert_eq!(history::check_final(&holds, &[]).len(), 1, "k3 is not held");
+    let undone = [("x".to_owned(), "k5".to_owned())];
+    assert_eq!(
+        history::check_no_stray(&holds, &undone).len(),
+        1,
+        "k5 was let go, yet it is held"
+    );
 }

@@ -75,6 +75,13 @@ pub enum Call {
     },
     /// Every hold (`ldlm-lock list`).
     List,
+    /// A node started again: the clients of its earlier runs are gone with them.
+    NodeRestarted {
+        /// The node.
+        node: NodeId,
+        /// Its current run (see [`crate::owners::run_of`]).
+        run: u64,
+    },
     /// A client's connection closed.
     Disconnect {
         /// The client.

@@ -82,6 +82,8 @@ pub enum NodeError {
 /// One running node. Dropping it does not stop it: call [`ClusterNode::shutdown`].
 pub struct ClusterNode {
     id: NodeId,
+    /// How many times this node has started on its data directory (this start included).
+    incarnation: u64,
     raft: openraft::Raft<TypeConfig>,
     /// This node's leader state while it leads (published by the lock service's seat task,
     /// read by the peer service for forwarded calls).
@@ -115,6 +117,7 @@ impl ClusterNode {
     ) -> Result<ClusterNode, NodeError> {
         let peer_addr = listener.local_addr().map_err(NodeError::Listener)?;
         let mut log = LogStore::open(&config.data_dir)?;
+        let incarnation = crate::storage::next_incarnation(&config.data_dir)?;
         let machine = StateMachine::open(&config.data_dir)?;
         let election_ms = u64::try_from(config.election_timeout.as_millis())
             .unwrap_or(u64::MAX)
@@ -196,6 +199,7 @@ impl ClusterNode {
         }
         Ok(ClusterNode {
             id: config.id,
+            incarnation,
             raft,
             leader,
             liveness,
@@ -213,6 +217,12 @@ impl ClusterNode {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// How many times this node has started on its data directory: its clients' owner ids
+    /// carry it, so that ids of a crashed run are never reused and can be told apart.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// Where the peer service listens.

@@ -14,6 +14,20 @@ const LOCAL_BITS: u32 = 48;
 /// The largest node id an owner id can carry.
 pub const MAX_NODE_ID: u64 = (1 << (64 - LOCAL_BITS)) - 1;
 
+/// Bits of a node's own number that count its connections within one run; the bits above
+/// carry the run (the node's incarnation), so a restarted node never reuses an id.
+pub const RUN_BITS: u32 = 28;
+
+/// The first local id of a node's run `incarnation`.
+pub fn first_local(incarnation: u64) -> u64 {
+    ((incarnation & ((1 << (LOCAL_BITS - RUN_BITS)) - 1)) << RUN_BITS) | 1
+}
+
+/// The run (incarnation, modulo 2^20) a local id belongs to.
+pub fn run_of(local: u64) -> u64 {
+    local >> RUN_BITS
+}
+
 /// The engine id of `owner`. Its `local` must be below 2^48 (a node numbers its connections
 /// from 1 with a counter; 2^48 of them is 89 years at 100 000 per second).
 pub fn engine_id(owner: GlobalOwner) -> OwnerId {

@@ -117,14 +117,30 @@ impl ClusterLockService {
                 cut_off: std::sync::atomic::AtomicBool::new(false),
                 resets: tokio::sync::watch::channel(0).0,
             }),
-            next_local: AtomicU64::new(1),
+            next_local: AtomicU64::new(owners::first_local(node.incarnation())),
             session_timeout: options.session_timeout,
             expired: tokio::sync::broadcast::channel(16).0,
             seat: parking_lot::Mutex::new(Vec::new()),
         });
+        // The clients of this node's earlier run (a crash, a kill) are gone: have the leader
+        // release what they held, re-sending until one has.
+        let router = service.router.clone();
+        let restarted = Call::NodeRestarted {
+            node: node.id(),
+            run: owners::run_of(owners::first_local(node.incarnation())),
+        };
+        let cleanup = tokio::spawn(async move {
+            loop {
+                let deadline = Some(Instant::now() + CALL_DEADLINE);
+                match router.call(restarted.clone(), deadline).await {
+                    Ok(_) => return,
+                    Err(error) => tracing::debug!(%error, "Releasing the earlier run's clients"),
+                }
+            }
+        });
         let seat = tokio::spawn(seat(node, engine, options));
         let contact = tokio::spawn(watch_contact(Arc::downgrade(&service.router)));
-        *service.seat.lock() = vec![seat, contact];
+        *service.seat.lock() = vec![seat, contact, cleanup];
         service
     }
 

@@ -9,7 +9,9 @@
 //! - **fencing**: a hold that had ended before another was even asked for has a smaller token
 //!   (answers can arrive out of order, so only the request's time proves the grant came later);
 //! - **durability** (with the final listing of the cluster): every hold still believed in at
-//!   the end is held, under its key.
+//!   the end is held, under its key;
+//! - **no undone release** (idem): nothing is held that no client believes in any more — a
+//!   lock its holder unlocked, or lost with its connection, must not come back.
 //!
 //! A violation is reported with the smallest piece of history that shows it: the holds
 //! involved.
@@ -100,6 +102,26 @@ pub(crate) fn check_final(holds: &[Hold], listed: &[(String, String)]) -> Vec<Vi
         .map(|h| Violation {
             what: format!("{}: an acknowledged, unreleased hold is gone", h.name),
             holds: vec![h.clone()],
+        })
+        .collect()
+}
+
+/// No undone release: every hold in `listed` is one a client still believes in.
+pub(crate) fn check_no_stray(holds: &[Hold], listed: &[(String, String)]) -> Vec<Violation> {
+    listed
+        .iter()
+        .filter(|(name, key)| {
+            !holds
+                .iter()
+                .any(|h| h.until.is_none() && h.name == *name && h.key == *key)
+        })
+        .map(|(name, key)| Violation {
+            what: format!("{name}: key {key} is held though no client believes in it"),
+            holds: holds
+                .iter()
+                .filter(|h| h.name == *name && h.key == *key)
+                .cloned()
+                .collect(),
         })
         .collect()
 }

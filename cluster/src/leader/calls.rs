@@ -198,6 +198,38 @@ impl Leader {
                     waiters_cancelled: summary.waiters_cancelled,
                 })
             }
+            Call::NodeRestarted { node, run } => {
+                let earlier: Vec<GlobalOwner> = self
+                    .owners_on(node)
+                    .await
+                    .into_iter()
+                    .filter(|owner| owners::run_of(owner.local) != run)
+                    .collect();
+                if !earlier.is_empty() {
+                    tracing::info!(
+                        node,
+                        clients = earlier.len(),
+                        "Node restarted: releasing its earlier run's clients"
+                    );
+                }
+                let (mut released, mut kept, mut waiters_cancelled) = (0, 0, 0);
+                for owner in earlier {
+                    if let Answer::Disconnected {
+                        released: r,
+                        kept: k,
+                        waiters_cancelled: w,
+                    } = Box::pin(self.answer(Call::Disconnect { owner })).await?
+                    {
+                        (released, kept, waiters_cancelled) =
+                            (released + r, kept + k, waiters_cancelled + w);
+                    }
+                }
+                Ok(Answer::Disconnected {
+                    released,
+                    kept,
+                    waiters_cancelled,
+                })
+            }
             Call::OpenSession => self.open_session().await,
             Call::TouchSession { id } => Ok(Answer::Session(self.touch_session(id))),
             Call::CloseSession { id } => self.close_session(id).await,

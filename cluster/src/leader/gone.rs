@@ -80,7 +80,7 @@ pub(super) fn start(
 
 impl Leader {
     /// The clients of node `node` that hold or wait for something here.
-    async fn owners_on(&self, node: NodeId) -> Vec<GlobalOwner> {
+    pub(super) async fn owners_on(&self, node: NodeId) -> Vec<GlobalOwner> {
         let mut owners = self.machine.replica().await.owners_on(node);
         owners.extend(
             self.owners

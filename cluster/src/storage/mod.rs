@@ -13,3 +13,27 @@ mod machine;
 pub use frame::FileError;
 pub use log::LogStore;
 pub use machine::StateMachine;
+
+const INCARNATION_MAGIC: &[u8; 8] = b"LDLMINCA";
+
+/// Counts this start of the node on `dir`: the number stored there plus one, stored durably
+/// before the node serves anything (so two runs never share one).
+pub fn next_incarnation(dir: &std::path::Path) -> Result<u64, FileError> {
+    std::fs::create_dir_all(dir).map_err(|e| FileError::io(dir, e))?;
+    let path = dir.join("incarnation");
+    let previous: u64 = match frame::read(&path)? {
+        None => 0,
+        Some(bytes) => {
+            let parsed = frame::parse(&path, INCARNATION_MAGIC, &bytes)?;
+            match parsed.records.last() {
+                Some(record) => record.decode(&path)?,
+                None => 0,
+            }
+        }
+    };
+    let next = previous + 1;
+    let mut bytes = INCARNATION_MAGIC.to_vec();
+    frame::encode(&mut bytes, 1, &next);
+    frame::write_atomic(&path, &bytes)?;
+    Ok(next)
+}
