@@ -280,3 +280,45 @@ async fn an_ended_session_is_granted_nothing() {
     assert!(leader.service().list().await.expect("list").is_empty());
     stop(&leader, nodes).await;
 }
+
+/// A REST session survives the leader: the next leader knows it (its cookie still works), and
+/// so does the hold taken in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_the_leader() {
+    use ldlm_cluster::forward::{Answer, Call, Via};
+    let (_dirs, mut nodes, first, leader) = three_nodes_led().await;
+    let Ok(Answer::SessionOpened(id, owner)) = leader.serve(Call::OpenSession).await else {
+        panic!("opened");
+    };
+    let acquire = Call::Acquire {
+        owner,
+        seq: 1,
+        name: "held-in-a-session".into(),
+        size: None,
+        lock_timeout_seconds: None,
+        wait_timeout_seconds: None,
+        wait: false,
+        via: Via::Rest,
+    };
+    let Ok(Answer::Acquired(Some(granted))) = leader.serve(acquire).await else {
+        panic!("granted");
+    };
+    leader.step_down();
+    nodes.remove(&first).expect("running").shutdown().await;
+    let (next, term) = agreed_leader(&nodes).await;
+    let leader = take_over(&nodes[&next], term).await;
+    assert_eq!(
+        leader.serve(Call::TouchSession { id }).await,
+        Ok(Answer::Session(Some(owner))),
+        "the session is live at the next leader"
+    );
+    let holds = leader.service().list().await.expect("list");
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].key.as_u128(), granted.key);
+    // Ending it there releases the hold it took before the failover.
+    assert_eq!(
+        leader.serve(Call::CloseSession { id }).await,
+        Ok(Answer::SessionClosed(1))
+    );
+    stop(&leader, nodes).await;
+}
