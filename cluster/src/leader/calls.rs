@@ -172,11 +172,12 @@ impl Leader {
                 ))
             }
             Call::Disconnect { owner } => {
-                let client = self
-                    .owners
-                    .lock()
-                    .remove(&owner)
-                    .unwrap_or_else(|| self.engine_owner(owner));
+                // The ended owner stays in the map for a while: a call of this client still on
+                // its way (forwarded before the connection closed, or re-sent) then finds it
+                // ended and is granted nothing, instead of making a fresh owner whose holds
+                // nobody would ever release.
+                let client = self.owner(owner);
+                self.forget_ended_owners(owner);
                 let summary = match self.service.disconnect(&client) {
                     ldlm_service::Disconnected::Released(summary) => summary,
                     ldlm_service::Disconnected::Kept => Default::default(),
@@ -290,6 +291,23 @@ impl Leader {
             .clone()
     }
 
+    /// Keeps `ended` as a tombstone for [`ENDED_OWNER_KEPT`], and drops older tombstones.
+    fn forget_ended_owners(&self, ended: GlobalOwner) {
+        let now = std::time::Instant::now();
+        let mut tombstones = self.tombstones.lock();
+        tombstones.push_back((now, ended));
+        let mut owners = self.owners.lock();
+        while let Some(&(since, owner)) = tombstones.front() {
+            if now.duration_since(since) < ENDED_OWNER_KEPT {
+                break;
+            }
+            tombstones.pop_front();
+            if owners.get(&owner).is_some_and(Owner::has_ended) {
+                owners.remove(&owner);
+            }
+        }
+    }
+
     /// The owner unlock and refresh pass (the key, not the owner, authorises them).
     fn admin(&self) -> Owner {
         self.engine_owner(GlobalOwner { node: 0, local: 0 })
@@ -354,6 +372,10 @@ impl Leader {
         Ok(Answer::SessionClosed(summary.released))
     }
 }
+
+/// How long an ended client's owner is remembered: longer than any call of it can still be on
+/// its way (a call looks for a leader for at most `CALL_DEADLINE`, 10 s).
+const ENDED_OWNER_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A random 128-bit session id (a UUID v4's bits, as single-server sessions use).
 fn uuid_v4() -> u128 {

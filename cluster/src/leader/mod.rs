@@ -54,8 +54,11 @@ pub struct Leader {
     machine: StateMachine,
     /// Durable progress of this term's events.
     commits: ldlm_service::Commits,
-    /// Engine owners of the clients that called, by cluster-wide id.
+    /// Engine owners of the clients that called, by cluster-wide id (ended ones too, for a
+    /// while: see `calls.rs`).
     owners: Mutex<HashMap<GlobalOwner, Owner>>,
+    /// Ended owners in the order they ended, to forget them after a while.
+    tombstones: Mutex<std::collections::VecDeque<(std::time::Instant, GlobalOwner)>>,
     /// Live REST sessions.
     sessions: Mutex<sessions::LiveSessions>,
     session_timeout: Duration,
@@ -159,6 +162,7 @@ impl Leader {
             machine: node.machine().clone(),
             commits,
             owners: Mutex::new(HashMap::new()),
+            tombstones: Mutex::new(std::collections::VecDeque::new()),
             sessions: Mutex::new(sessions),
             session_timeout,
             max_sessions,
