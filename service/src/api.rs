@@ -57,6 +57,15 @@ pub struct ListedHold {
     pub lease_remaining: Option<Duration>,
 }
 
+impl ListedHold {
+    /// Time left on its lease in whole milliseconds, as listings on the wire carry it
+    /// (saturating: a lease never outlives `u64::MAX` ms).
+    pub fn lease_remaining_ms(&self) -> Option<u64> {
+        self.lease_remaining
+            .map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// Counts for `/metrics` (read on each scrape; O(1) per engine shard).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceStats {

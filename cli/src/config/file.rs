@@ -87,22 +87,19 @@ pub(super) fn read_config_file(path: &Path) -> Result<Vec<(String, Option<Raw>)>
 /// A number from a JSON file: an integer when it is one, else a float (which no option takes,
 /// but the error can quote it).
 fn json_number(n: &serde_json::Number) -> Raw {
-    if let Some(i) = n.as_i64() {
-        Raw::Int(i.into())
-    } else if let Some(u) = n.as_u64() {
-        Raw::Int(u.into())
-    } else {
-        Raw::Float(n.as_f64().unwrap_or(f64::NAN))
-    }
+    number(n.as_i64(), n.as_u64(), n.as_f64())
 }
 
 /// A number from a YAML file, as [`json_number`] does it.
 fn yaml_number(n: &serde_norway::Number) -> Raw {
-    if let Some(i) = n.as_i64() {
-        Raw::Int(i.into())
-    } else if let Some(u) = n.as_u64() {
-        Raw::Int(u.into())
-    } else {
-        Raw::Float(n.as_f64().unwrap_or(f64::NAN))
+    number(n.as_i64(), n.as_u64(), n.as_f64())
+}
+
+/// The one rule both formats share: signed, then unsigned, then float.
+fn number(signed: Option<i64>, unsigned: Option<u64>, float: Option<f64>) -> Raw {
+    match (signed, unsigned) {
+        (Some(i), _) => Raw::Int(i.into()),
+        (None, Some(u)) => Raw::Int(u.into()),
+        (None, None) => Raw::Float(float.unwrap_or(f64::NAN)),
     }
 }

@@ -164,9 +164,7 @@ impl Leader {
                             size: hold.size,
                             owner: hold.owner.0,
                             token: hold.fencing_token,
-                            lease_remaining_ms: hold
-                                .lease_remaining
-                                .map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+                            lease_remaining_ms: hold.lease_remaining_ms(),
                         })
                         .collect(),
                 ))

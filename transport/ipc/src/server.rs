@@ -329,9 +329,7 @@ async fn handle<S: LockService>(service: &S, request: Request) -> Response {
                             size: hold.size,
                             owner: hold.owner.0,
                             fencing_token: hold.fencing_token,
-                            lease_expires_in_ms: hold
-                                .lease_remaining
-                                .map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+                            lease_expires_in_ms: hold.lease_remaining_ms(),
                         })
                         .collect(),
                 ),
