@@ -182,12 +182,19 @@ async fn a_paused_follower_loses_its_clients_locks_and_closes_their_connections(
     assert!(taken.fencing_token > held.fencing_token);
 
     process.signal("CONT");
-    // The waiting Lock's connection is closed: the call fails.
+    // The waiting Lock ends without the lock: its connection is closed (the call fails), or
+    // the leader's answer that its client is gone ("session does not exist") gets through
+    // first.
     let ended = tokio::time::timeout(SLACK, waiting)
         .await
         .expect("the waiting call ends")
         .expect("task");
-    assert!(ended.is_err(), "the waiting call must fail: {ended:?}");
+    if let Ok(answer) = &ended {
+        assert!(
+            !answer.locked && answer.error.is_some(),
+            "the waiting call must not get the lock: {answer:?}"
+        );
+    }
     // And the old key no longer renews: on the closed connection the call fails, on a new
     // one the hold is gone.
     let renewed = holder

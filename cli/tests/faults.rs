@@ -51,11 +51,17 @@ fn request<T>(message: T) -> tonic::Request<T> {
     request
 }
 
-/// Ends every hold of `client` still believed in, at `at`.
-fn lose_all(history: &History, held: &mut HashMap<String, (String, usize)>, at: Instant) {
+/// Ends every hold of `client` still believed in, at `at`, for `why`.
+fn lose_all(
+    history: &History,
+    held: &mut HashMap<String, (String, usize)>,
+    at: Instant,
+    why: &str,
+) {
     let mut history = history.lock().expect("history");
     for (_, (_, index)) in held.drain() {
         history[index].until.get_or_insert(at);
+        history[index].ended.get_or_insert_with(|| why.to_owned());
     }
 }
 
@@ -89,6 +95,8 @@ async fn run_client(
         // (its connection may be closed) and reconnects, possibly elsewhere.
         while !stop.load(Ordering::Relaxed) {
             let (name, size) = NAMES[rng.below(NAMES.len() as u64) as usize];
+            let mut why = String::from("a call failed");
+            let mut answered = true;
             let ok = match rng.below(10) {
                 0..=3 if !held.contains_key(name) => {
                     let asked = Instant::now();
@@ -99,6 +107,7 @@ async fn run_client(
                             ..Default::default()
                         }))
                         .await;
+                    why = format!("acquire: {answer:?}");
                     granted(&history, id, name, size, asked, answer, &mut held)
                 }
                 4 if !held.contains_key(name) => {
@@ -111,6 +120,7 @@ async fn run_client(
                             ..Default::default()
                         }))
                         .await;
+                    why = format!("acquire: {answer:?}");
                     granted(&history, id, name, size, asked, answer, &mut held)
                 }
                 5..=7 => {
@@ -120,24 +130,31 @@ async fn run_client(
                     let (key, index) = held.remove(&name).expect("held");
                     // The client stops using the lock when it sends the unlock.
                     history.lock().expect("history")[index].until = Some(Instant::now());
-                    grpc.unlock(request(UnlockRequest { name, key }))
-                        .await
-                        .is_ok_and(|r| r.into_inner().unlocked)
+                    let answer = grpc.unlock(request(UnlockRequest { name, key })).await;
+                    let ok = answer.as_ref().is_ok_and(|r| r.get_ref().unlocked);
+                    history.lock().expect("history")[index].ended =
+                        Some(format!("unlocked: {answer:?}"));
+                    ok
                 }
                 8 => {
                     let Some((name, (key, _))) = held.iter().next() else {
                         continue;
                     };
-                    grpc.renew(request(RenewRequest {
-                        name: name.clone(),
-                        key: key.clone(),
-                        lock_timeout_seconds: 30,
-                    }))
-                    .await
-                    .is_ok_and(|r| r.into_inner().locked)
+                    let answer = grpc
+                        .renew(request(RenewRequest {
+                            name: name.clone(),
+                            key: key.clone(),
+                            lock_timeout_seconds: 30,
+                        }))
+                        .await;
+                    why = format!("renew: {answer:?}");
+                    answer.is_ok_and(|r| r.into_inner().locked)
                 }
                 _ => {
-                    // Drop the connection on purpose now and then.
+                    // Drop the connection on purpose now and then. Idling proves nothing about
+                    // the connection: it may have closed meanwhile.
+                    why = "dropped the connection".into();
+                    answered = false;
                     if rng.below(4) == 0 {
                         false
                     } else {
@@ -147,11 +164,13 @@ async fn run_client(
                 }
             };
             if !ok {
-                lose_all(&history, &mut held, last_answer);
+                lose_all(&history, &mut held, last_answer, &why);
                 failed = true;
                 break;
             }
-            last_answer = Instant::now();
+            if answered {
+                last_answer = Instant::now();
+            }
         }
         if !failed {
             // Stopped: the connection stays open (and its holds believed in) until the final
@@ -188,6 +207,7 @@ fn granted(
             asked,
             from: Instant::now(),
             until: None,
+            ended: None,
         });
         held.insert(name.to_owned(), (answer.key, history.len() - 1));
         return true;
@@ -270,12 +290,21 @@ async fn no_promise_is_broken_under_kills_and_pauses() {
     // were dropped have settled (or 15 s have passed): then it must hold exactly what the
     // clients still believe in.
     let settling = Instant::now();
-    let listed = loop {
-        let listed = list(&cluster, leader).await;
+    let (listed, entries) = loop {
+        let entries = list(&cluster, leader).await;
+        let listed: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap_or_default().to_owned(),
+                    e["key"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
         if history::check_no_stray(&holds, &listed).is_empty()
             || settling.elapsed() > Duration::from_secs(15)
         {
-            break listed;
+            break (listed, entries);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -292,6 +321,9 @@ async fn no_promise_is_broken_under_kills_and_pauses() {
         eprintln!("VIOLATION {}:", violation.what);
         for hold in &violation.holds {
             eprintln!("  {hold:?}");
+            for entry in entries.iter().filter(|e| e["key"] == hold.key.as_str()) {
+                eprintln!("  held by the cluster as {entry}");
+            }
         }
     }
     assert!(
@@ -306,9 +338,9 @@ async fn no_promise_is_broken_under_kills_and_pauses() {
     );
 }
 
-/// The cluster's holds as (name, key), read through node `node` (retried: a node that was just
-/// resumed answers UNAVAILABLE until it is back in contact).
-async fn list(cluster: &Cluster, node: u64) -> Vec<(String, String)> {
+/// The cluster's holds (`ldlm-lock list --json` entries), read through node `node` (retried: a
+/// node that was just resumed answers UNAVAILABLE until it is back in contact).
+async fn list(cluster: &Cluster, node: u64) -> Vec<serde_json::Value> {
     let started = Instant::now();
     let output = loop {
         let output = std::process::Command::new(support::cluster::LOCK)
@@ -330,17 +362,7 @@ async fn list(cluster: &Cluster, node: u64) -> Vec<(String, String)> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let entries: Vec<serde_json::Value> =
-        serde_json::from_slice(&output.stdout).expect("a JSON list");
-    entries
-        .iter()
-        .map(|e| {
-            (
-                e["name"].as_str().unwrap_or_default().to_owned(),
-                e["key"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
+    serde_json::from_slice(&output.stdout).expect("a JSON list")
 }
 
 // The checker must be able to fail: broken histories are caught.
@@ -366,6 +388,7 @@ fn hold(
         asked: at(base, from),
         from: at(base, from),
         until: until.map(|u| at(base, u)),
+        ended: None,
     }
 }
 

@@ -101,6 +101,14 @@ pub enum Call {
     },
 }
 
+impl Call {
+    /// A node's own bookkeeping of its clients (a closed connection, a restart), not a
+    /// client's request: sent even while the node is cut off from its cluster.
+    pub fn is_housekeeping(&self) -> bool {
+        matches!(self, Call::Disconnect { .. } | Call::NodeRestarted { .. })
+    }
+}
+
 /// A grant as the client is told it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantView {

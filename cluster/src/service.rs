@@ -90,6 +90,11 @@ struct Router {
     cut_off: std::sync::atomic::AtomicBool,
     /// Bumped to close every client connection.
     resets: tokio::sync::watch::Sender<u64>,
+    /// When [`watch_contact`] last looked, in milliseconds since `started`: a node that was
+    /// stopped (SIGSTOP, a long pause) sees it lag on its first steps after waking, before the
+    /// watcher itself has run.
+    last_contact_check: AtomicU64,
+    started: Instant,
 }
 
 impl std::fmt::Debug for ClusterLockService {
@@ -116,6 +121,8 @@ impl ClusterLockService {
                 shut_down: std::sync::atomic::AtomicBool::new(false),
                 cut_off: std::sync::atomic::AtomicBool::new(false),
                 resets: tokio::sync::watch::channel(0).0,
+                last_contact_check: AtomicU64::new(0),
+                started: Instant::now(),
             }),
             next_local: AtomicU64::new(owners::first_local(node.incarnation())),
             session_timeout: options.session_timeout,
@@ -159,6 +166,24 @@ impl ClusterLockService {
 }
 
 impl Router {
+    fn millis_since_start(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// True if this node stayed in contact with its cluster since [`Router::resets`] was at
+    /// `resets_seen`: no lost contact was noticed, and the contact watcher has run within half
+    /// the session grace (else this node was stopped, and its clients' locks may have been
+    /// released by the leader meanwhile, unnoticed yet).
+    fn kept_contact(&self, resets_seen: u64) -> bool {
+        let limit = u64::try_from((self.node.session_grace() / 2).as_millis()).unwrap_or(u64::MAX);
+        let since_check = self
+            .millis_since_start()
+            .saturating_sub(self.last_contact_check.load(Ordering::Acquire));
+        *self.resets.borrow() == resets_seen
+            && !self.cut_off.load(Ordering::Acquire)
+            && since_check <= limit
+    }
+
     /// `forwarded`, unless — for a call that waits for a lock — the cluster elects another
     /// leader than `leader` first: then `None`, and the call is re-sent there. A leader that
     /// is paused or cut off neither answers nor closes the connection; without this a Lock
@@ -190,6 +215,7 @@ impl Router {
         deadline: Option<Instant>,
     ) -> Result<Answer, ServiceError> {
         let started = Instant::now();
+        let resets_seen = *self.resets.borrow();
         let waits = matches!(call, Call::Acquire { wait: true, .. });
         let original_wait = match &call {
             Call::Acquire {
@@ -203,7 +229,9 @@ impl Router {
             if self.shut_down.load(Ordering::Acquire) {
                 return Err(ServiceError::Lock(ldlm_engine::LockError::Shutdown));
             }
-            if self.cut_off.load(Ordering::Acquire) {
+            // A cut-off node refuses its clients' calls, not its own housekeeping: the
+            // release of a closed connection's locks goes out as soon as it can.
+            if self.cut_off.load(Ordering::Acquire) && !call.is_housekeeping() {
                 return Err(ServiceError::Unavailable(
                     "this node is cut off from its cluster: retry at another node".into(),
                 ));
@@ -251,6 +279,20 @@ impl Router {
                 },
             };
             match attempt {
+                // A gRPC client holds its locks through its connection to this node: if this
+                // node lost contact with the cluster while the call was under way, the leader
+                // may have released them (the grant too) by now, and the connection is being
+                // closed. Telling it "locked" now would be a promise nobody keeps.
+                Some(Ok(answer))
+                    if holds_through_connection(&call, &answer)
+                        && !self.kept_contact(resets_seen) =>
+                {
+                    return Err(ServiceError::Unavailable(
+                        "this node lost contact with its cluster while the call was under way; \
+                         retry, here or at another node"
+                            .into(),
+                    ));
+                }
                 Some(Ok(answer)) => return Ok(answer),
                 Some(Err(CallError::NotLeader { .. })) => ldlm_service::metrics::record_resent(),
                 None => {}
@@ -264,6 +306,16 @@ impl Router {
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
+    }
+}
+
+/// True if `answer` tells a gRPC client it holds a lock (a grant or a renewed lease): such a
+/// hold lasts only as long as the client's connection to this node.
+fn holds_through_connection(call: &Call, answer: &Answer) -> bool {
+    match (call, answer) {
+        (Call::Acquire { via, .. }, Answer::Acquired(Some(_)))
+        | (Call::Refresh { via, .. }, Answer::Refreshed(_)) => *via == Via::Grpc,
+        _ => false,
     }
 }
 
@@ -321,17 +373,30 @@ impl LockService for ClusterLockService {
             return Disconnected::Kept;
         }
         // Told to the leader in the background (a closing connection waits for nobody), and
-        // re-sent until a leader has committed the releases.
+        // re-sent until a leader has committed the releases: giving up would leave the
+        // client's locks held for ever, since this node is not gone and the leader never
+        // releases them on its own. (If this node dies first, its restart releases them.)
         let call = Call::Disconnect {
             owner: owner.global(),
         };
         let router = self.router.clone();
         tokio::spawn(async move {
-            if let Err(error) = router
-                .call(call, Some(Instant::now() + CALL_DEADLINE))
-                .await
-            {
-                tracing::warn!(%error, "A closed connection's locks could not be released");
+            let mut attempts = 0u32;
+            loop {
+                match router
+                    .call(call.clone(), Some(Instant::now() + CALL_DEADLINE))
+                    .await
+                {
+                    Ok(_) => return,
+                    Err(_) if router.shut_down.load(Ordering::Acquire) => return,
+                    Err(error) => {
+                        attempts += 1;
+                        if attempts == 1 {
+                            tracing::warn!(%error, "A closed connection's locks are not released yet; retrying");
+                        }
+                        tokio::time::sleep(RETRY_PAUSE * attempts.min(20)).await;
+                    }
+                }
             }
         });
         Disconnected::Released(ReleaseSummary::default())
@@ -590,6 +655,11 @@ async fn watch_contact(router: Weak<Router>) {
         } else if was_cut_off && !cut_off {
             tracing::warn!("Back in contact with the cluster");
         }
+        // Only now, after any reset above: a call that sees this check as recent also sees
+        // the reset.
+        router
+            .last_contact_check
+            .store(router.millis_since_start(), Ordering::Release);
     }
 }
 

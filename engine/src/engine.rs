@@ -361,15 +361,26 @@ impl Engine {
     /// are released (or kept and still listed under it, if the engine keeps holds of ended
     /// owners). Idempotent.
     pub fn release_owner(&self, owner: &Owner, now: Tick) -> ReleaseSummary {
-        if owner.state.ended.swap(true, Ordering::AcqRel) {
-            return ReleaseSummary::default();
-        }
-        // The flag is set before any shard is visited: a grant racing with this either happened
-        // before its shard is swept below, or sees the flag under the shard mutex and refuses.
+        self.release_owners(std::slice::from_ref(owner), now)
+    }
+
+    /// Ends several owners at once, as [`Engine::release_owner`] each, except that all of
+    /// them are ended before any hold is released: a slot one of them frees is never granted
+    /// to another of them (a grant nobody would hear of, made only to be released again — for
+    /// the clients of a node that is gone, or of a process that restarted). Idempotent.
+    pub fn release_owners(&self, owners: &[Owner], now: Tick) -> ReleaseSummary {
+        // The flags are set before any shard is visited: a grant racing with this either
+        // happened before its shard is swept below, or sees the flag under the shard mutex and
+        // refuses.
+        let ending: Vec<OwnerId> = owners
+            .iter()
+            .filter(|owner| !owner.state.ended.swap(true, Ordering::AcqRel))
+            .map(Owner::id)
+            .collect();
         let ctx = self.inner.ctx();
         let mut summary = ReleaseSummary::default();
         for shard in self.inner.shards.iter() {
-            let (released, kept, cancelled) = shard.lock().release_owner(&ctx, owner.id(), now);
+            let (released, kept, cancelled) = shard.lock().release_owners(&ctx, &ending, now);
             summary.released += released;
             summary.kept += kept;
             summary.waiters_cancelled += cancelled;

@@ -578,12 +578,13 @@ impl Shard {
         }
     }
 
-    /// Cancels the owner's waiters here and releases (or keeps) its holds. Returns
-    /// `(holds released, holds kept, waiters cancelled)`.
-    pub(crate) fn release_owner(
+    /// Cancels the waiters of every owner in `ending` here, then releases (or keeps) their
+    /// holds: all waiters go first, so a slot one of them frees is never passed to another.
+    /// Returns `(holds released, holds kept, waiters cancelled)`.
+    pub(crate) fn release_owners(
         &mut self,
         ctx: &Ctx<'_>,
-        owner: OwnerId,
+        ending: &[OwnerId],
         now: Tick,
     ) -> (usize, usize, usize) {
         let now = self.observe(now);
@@ -594,47 +595,55 @@ impl Shard {
             counts,
             ..
         } = self;
-        let Some(index) = owners.remove(&owner) else {
-            return (0, 0, 0);
-        };
-        let cancelled = index.waiters.len();
-        for (waiter, hash) in index.waiters {
-            if let Some(entry) = find_waiting(locks, hash, waiter)
-                && let Some(w) = remove_waiter(counts, entry, waiter)
-            {
-                if let Some(timer) = w.timer {
-                    wheel.cancel(timer);
-                }
-                let _ = w.tx.try_send(Err(LockError::SessionEnded));
-            }
-        }
-        if !ctx.config.release_on_owner_end {
-            let kept = index.holds.len();
-            if kept > 0 {
-                owners.insert(
-                    owner,
-                    OwnerIndex {
-                        holds: index.holds,
-                        waiters: FastMap::default(),
-                        ended: true,
-                    },
-                );
-            }
-            return (0, kept, cancelled);
-        }
-        let mut released = 0;
-        for (key, hash) in index.holds {
-            let Some(entry) = find_holding(locks, hash, key) else {
+        let mut cancelled = 0;
+        for owner in ending {
+            let Some(index) = owners.get_mut(owner) else {
                 continue;
             };
-            if let Some(position) = entry.state.holders.iter().position(|h| h.key == key) {
-                take_hold(ctx, wheel, owners, counts, entry, position);
-                entry.state.last_used = now;
-                serve_waiters(ctx, wheel, owners, counts, entry, now);
-                released += 1;
+            for (waiter, hash) in std::mem::take(&mut index.waiters) {
+                cancelled += 1;
+                if let Some(entry) = find_waiting(locks, hash, waiter)
+                    && let Some(w) = remove_waiter(counts, entry, waiter)
+                {
+                    if let Some(timer) = w.timer {
+                        wheel.cancel(timer);
+                    }
+                    let _ = w.tx.try_send(Err(LockError::SessionEnded));
+                }
             }
         }
-        (released, 0, cancelled)
+        let (mut released, mut kept) = (0, 0);
+        for owner in ending {
+            let Some(index) = owners.remove(owner) else {
+                continue;
+            };
+            if !ctx.config.release_on_owner_end {
+                if !index.holds.is_empty() {
+                    kept += index.holds.len();
+                    owners.insert(
+                        *owner,
+                        OwnerIndex {
+                            holds: index.holds,
+                            waiters: FastMap::default(),
+                            ended: true,
+                        },
+                    );
+                }
+                continue;
+            }
+            for (key, hash) in index.holds {
+                let Some(entry) = find_holding(locks, hash, key) else {
+                    continue;
+                };
+                if let Some(position) = entry.state.holders.iter().position(|h| h.key == key) {
+                    take_hold(ctx, wheel, owners, counts, entry, position);
+                    entry.state.last_used = now;
+                    serve_waiters(ctx, wheel, owners, counts, entry, now);
+                    released += 1;
+                }
+            }
+        }
+        (released, kept, cancelled)
     }
 
     /// Fires every timer due by `now`: lease expiry, wait timeouts, GC.

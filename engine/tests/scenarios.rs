@@ -398,6 +398,30 @@ fn owner_release_hands_off() {
     );
 }
 
+/// Owners ended together: a slot one of them frees goes past the others (ended too) to the
+/// next live waiter. One after another, the second would first be granted what the first let
+/// go — a grant nobody hears of.
+#[test]
+fn owners_released_together_pass_nothing_to_each_other() {
+    let engine = engine();
+    let (one, two, three) = (engine.new_owner(), engine.new_owner(), engine.new_owner());
+    acquire(&engine, &one, &req("A"), at(0));
+    let mut second = queue(&engine, &two, &req("A"), at(0));
+    let mut third = queue(&engine, &three, &req("A"), at(0));
+    let summary = engine.release_owners(&[one.clone(), two.clone()], at(1));
+    assert_eq!(summary.released, 1);
+    assert_eq!(summary.waiters_cancelled, 1);
+    assert_eq!(second.try_result(), Some(Err(LockError::SessionEnded)));
+    assert!(third.try_result().expect("handed off").is_ok());
+    let holders: Vec<OwnerId> = engine.list().into_iter().map(|h| h.owner).collect();
+    assert_eq!(holders, vec![three.id()]);
+    assert_eq!(
+        engine.release_owners(&[one, two], at(1)),
+        Default::default(),
+        "idempotent"
+    );
+}
+
 /// TestLockWaiterDisconnects: a waiter whose owner ends does not get the lock; after the holder
 /// unlocks a third owner can TryLock it.
 #[test]

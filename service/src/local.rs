@@ -97,6 +97,15 @@ impl Drop for TimerDriver {
 }
 
 impl LocalLockService {
+    /// The connections of all `owners` closed together (the clients of a node that is gone):
+    /// none of them is handed what another lets go. See [`Engine::release_owners`].
+    pub fn disconnect_all(&self, owners: &[Owner]) -> Disconnected {
+        if self.engine.is_shut_down() {
+            // Graceful shutdown: the holds stay, and stay in the state file.
+            return Disconnected::Kept;
+        }
+        Disconnected::Released(self.engine.release_owners(owners, self.clock.now()))
+    }
     /// A service over `engine`, whose time is `clock`. Its timers do not run until
     /// [`LocalLockService::start_timers`] (tests and fuzzers may advance the engine
     /// themselves).
@@ -255,11 +264,7 @@ impl LockService for LocalLockService {
     }
 
     fn disconnect(&self, owner: &Owner) -> Disconnected {
-        if self.engine.is_shut_down() {
-            // Graceful shutdown: the holds stay, and stay in the state file.
-            return Disconnected::Kept;
-        }
-        Disconnected::Released(self.engine.release_owner(owner, self.clock.now()))
+        self.disconnect_all(std::slice::from_ref(owner))
     }
 
     async fn open_session(&self) -> Result<SessionId, ServiceError> {

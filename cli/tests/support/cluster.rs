@@ -113,7 +113,20 @@ impl Cluster {
             {
                 return *leader;
             }
-            assert!(start.elapsed() < SLACK, "no agreed leader: {seen:?}");
+            if start.elapsed() >= SLACK {
+                for node in self.nodes.iter().filter(|n| n.process.is_some()) {
+                    let process = node.process.as_ref().expect("running");
+                    let log = process.log_text();
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    eprintln!(
+                        "node {}: status {:?}\nlast lines of its log (newest first):\n{}",
+                        node.id,
+                        self.status(node.id),
+                        tail.join("\n")
+                    );
+                }
+                panic!("no agreed leader: {seen:?}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

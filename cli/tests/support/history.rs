@@ -35,6 +35,8 @@ pub(crate) struct Hold {
     pub(crate) from: Instant,
     /// When the client stopped believing in it (`None`: still does).
     pub(crate) until: Option<Instant>,
+    /// How it ended, as the client saw it (shown when a violation is reported).
+    pub(crate) ended: Option<String>,
 }
 
 /// A broken promise, with the holds that show it.

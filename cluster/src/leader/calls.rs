@@ -169,34 +169,7 @@ impl Leader {
                         .collect(),
                 ))
             }
-            Call::Disconnect { owner } => {
-                // The ended owner stays in the map for a while: a call of this client still on
-                // its way (forwarded before the connection closed, or re-sent) then finds it
-                // ended and is granted nothing, instead of making a fresh owner whose holds
-                // nobody would ever release.
-                let client = self.owner(owner);
-                self.forget_ended_owners(owner);
-                let summary = match self.service.disconnect(&client) {
-                    ldlm_service::Disconnected::Released(summary) => summary,
-                    ldlm_service::Disconnected::Kept => Default::default(),
-                };
-                // Answered once the releases are committed: the node that asked re-sends until
-                // some leader has done it, so no leader restores holds of a closed connection.
-                self.commits
-                    .wait(self.service.engine().recorded_seq())
-                    .await
-                    .map_err(|e| CallError::NotCommitted(e.to_string()))?;
-                // Its request ids are of no use any more; nothing waits for this commit.
-                let _ = self
-                    .raft
-                    .client_write_ff(Command::OwnerEnded { owner })
-                    .await;
-                Ok(Answer::Disconnected {
-                    released: summary.released,
-                    kept: summary.kept,
-                    waiters_cancelled: summary.waiters_cancelled,
-                })
-            }
+            Call::Disconnect { owner } => self.end_clients(&[owner]).await,
             Call::NodeRestarted { node, run } => {
                 let earlier: Vec<GlobalOwner> = self
                     .owners_on(node)
@@ -211,28 +184,54 @@ impl Leader {
                         "Node restarted: releasing its earlier run's clients"
                     );
                 }
-                let (mut released, mut kept, mut waiters_cancelled) = (0, 0, 0);
-                for owner in earlier {
-                    if let Answer::Disconnected {
-                        released: r,
-                        kept: k,
-                        waiters_cancelled: w,
-                    } = Box::pin(self.answer(Call::Disconnect { owner })).await?
-                    {
-                        (released, kept, waiters_cancelled) =
-                            (released + r, kept + k, waiters_cancelled + w);
-                    }
-                }
-                Ok(Answer::Disconnected {
-                    released,
-                    kept,
-                    waiters_cancelled,
-                })
+                self.end_clients(&earlier).await
             }
             Call::OpenSession => self.open_session().await,
             Call::TouchSession { id } => Ok(Answer::Session(self.touch_session(id))),
             Call::CloseSession { id } => self.close_session(id).await,
         }
+    }
+
+    /// Ends clients whose connections closed (one client, or every client of a node that is
+    /// gone or restarted) and releases what they held, all together: none of them is handed
+    /// what another lets go. Answered once the releases are committed: the node that asked
+    /// re-sends until some leader has done it, so no leader restores holds of a closed
+    /// connection.
+    pub(super) async fn end_clients(&self, ended: &[GlobalOwner]) -> Result<Answer, CallError> {
+        if ended.is_empty() {
+            return Ok(Answer::Disconnected {
+                released: 0,
+                kept: 0,
+                waiters_cancelled: 0,
+            });
+        }
+        // An ended owner stays in the map for a while: a call of this client still on its way
+        // (forwarded before the connection closed, or re-sent) then finds it ended and is
+        // granted nothing, instead of making a fresh owner whose holds nobody would release.
+        let clients: Vec<Owner> = ended.iter().map(|&owner| self.owner(owner)).collect();
+        for &owner in ended {
+            self.forget_ended_owners(owner);
+        }
+        let summary = match self.service.disconnect_all(&clients) {
+            ldlm_service::Disconnected::Released(summary) => summary,
+            ldlm_service::Disconnected::Kept => Default::default(),
+        };
+        self.commits
+            .wait(self.service.engine().recorded_seq())
+            .await
+            .map_err(|e| CallError::NotCommitted(e.to_string()))?;
+        // Their request ids are of no use any more; nothing waits for these commits.
+        for &owner in ended {
+            let _ = self
+                .raft
+                .client_write_ff(Command::OwnerEnded { owner })
+                .await;
+        }
+        Ok(Answer::Disconnected {
+            released: summary.released,
+            kept: summary.kept,
+            waiters_cancelled: summary.waiters_cancelled,
+        })
     }
 
     /// Waits for an earlier attempt of `request` still handled here, then marks it as ours.

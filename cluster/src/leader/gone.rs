@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use super::Leader;
 use crate::command::GlobalOwner;
-use crate::forward::Call;
 use crate::liveness::Liveness;
 use crate::raft::NodeId;
 
@@ -67,11 +66,9 @@ pub(super) fn start(
                     clients = owners.len(),
                     "Cluster node gone: releasing its clients' locks"
                 );
-                for owner in owners {
-                    if let Err(error) = leader.serve(Call::Disconnect { owner }).await {
-                        tracing::warn!(%error, node, "Could not release a gone node's client");
-                        released.remove(&node);
-                    }
+                if let Err(error) = leader.end_clients(&owners).await {
+                    tracing::warn!(%error, node, "Could not release a gone node's clients");
+                    released.remove(&node);
                 }
             }
         }
