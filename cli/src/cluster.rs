@@ -8,9 +8,6 @@ use tracing::{info, warn};
 
 use crate::config::ServerConfig;
 
-/// Snapshot the replica (and purge the log behind it) after this many applied entries.
-const SNAPSHOT_EVERY: u64 = 10_000;
-
 /// Starts this node's part of the cluster; returns it and where its peers reach it.
 pub async fn start_node(
     config: &ServerConfig,
@@ -45,7 +42,7 @@ pub async fn start_node(
             peers,
             data_dir,
             election_timeout: config.cluster_election_timeout,
-            snapshot_every: SNAPSHOT_EVERY,
+            snapshot_every: config.cluster_snapshot_every,
             session_grace: config.cluster_session_grace,
             password: config.password.clone(),
             tls: peer_tls(config)?,

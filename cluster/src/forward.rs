@@ -102,6 +102,16 @@ pub enum Call {
 }
 
 impl Call {
+    /// The transport of the client that made this call, for the calls of lock clients.
+    pub fn via(&self) -> Option<Via> {
+        match self {
+            Call::Acquire { via, .. } | Call::Unlock { via, .. } | Call::Refresh { via, .. } => {
+                Some(*via)
+            }
+            _ => None,
+        }
+    }
+
     /// A node's own bookkeeping of its clients (a closed connection, a restart), not a
     /// client's request: sent even while the node is cut off from its cluster.
     pub fn is_housekeeping(&self) -> bool {

@@ -132,9 +132,10 @@ impl ClusterNode {
             election_timeout_min: (election_ms / 4).max(2),
             election_timeout_max: (election_ms / 2).max(3),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            // Keep a little log behind the snapshot, so a follower a few entries behind
-            // catches up from the log instead of a whole snapshot.
-            max_in_snapshot_log_to_keep: 1000,
+            // Keep a little log behind the snapshot (up to one snapshot's worth), so a
+            // follower a few entries behind catches up from the log instead of a whole
+            // snapshot.
+            max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
             ..Default::default()
         }
         .validate()

@@ -278,21 +278,23 @@ impl Router {
                     _ => None,
                 },
             };
+            // A gRPC client holds its locks through its connection to this node, and takes
+            // any answer on it as proof that the connection — and so its locks — are alive.
+            // If this node lost contact with the cluster while the call was under way (or
+            // was stopped before it), the leader may have released them by now and the
+            // connection is about to be closed: no answer may go out on it any more.
+            let answered = matches!(
+                attempt,
+                Some(Ok(_)) | Some(Err(CallError::Lock(_) | CallError::NotCommitted(_)))
+            );
+            if answered && call.via() == Some(Via::Grpc) && !self.kept_contact(resets_seen) {
+                return Err(ServiceError::Unavailable(
+                    "this node lost contact with its cluster while the call was under way; \
+                     retry, here or at another node"
+                        .into(),
+                ));
+            }
             match attempt {
-                // A gRPC client holds its locks through its connection to this node: if this
-                // node lost contact with the cluster while the call was under way, the leader
-                // may have released them (the grant too) by now, and the connection is being
-                // closed. Telling it "locked" now would be a promise nobody keeps.
-                Some(Ok(answer))
-                    if holds_through_connection(&call, &answer)
-                        && !self.kept_contact(resets_seen) =>
-                {
-                    return Err(ServiceError::Unavailable(
-                        "this node lost contact with its cluster while the call was under way; \
-                         retry, here or at another node"
-                            .into(),
-                    ));
-                }
                 Some(Ok(answer)) => return Ok(answer),
                 Some(Err(CallError::NotLeader { .. })) => ldlm_service::metrics::record_resent(),
                 None => {}
@@ -306,16 +308,6 @@ impl Router {
             }
             tokio::time::sleep(RETRY_PAUSE).await;
         }
-    }
-}
-
-/// True if `answer` tells a gRPC client it holds a lock (a grant or a renewed lease): such a
-/// hold lasts only as long as the client's connection to this node.
-fn holds_through_connection(call: &Call, answer: &Answer) -> bool {
-    match (call, answer) {
-        (Call::Acquire { via, .. }, Answer::Acquired(Some(_)))
-        | (Call::Refresh { via, .. }, Answer::Refreshed(_)) => *via == Via::Grpc,
-        _ => false,
     }
 }
 
@@ -409,11 +401,13 @@ impl LockService for ClusterLockService {
         }
     }
 
-    async fn session(&self, id: SessionId) -> Option<ClusterOwner> {
+    async fn session(&self, id: SessionId) -> Result<Option<ClusterOwner>, ServiceError> {
         let call = Call::TouchSession { id: id.as_u128() };
-        match self.call(call, Self::deadline()).await {
-            Ok(Answer::Session(Some(global))) => Some(ClusterOwner::new(global, self.node().id())),
-            _ => None,
+        match self.call(call, Self::deadline()).await? {
+            Answer::Session(global) => {
+                Ok(global.map(|global| ClusterOwner::new(global, self.node().id())))
+            }
+            other => Err(unexpected(other)),
         }
     }
 
@@ -632,9 +626,12 @@ async fn watch_contact(router: Weak<Router>) {
                     .map_or(Duration::ZERO, Duration::from_millis),
                 Duration::ZERO,
             ),
+            // Both only since this node knows it as leader: a node just elected was last
+            // heard from as leader long ago, perhaps, but it counts its silence from its
+            // election too.
             Some(leader) => (
                 node.liveness().silence(leader).min(known_for),
-                node.liveness().take_longest_gap(leader),
+                node.liveness().take_longest_gap(leader).min(known_for),
             ),
             None => (known_for, Duration::ZERO),
         };

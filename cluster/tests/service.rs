@@ -131,7 +131,11 @@ async fn followers_forward_and_sessions_work_everywhere() {
 
     // A REST session made at one follower is used at the other.
     let session = at_f1.open_session().await.expect("session");
-    let owner = at_f2.session(session).await.expect("live at another node");
+    let owner = at_f2
+        .session(session)
+        .await
+        .expect("known")
+        .expect("live at another node");
     at_f2
         .acquire(Transport::Rest, &owner, &request("y"), Acquire::Try)
         .await
@@ -141,7 +145,7 @@ async fn followers_forward_and_sessions_work_everywhere() {
     assert_eq!(holds.len(), 2, "{holds:?}");
     let closed = at_f1.close_session(session).await.expect("closed");
     assert_eq!(closed.released, 1);
-    assert!(at_f2.session(session).await.is_none());
+    assert!(at_f2.session(session).await.expect("known").is_none());
     assert_eq!(at_f1.list().await.expect("list").len(), 1);
 }
 

@@ -77,6 +77,26 @@ async fn a_restarted_log_has_its_entries_vote_truncation_and_purge() {
     );
 }
 
+/// A leader's vote comes back not committed: openraft would restart the node as leader of the
+/// same term at once, with a log that may lack entries its followers committed.
+#[tokio::test]
+async fn a_restarted_leader_must_be_elected_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = LogStore::open(dir.path()).expect("open");
+        let vote = openraft::Vote::new_committed(3, 1);
+        log.save_vote(&vote).await.expect("vote");
+        assert_eq!(log.read_vote().await.expect("vote"), Some(vote));
+        log.close();
+    }
+    let mut log = LogStore::open(dir.path()).expect("reopen");
+    assert_eq!(
+        log.read_vote().await.expect("vote"),
+        Some(openraft::Vote::new(3, 1)),
+        "same term and candidate, not committed"
+    );
+}
+
 #[tokio::test]
 async fn a_torn_tail_is_dropped_and_damage_names_file_and_offset() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -155,8 +155,12 @@ pub trait LockService: Send + Sync + 'static {
     /// A new REST session; it ends after `session_timeout` without use.
     fn open_session(&self) -> impl Future<Output = Result<SessionId, ServiceError>> + Send;
 
-    /// The owner of live session `id`, its idle timer restarted; `None` if there is none.
-    fn session(&self, id: SessionId) -> impl Future<Output = Option<Self::Owner>> + Send;
+    /// The owner of live session `id`, its idle timer restarted; `Ok(None)` if there is none,
+    /// an error if that cannot be known now (cluster mode: no leader reachable).
+    fn session(
+        &self,
+        id: SessionId,
+    ) -> impl Future<Output = Result<Option<Self::Owner>, ServiceError>> + Send;
 
     /// Ends session `id` (its holds released); [`ServiceError::SessionNotFound`] if it is not
     /// live.

@@ -284,14 +284,16 @@ impl LockService for LocalLockService {
         }
     }
 
-    async fn session(&self, id: SessionId) -> Option<Owner> {
-        let owner = self.sessions.get(id)?;
+    async fn session(&self, id: SessionId) -> Result<Option<Owner>, ServiceError> {
+        let Some(owner) = self.sessions.get(id) else {
+            return Ok(None);
+        };
         if self.engine.touch_session(&owner, self.clock.now()) {
-            Some(owner)
+            Ok(Some(owner))
         } else {
             // The engine ended it (idle expiry) before the driver's report reached us.
             self.sessions.remove(id);
-            None
+            Ok(None)
         }
     }
 
@@ -479,7 +481,7 @@ mod tests {
         let _timers = service.start_timers();
         let mut expired = service.expired_owners();
         let id = service.open_session().await.expect("session");
-        let owner = service.session(id).await.expect("live");
+        let owner = service.session(id).await.expect("known").expect("live");
         let request = LockRequest {
             name: "held",
             ..LockRequest::default()
@@ -494,7 +496,10 @@ mod tests {
             .expect("expires within 2 s")
             .expect("stream open");
         assert_eq!(gone, owner.id());
-        assert!(service.session(id).await.is_none(), "forgotten");
+        assert!(
+            service.session(id).await.expect("known").is_none(),
+            "forgotten"
+        );
         assert_eq!(service.stats().sessions, 0);
         assert_eq!(service.stats().holds, 0, "its hold was released");
         assert_eq!(

@@ -391,4 +391,8 @@ server_options! {
     /// clients' locks are released. Default 10s.
     cluster_session_grace: Duration = Duration::from_secs(10);
         "How long a node may be out of contact before its gRPC clients' locks are released";
+    /// `--cluster_snapshot_every`: log entries between snapshots of the lock table (the log
+    /// behind a snapshot is purged). Default 10000, ≥ 1.
+    cluster_snapshot_every: u64 = 10_000;
+        "Raft log entries between snapshots of the lock table (the log behind one is purged)";
 }

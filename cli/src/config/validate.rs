@@ -151,6 +151,12 @@ impl ServerConfig {
                 "cluster_election_timeout must be at least 20ms".into(),
             ));
         }
+        if self.cluster_snapshot_every == 0 {
+            return Err(Invalid::new(
+                "cluster_snapshot_every",
+                "cluster_snapshot_every must be at least 1".into(),
+            ));
+        }
         if self.cluster_session_grace.is_zero() {
             return Err(Invalid::new(
                 "cluster_session_grace",

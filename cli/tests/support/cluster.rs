@@ -33,22 +33,55 @@ pub(crate) struct Cluster {
     pub(crate) nodes: Vec<Node>,
     /// More options for every node.
     extra: Vec<String>,
+    /// The nodes' own network namespaces, if they run in them (last: dropped after the
+    /// processes in it are stopped).
+    pub(crate) network: Option<super::netns::Network>,
+    /// Environment variables for every node.
+    env: Vec<(String, String)>,
 }
+
+/// Ports of a node in a namespace of its own (nothing else listens there).
+const NETNS_GRPC_PORT: u16 = 5051;
+const NETNS_REST_PORT: u16 = 8080;
+const NETNS_PEER_PORT: u16 = 7070;
 
 impl Cluster {
     pub(crate) fn start() -> Cluster {
         Cluster::start_with(&[])
     }
 
+    /// Three nodes on 127.0.0.1, each with `extra` options.
     pub(crate) fn start_with(extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
         let peers = (1..=3)
             .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
             .collect::<Vec<_>>()
             .join(",");
+        Cluster::start_nodes(3, peers, None, extra, &[])
+    }
+
+    /// `nodes` nodes, each in a network namespace of its own (so that they can be cut off from
+    /// each other: see [`super::netns`]), serving gRPC and REST, with `extra` options.
+    /// With `env`, more environment variables for every node.
+    pub(crate) fn start_partitionable(nodes: u64, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let network = super::netns::Network::create(nodes);
+        let peers = (1..=nodes)
+            .map(|id| format!("{id}={}:{NETNS_PEER_PORT}", network.address(id)))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster::start_nodes(nodes, peers, Some(network), extra, env)
+    }
+
+    fn start_nodes(
+        count: u64,
+        peers: String,
+        network: Option<super::netns::Network>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
         let mut cluster = Cluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            nodes: (1..=3)
+            nodes: (1..=count)
                 .map(|id| Node {
                     id,
                     process: None,
@@ -57,13 +90,24 @@ impl Cluster {
                 .collect(),
             dir,
             peers,
+            network,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
-        for id in 1..=3 {
+        for id in 1..=count {
             cluster.launch(id);
         }
         cluster
     }
 
+    /// The node ids.
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Starts node `id` (again, on its data directory).
     pub(crate) fn launch(&mut self, id: u64) {
         let data = self.dir.path().join(format!("node-{id}"));
         let node = &mut self.nodes[(id - 1) as usize];
@@ -75,8 +119,23 @@ impl Cluster {
             format!("--ipc_socket_file={}", node.ipc.display()),
         ];
         args.extend(self.extra.iter().cloned());
+        let mut command = match &self.network {
+            Some(network) => {
+                let address = network.address(id);
+                args.push(format!("--listen_address={address}:{NETNS_GRPC_PORT}"));
+                args.push(format!("--rest_listen_address={address}:{NETNS_REST_PORT}"));
+                network.server_command(id)
+            }
+            None => super::command(),
+        };
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        node.process = Some(Process::start(&args));
+        node.process = Some(Process::start_with(command, &args));
+    }
+
+    /// Node `id`'s REST address, if it serves REST.
+    pub(crate) fn rest(&self, id: u64) -> Option<String> {
+        self.node(id).process.as_ref()?.rest_addr.clone()
     }
 
     pub(crate) fn node(&self, id: u64) -> &Node {

@@ -21,10 +21,12 @@ use std::time::Instant;
 
 /// One hold as a client saw it.
 #[derive(Clone, Debug)]
-#[allow(dead_code)] // `client` is read through `Debug`, in violation reports.
+#[allow(dead_code)] // `client` and `via` are read through `Debug`, in violation reports.
 pub(crate) struct Hold {
     /// Which client (shown when a violation is reported).
     pub(crate) client: usize,
+    /// Through which node and transport (idem).
+    pub(crate) via: String,
     pub(crate) name: String,
     pub(crate) size: usize,
     pub(crate) key: String,

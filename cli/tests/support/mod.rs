@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod cluster;
+pub(crate) mod netns;
 
 /// A small xorshift generator: random test schedules that a seed replays exactly.
 pub(crate) struct Rng(pub(crate) u64);
@@ -28,12 +29,17 @@ pub(crate) const SERVER: &str = env!("CARGO_BIN_EXE_ldlm-server");
 /// A command for the server binary with no inherited `LDLM_*` variables.
 pub(crate) fn command() -> Command {
     let mut command = Command::new(SERVER);
+    clean_env(&mut command);
+    command
+}
+
+/// Removes the inherited `LDLM_*` variables (the test's own settings) from `command`.
+pub(crate) fn clean_env(command: &mut Command) {
     for (key, _) in std::env::vars() {
         if key.starts_with("LDLM_") {
             command.env_remove(key);
         }
     }
-    command
 }
 
 /// A running server process.
@@ -48,6 +54,11 @@ impl Process {
     /// Starts the binary with `args` (plus `--listen_address 127.0.0.1:0` and no IPC socket
     /// unless given) and waits up to 10 s for it to listen.
     pub(crate) fn start(args: &[&str]) -> Process {
+        Process::start_with(command(), args)
+    }
+
+    /// [`Process::start`], running `command` (the server binary, perhaps wrapped).
+    pub(crate) fn start_with(mut command: Command, args: &[&str]) -> Process {
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if !args
             .iter()
@@ -58,7 +69,7 @@ impl Process {
         if !args.iter().any(|a| a.starts_with("--ipc_socket_file")) {
             all.push("--ipc_socket_file=".into());
         }
-        let mut child = command()
+        let mut child = command
             .args(&all)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

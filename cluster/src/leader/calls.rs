@@ -361,11 +361,18 @@ impl Leader {
         if owner.has_ended() {
             return Err(CallError::SessionNotFound);
         }
-        self.commit(Command::SessionClosed { id }).await?;
+        // Releases first, committed, then the end of the session: ended, the owner is granted
+        // nothing more, so no grant of it can follow the session's end in the log — a leader
+        // taking over from that log never restores a hold whose session is gone.
         let summary = self
             .service
             .engine()
             .release_owner(&owner, self.service.clock().now());
+        self.commits
+            .wait(self.service.engine().recorded_seq())
+            .await
+            .map_err(|e| CallError::NotCommitted(e.to_string()))?;
+        self.commit(Command::SessionClosed { id }).await?;
         Ok(Answer::SessionClosed(summary.released))
     }
 }
@@ -398,9 +405,18 @@ pub(super) fn expire_sessions(leader: &Arc<Leader>) -> tokio::task::JoinHandle<(
                 return;
             };
             let id = leader.sessions.lock().remove_owner(owner);
-            if let Some(id) = id
-                && let Err(error) = leader.commit(Command::SessionClosed { id }).await
-            {
+            let Some(id) = id else { continue };
+            // The engine released the session's holds before it reported the expiry: those
+            // releases are committed first (see `close_session`).
+            let released = leader
+                .commits
+                .wait(leader.service.engine().recorded_seq())
+                .await;
+            let closed = match released {
+                Ok(()) => leader.commit(Command::SessionClosed { id }).await,
+                Err(error) => Err(CallError::NotCommitted(error.to_string())),
+            };
+            if let Err(error) = closed {
                 tracing::warn!(%error, "Could not commit a session's expiry");
             }
         }

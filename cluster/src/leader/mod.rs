@@ -18,6 +18,7 @@
 //!   is given back, and the leader is [`Leader::is_deposed`]: its engine must not be used
 //!   again, since it may hold changes the log will not have.
 
+mod broken_double;
 mod calls;
 mod gone;
 mod sessions;
@@ -132,17 +133,18 @@ impl Leader {
         }
         let (sender, commits) = commit_channel();
         let deposed = Arc::new(AtomicBool::new(false));
-        let mut tasks = start_committer(raft.clone(), sink, sender, deposed.clone());
+        let broken = broken_double::answers_before_commit();
+        let mut tasks = start_committer(raft.clone(), sink, sender, deposed.clone(), broken);
         let session_timeout = options.session_timeout;
         let max_sessions = options.max_sessions;
         let service = LocalLockService::new(
             engine,
             clock,
             LocalOptions {
-                commits: Some(commits.clone()),
+                commits: (!broken).then(|| commits.clone()),
                 // "unlocked" only once the release is committed: the next leader must not
                 // bring back a lock its holder was told it had let go.
-                commit_releases: true,
+                commit_releases: !broken,
                 ..options
             },
         );
@@ -151,6 +153,8 @@ impl Leader {
             term,
             holds = records.len(),
             sessions = sessions.len(),
+            max_token = replica.max_token(),
+            applied = ?raft.metrics().borrow().last_applied,
             "Took over as cluster leader"
         );
         ldlm_service::metrics::record_takeover();

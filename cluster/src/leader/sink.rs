@@ -97,11 +97,15 @@ pub(super) fn start_committer(
     sink: Arc<RaftSink>,
     commits: CommitSender,
     deposed: Arc<AtomicBool>,
+    broken: bool,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let (in_flight, mut pending) = mpsc::channel(MAX_IN_FLIGHT);
     let send = tokio::spawn(async move {
         loop {
             sink.wake.notified().await;
+            if broken {
+                tokio::time::sleep(super::broken_double::COMMIT_DELAY).await;
+            }
             let (events, last) = sink.take();
             if events.is_empty() {
                 continue;

@@ -6,7 +6,8 @@
 //!   The live entries are also kept in memory (the log is purged behind snapshots, so it stays
 //!   small), which is where reads come from.
 //! - `vote`: the last vote, replaced atomically. openraft requires it durable before it acts on
-//!   it, so `save_vote` writes and fsyncs before it returns.
+//!   it, so `save_vote` writes and fsyncs before it returns. It is read back as not committed,
+//!   so a restarted leader is elected again before it leads (see [`LogStore::open`]).
 //!
 //! **Group commit.** Appends go to one writer thread, which takes everything queued, writes it
 //! with one `write` and makes it durable with one `fdatasync`, then tells openraft (the
@@ -151,7 +152,15 @@ impl LogStore {
             let parsed = frame::parse(&vote_path, VOTE_MAGIC, &bytes)?;
             if let Some(record) = parsed.records.last() {
                 let stored: StoredVote = record.decode(&vote_path)?;
-                live.vote = Some(stored.vote);
+                // Read back as not committed: a node that led when it stopped must win a new
+                // election before it leads again. openraft would otherwise restart it as
+                // leader of the same term at once, but its own log may lack entries the
+                // cluster committed without it (a leader sends entries to its followers before
+                // its own write is durable, and a quorum of followers commits them): as leader
+                // it would write different entries under the same log ids.
+                let mut vote = stored.vote;
+                vote.committed = false;
+                live.vote = Some(vote);
                 live.committed = stored.committed;
             }
         }

@@ -211,6 +211,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
         state.snapshot = Some((meta.clone(), data));
+        tracing::info!(
+            last_index = meta.last_log_id.map(|id| id.index),
+            "Installed the leader's snapshot: caught up from it"
+        );
         Ok(())
     }
 

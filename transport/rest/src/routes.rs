@@ -108,8 +108,11 @@ impl<S: LockService> RestServer<S> {
         let Some(cookie) = cookies::session_cookie(&parts.headers) else {
             return reply::error(StatusCode::UNAUTHORIZED, COOKIE_NOT_FOUND);
         };
-        let Some(owner) = self.live_session(cookie).await else {
-            return reply::error(StatusCode::UNAUTHORIZED, COOKIE_INVALID);
+        let owner = match self.live_session(cookie).await {
+            Ok(Some(owner)) => owner,
+            Ok(None) => return reply::error(StatusCode::UNAUTHORIZED, COOKIE_INVALID),
+            // Cluster mode, no leader reachable: the session may well be alive.
+            Err(error) => return service_error(error),
         };
         // The cookie is a valid session id here (32 hex digits): send it back, renewed.
         let renewed = cookies::set_cookie(cookie, self.cookie_expiry());
@@ -117,9 +120,13 @@ impl<S: LockService> RestServer<S> {
         reply::with_cookie(response, renewed)
     }
 
-    /// The live session the cookie names, its idle timer restarted; `None` if there is none.
-    async fn live_session(&self, cookie: &str) -> Option<S::Owner> {
-        self.service.session(SessionId::parse(cookie)?).await
+    /// The live session the cookie names, its idle timer restarted; `Ok(None)` if there is
+    /// none.
+    async fn live_session(&self, cookie: &str) -> Result<Option<S::Owner>, ServiceError> {
+        match SessionId::parse(cookie) {
+            Some(id) => self.service.session(id).await,
+            None => Ok(None),
+        }
     }
 
     /// When a cookie sent now expires: now + the idle timeout.
