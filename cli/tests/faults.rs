@@ -7,7 +7,8 @@
 //!   then after long enough that it must catch up from a snapshot);
 //! - pauses a node with SIGSTOP past or within the session grace, then SIGCONT;
 //! - isolates a node from the other nodes (its clients still reach it), then heals;
-//! - splits a 5-node cluster 2 / 3, then heals.
+//! - splits a 5-node cluster 2 / 3, then heals;
+//! - drops what one node sends another (the leader and a follower, either way), then heals.
 //!
 //! Every client records what it was told; the checker (`support/history.rs`) then asks whether
 //! any promise was broken: exclusion, fencing tokens, and — after the final heal — that every
@@ -71,6 +72,7 @@ enum Fault {
     Pause,
     Isolate,
     Split,
+    OneWay,
 }
 
 /// A run: how many nodes, which faults, how long, which seed; `broken` runs the leader that
@@ -116,6 +118,7 @@ async fn no_promise_is_broken_in_a_3_node_cluster_under_kills_pauses_and_isolati
             Fault::KillFollower,
             Fault::Pause,
             Fault::Isolate,
+            Fault::OneWay,
         ],
         35,
         0x5EED_0003,
@@ -134,6 +137,7 @@ async fn no_promise_is_broken_in_a_5_node_cluster_under_splits_and_kills() {
             Fault::Pause,
             Fault::Isolate,
             Fault::Split,
+            Fault::OneWay,
         ],
         35,
         0x5EED_0005,
@@ -302,6 +306,25 @@ async fn run(plan: &Plan) -> Report {
                 process.signal("STOP");
                 tokio::time::sleep(Duration::from_millis(pause)).await;
                 process.signal("CONT");
+            }
+            Fault::OneWay => {
+                // Between the leader and another node, in either direction.
+                let other = pick(&mut rng, leader);
+                let leader = leader.unwrap_or_else(|| pick(&mut rng, Some(other)));
+                let (from, to) = if rng.below(2) == 0 {
+                    (leader, other)
+                } else {
+                    (other, leader)
+                };
+                let cut = 1_000 + rng.below(3_000);
+                eprintln!(
+                    "[{} ms] OneWay: drop what node {from} sends node {to} for {cut} ms (leader {leader})",
+                    ms(t0)
+                );
+                let network = cluster.network.as_ref().expect("namespaces");
+                network.cut(from, to);
+                tokio::time::sleep(Duration::from_millis(cut)).await;
+                network.heal();
             }
             Fault::Isolate | Fault::Split => {
                 let side: Vec<u64> = if fault == Fault::Isolate {

@@ -99,6 +99,12 @@ pub enum Call {
         /// The session id.
         id: u128,
     },
+    /// A follower checking that it is in contact with a leader that is in contact with a
+    /// quorum (see [`Answer::Pong`]).
+    Ping {
+        /// The follower.
+        from: NodeId,
+    },
 }
 
 impl Call {
@@ -148,6 +154,11 @@ pub struct HoldView {
 /// The leader's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
+    /// Ping: this leader heard from a quorum this many milliseconds before it answered.
+    Pong {
+        /// Milliseconds since the leader's last quorum acknowledgement.
+        quorum_ack_ms: u64,
+    },
     /// Acquire: the grant, or `None` for a busy TryLock.
     Acquired(Option<GrantView>),
     /// Unlock done.

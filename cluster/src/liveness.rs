@@ -1,11 +1,12 @@
 //! When this node last heard from each other node: the basis of `last_contact_ms` in
-//! `ldlm-lock cluster status`, of releasing the locks of a node that is gone, and of a cut-off
-//! node closing its clients.
+//! `ldlm-lock cluster status` and of the leader releasing the locks of a node that is gone.
 //!
 //! Contact is counted on both sides of the peer service: a leader hears from a follower when
-//! the follower answers its heartbeat or replication; a follower hears from the leader when
-//! the leader's heartbeat or replication arrives. Raft sends heartbeats every tenth of the
-//! election timeout, so a live peer is never silent for long.
+//! the follower answers its heartbeat or replication, or pings it; a follower hears from the
+//! leader when the leader's heartbeat or replication arrives. Raft sends heartbeats every
+//! tenth of the election timeout, so a live peer is never silent for long. (Whether a follower
+//! is cut off is decided by round trips instead, which one-way contact cannot fake: see the
+//! service's `ping_leader`.)
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,9 +26,6 @@ pub struct Liveness {
 #[derive(Debug, Clone, Copy)]
 struct Contact {
     last: Instant,
-    /// The longest silence that ended since [`Liveness::take_longest_gap`] was last asked: a
-    /// silence can end (a paused process resumes, a partition heals) between two looks.
-    longest_gap: Duration,
 }
 
 impl Default for Liveness {
@@ -42,26 +40,12 @@ impl Default for Liveness {
 impl Liveness {
     /// Node `node` was heard from just now.
     pub fn heard_from(&self, node: NodeId) {
-        let now = Instant::now();
-        let mut contacts = self.contacts.lock();
-        let previous = contacts.get(&node).copied();
-        let gap = previous.map_or(Duration::ZERO, |c| now.duration_since(c.last));
-        let longest_gap = previous.map_or(gap, |c| c.longest_gap.max(gap));
-        contacts.insert(
+        self.contacts.lock().insert(
             node,
             Contact {
-                last: now,
-                longest_gap,
+                last: Instant::now(),
             },
         );
-    }
-
-    /// The longest silence from `node` that ended since the last call (and forgets it).
-    pub fn take_longest_gap(&self, node: NodeId) -> Duration {
-        self.contacts
-            .lock()
-            .get_mut(&node)
-            .map_or(Duration::ZERO, |c| std::mem::take(&mut c.longest_gap))
     }
 
     /// How long since node `node` was last heard from; never heard from counts from the start
@@ -94,9 +78,5 @@ mod tests {
         liveness.heard_from(2);
         assert!(liveness.silence(2) < Duration::from_millis(20));
         assert!(liveness.last_contact(2).is_some());
-        std::thread::sleep(Duration::from_millis(30));
-        liveness.heard_from(2);
-        assert!(liveness.take_longest_gap(2) >= Duration::from_millis(30));
-        assert_eq!(liveness.take_longest_gap(2), Duration::ZERO, "asked once");
     }
 }

@@ -422,7 +422,11 @@ impl proto::peer_server::Peer for PeerService {
                 encode(&self.raft.install_snapshot(request).await)
             }
             FORWARD => {
-                let call = decode(&message.payload).map_err(bad_message)?;
+                let call: Call = decode(&message.payload).map_err(bad_message)?;
+                // A follower's ping is contact with it, as its answers to heartbeats are.
+                if let Call::Ping { from } = call {
+                    self.liveness.heard_from(from);
+                }
                 encode(&self.forward(call).await)
             }
             kind => {

@@ -30,6 +30,7 @@ use crate::leader::Leader;
 use crate::node::ClusterNode;
 use crate::owners;
 use crate::peer::Forwarder;
+use crate::raft::NodeId;
 
 /// How long a call that does not wait for a lock may look for a leader before it answers
 /// "unavailable".
@@ -95,6 +96,9 @@ struct Router {
     /// watcher itself has run.
     last_contact_check: AtomicU64,
     started: Instant,
+    /// This node's last round trip with its leader (see [`ping_leader`]): the leader, and
+    /// the moment it is known to have been in contact with a quorum and this node alike.
+    leader_contact: parking_lot::Mutex<Option<(NodeId, Instant)>>,
 }
 
 impl std::fmt::Debug for ClusterLockService {
@@ -123,6 +127,7 @@ impl ClusterLockService {
                 resets: tokio::sync::watch::channel(0).0,
                 last_contact_check: AtomicU64::new(0),
                 started: Instant::now(),
+                leader_contact: parking_lot::Mutex::new(None),
             }),
             next_local: AtomicU64::new(owners::first_local(node.incarnation())),
             session_timeout: options.session_timeout,
@@ -147,7 +152,8 @@ impl ClusterLockService {
         });
         let seat = tokio::spawn(seat(node, engine, options));
         let contact = tokio::spawn(watch_contact(Arc::downgrade(&service.router)));
-        *service.seat.lock() = vec![seat, contact, cleanup];
+        let ping = tokio::spawn(ping_leader(Arc::downgrade(&service.router)));
+        *service.seat.lock() = vec![seat, contact, ping, cleanup];
         service
     }
 
@@ -619,32 +625,31 @@ async fn watch_contact(router: Weak<Router>) {
         // Silence counts from when this node learned of its leader, not from before: a new
         // leader is heard from within a heartbeat.
         let known_for = leader_seen.1.elapsed();
-        let (silence, ended_gap) = match metrics.current_leader {
-            Some(leader) if leader == node.id() => (
-                metrics
-                    .millis_since_quorum_ack
-                    .map_or(Duration::ZERO, Duration::from_millis),
-                Duration::ZERO,
-            ),
-            // Both only since this node knows it as leader: a node just elected was last
-            // heard from as leader long ago, perhaps, but it counts its silence from its
-            // election too.
-            Some(leader) => (
-                node.liveness().silence(leader).min(known_for),
-                node.liveness().take_longest_gap(leader).min(known_for),
-            ),
-            None => (known_for, Duration::ZERO),
+        let silence = match metrics.current_leader {
+            Some(leader) if leader == node.id() => metrics
+                .millis_since_quorum_ack
+                .map_or(Duration::ZERO, Duration::from_millis),
+            // Only since this node knows it as leader: a leader counts this node's silence
+            // from its own election.
+            Some(leader) => {
+                let contact = *router.leader_contact.lock();
+                contact
+                    .filter(|&(id, _)| id == leader)
+                    .map_or(Duration::MAX, |(_, at)| at.elapsed())
+                    .min(known_for)
+            }
+            None => known_for,
         };
         // This node itself may have been stopped (SIGSTOP, a long pause): then its clients
         // were out of contact for that long, even if the leader is heard from again by now.
         let stalled = last_tick.elapsed();
         last_tick = Instant::now();
         let cut_off = silence > limit;
-        let lost_contact = cut_off || ended_gap > limit || stalled > limit;
+        let lost_contact = cut_off || stalled > limit;
         let was_cut_off = router.cut_off.swap(cut_off, Ordering::AcqRel);
         if lost_contact && !was_cut_off {
             tracing::warn!(
-                silence_ms = silence.max(ended_gap).max(stalled).as_millis() as u64,
+                silence_ms = silence.max(stalled).as_millis() as u64,
                 "Out of contact with the cluster: closing client connections (their locks may \
                  be released), answering UNAVAILABLE until back in contact"
             );
@@ -657,6 +662,42 @@ async fn watch_contact(router: Weak<Router>) {
         router
             .last_contact_check
             .store(router.millis_since_start(), Ordering::Release);
+    }
+}
+
+/// Keeps [`Router::leader_contact`] current: while this node follows, it pings its leader
+/// several times per half session grace. An answer proves a round trip: the leader heard this
+/// node after the ping was sent (so the leader does not count it as gone before then), and it
+/// was itself in contact with a quorum `quorum_ack_ms` before it answered (so it still led
+/// then: a leader cut off from the others, which a new leader is elected without, answers a
+/// stale number and this node counts its contact as that old). One-way contact — heartbeats
+/// arriving, or answers getting out — is not enough: under a one-way network failure the
+/// leader would release this node's clients while this node, hearing the leader, served them.
+async fn ping_leader(router: Weak<Router>) {
+    loop {
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        let node = &router.node;
+        let limit = node.session_grace() / 2;
+        if let Some(leader) = node.leader().filter(|&id| id != node.id())
+            && let Some(addr) = node.address_of(leader)
+        {
+            let sent = Instant::now();
+            let ping = Call::Ping { from: node.id() };
+            let answer = router
+                .forwarder
+                .call(leader, &addr, &ping, Some(limit))
+                .await;
+            if let Ok(Ok(Answer::Pong { quorum_ack_ms })) = answer
+                && let Some(contact) = sent.checked_sub(Duration::from_millis(quorum_ack_ms))
+            {
+                *router.leader_contact.lock() = Some((leader, contact));
+            }
+        }
+        let pause = (limit / 5).max(Duration::from_millis(10));
+        drop(router);
+        tokio::time::sleep(pause).await;
     }
 }
 

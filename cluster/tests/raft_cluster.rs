@@ -134,11 +134,25 @@ impl Cluster {
             lease_secs: 30,
             request: None,
         };
-        let applied = self.nodes[&leader]
-            .write(Command::Events(vec![event]))
-            .await
-            .expect("committed");
-        assert_eq!(applied.refused, 0);
+        let start = Instant::now();
+        let mut leader = leader;
+        loop {
+            match self.nodes[&leader]
+                .write(Command::Events(vec![event.clone()]))
+                .await
+            {
+                Ok(applied) => {
+                    assert_eq!(applied.refused, 0);
+                    return;
+                }
+                // Refused, not taken, by a node that stopped leading (an election on a busy
+                // machine): write it at the new leader.
+                Err(error) if error.to_string().contains("forward") && start.elapsed() < SLACK => {
+                    leader = self.leader().await;
+                }
+                Err(error) => panic!("not committed: {error}"),
+            }
+        }
     }
 
     async fn shutdown(mut self) {

@@ -147,6 +147,15 @@ impl Leader {
                 .await
                 .map(|key| Answer::ForceUnlocked(key.as_u128()))
                 .map_err(service_error),
+            Call::Ping { .. } => {
+                let quorum_ack_ms = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .millis_since_quorum_ack
+                    .ok_or(CallError::NotLeader { leader: None })?;
+                Ok(Answer::Pong { quorum_ack_ms })
+            }
             Call::List => {
                 // A linearizable read: confirm with a quorum that this node still leads (a
                 // leader cut off from the others must not answer from its stale table).
