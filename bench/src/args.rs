@@ -104,10 +104,12 @@ pub enum RefreshRpc {
                   reached, 2 on a bad command line."
 )]
 pub struct Args {
-    /// gRPC address of the server (host:port)
+    /// gRPC address of the server (host:port); for a cluster, several separated by commas
+    /// (connections are spread over them in turn)
     #[arg(short = 'a', long = "address", default_value = "localhost:3144")]
     pub address: String,
-    /// REST address of the server (host:port), for --transport rest
+    /// REST address of the server (host:port), for --transport rest; several separated by
+    /// commas, as --address
     #[arg(long = "rest_address", default_value = "localhost:8080")]
     pub rest_address: String,
     /// Transport to load
@@ -240,6 +242,13 @@ pub(crate) struct TlsSettings {
     pub(crate) skip_verify: bool,
 }
 
+/// The addresses of a comma-separated list, for connection `index` (connections take the
+/// addresses in turn).
+pub(crate) fn address_for(list: &str, index: usize) -> &str {
+    let count = list.split(',').count();
+    list.split(',').nth(index % count).unwrap_or(list).trim()
+}
+
 /// The validated settings of one run (defaults per workload filled in).
 #[derive(Clone, Debug)]
 pub(crate) struct Plan {
@@ -309,6 +318,16 @@ impl Plan {
         }
         if args.count == Some(0) {
             return usage("--count must be at least 1");
+        }
+        for (option, list) in [
+            ("--address", &args.address),
+            ("--rest_address", &args.rest_address),
+        ] {
+            if list.split(',').any(|a| a.trim().is_empty()) {
+                return Err(UsageError(format!(
+                    "{option} has an empty address in {list:?}: give host:port[,host:port...]"
+                )));
+            }
         }
         if args.duration == Some(Duration::ZERO) {
             return usage("--duration must be greater than 0");
@@ -441,5 +460,16 @@ mod tests {
         assert!(plan(&["--names", "3"]).is_err());
         assert!(plan(&["--tls_cert", "x.pem"]).is_err());
         assert!(plan(&["-c", "0"]).is_err());
+    }
+
+    #[test]
+    fn several_addresses_are_taken_in_turn() {
+        let list = "a:1, b:2,c:3";
+        let taken: Vec<&str> = (0..4).map(|i| address_for(list, i)).collect();
+        assert_eq!(taken, ["a:1", "b:2", "c:3", "a:1"]);
+        assert_eq!(address_for("localhost:3144", 7), "localhost:3144");
+        assert!(plan(&["-a", "a:1,b:2"]).is_ok());
+        let error = plan(&["-a", "a:1,,b:2"]).expect_err("an empty address");
+        assert!(error.0.contains("--address"), "{}", error.0);
     }
 }

@@ -13,7 +13,7 @@ use ldlm_proto::ldlm::{
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use super::args::{Plan, RefreshRpc};
+use super::args::{Plan, RefreshRpc, address_for};
 use super::client::{CallError, Grant, LockClient, LockError, Unlocked};
 use super::tls;
 
@@ -42,15 +42,14 @@ fn password_metadata(plan: &Plan) -> anyhow::Result<Option<AsciiMetadataValue>> 
 /// (connection-major: the clients of connection 0 first).
 pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
     let password = password_metadata(plan)?;
-    let endpoint = Endpoint::from_shared(format!("http://{}", plan.address))
-        .with_context(|| format!("bad --address {:?}", plan.address))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true);
-    let connector = tls::connector(plan.tls.as_ref(), &plan.address, b"h2")?;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..plan.connections {
-        let endpoint = endpoint.clone();
-        let connector = connector.clone();
+        let address = address_for(&plan.address, index);
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .with_context(|| format!("bad --address {address:?}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        let connector = tls::connector(plan.tls.as_ref(), address, b"h2")?;
         tasks.spawn(async move {
             let channel = match connector {
                 Some(connector) => endpoint.connect_with_connector(connector).await,
@@ -64,7 +63,10 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
         let (index, channel) = joined.context("connecting task failed")?;
         let channel = channel
             .map_err(|e| anyhow::anyhow!(error_chain(&e)))
-            .with_context(|| format!("cannot connect to {} over gRPC", plan.address))?;
+            .with_context(|| {
+                let address = address_for(&plan.address, index);
+                format!("cannot connect to {address} over gRPC")
+            })?;
         channels[index] = Some(channel);
     }
     let renew = plan.refresh_rpc == RefreshRpc::Renew;

@@ -38,7 +38,7 @@ use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::args::{Plan, RefreshRpc};
+use super::args::{Plan, RefreshRpc, address_for};
 use super::client::{CallError, Grant, LockClient, Unlocked};
 use super::grpc::{error_chain, grant, lock_request, try_lock_request, unlocked};
 use super::tls;
@@ -80,20 +80,15 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<H2Client>> {
         ),
         None => None,
     };
-    let tls = tls::connector(plan.tls.as_ref(), &plan.address, b"h2")?;
-    let scheme = if tls.is_some() {
+    let scheme = if plan.tls.is_some() {
         Scheme::HTTPS
     } else {
         Scheme::HTTP
     };
-    let authority: http::uri::Authority = plan
-        .address
-        .parse()
-        .with_context(|| format!("bad --address {:?}", plan.address))?;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..plan.connections {
-        let address = plan.address.clone();
-        let tls = tls.clone();
+        let address = address_for(&plan.address, index).to_owned();
+        let tls = tls::connector(plan.tls.as_ref(), &address, b"h2")?;
         tasks.spawn(async move {
             let connected = tokio::time::timeout(CONNECT_TIMEOUT, open(&address, tls)).await;
             let connected = connected.unwrap_or_else(|_| {
@@ -107,17 +102,20 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<H2Client>> {
     let mut senders = vec![None; plan.connections];
     while let Some(joined) = tasks.join_next().await {
         let (index, connected) = joined.context("connecting task failed")?;
-        let send =
-            connected.with_context(|| format!("cannot connect to {} over gRPC", plan.address))?;
-        senders[index] = Some(send);
+        let address = address_for(&plan.address, index);
+        let send = connected.with_context(|| format!("cannot connect to {address} over gRPC"))?;
+        let authority: http::uri::Authority = address
+            .parse()
+            .with_context(|| format!("bad --address {address:?}"))?;
+        senders[index] = Some((send, authority));
     }
     let renew = plan.refresh_rpc == RefreshRpc::Renew;
     let mut clients = Vec::with_capacity(plan.workers());
-    for send in senders.into_iter().flatten() {
+    for (send, authority) in senders.into_iter().flatten() {
         let client = H2Client {
             send,
             scheme: scheme.clone(),
-            authority: authority.clone(),
+            authority,
             password: password.clone(),
             renew,
         };

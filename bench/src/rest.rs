@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use tokio::net::TcpStream;
 
-use super::args::{Plan, RefreshRpc};
+use super::args::{Plan, RefreshRpc, address_for};
 use super::client::{CallError, Grant, LockClient, LockError, Unlocked};
 use super::tls;
 use ldlm_security::tls::TlsConnector;
@@ -51,9 +51,6 @@ struct Target {
 
 /// Opens `plan.connections` connections, each with a new session.
 pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<RestClient>> {
-    let address = plan.rest_address.clone();
-    let host = HeaderValue::try_from(address.as_str())
-        .with_context(|| format!("bad --rest_address {address:?}"))?;
     let authorization = match &plan.password {
         // Basic auth: the user part is ignored by the server, only the password counts.
         Some(password) => {
@@ -62,20 +59,21 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<RestClient>> {
         }
         None => None,
     };
-    let tls = tls::connector(plan.tls.as_ref(), &address, b"http/1.1")?;
-    let target = Target {
-        address,
-        host,
-        authorization,
-        tls,
-        refresh_uri: match plan.refresh_rpc {
-            RefreshRpc::Refreshlock => "/v1/refreshlock",
-            RefreshRpc::Renew => "/v1/renew",
-        },
+    let refresh_uri = match plan.refresh_rpc {
+        RefreshRpc::Refreshlock => "/v1/refreshlock",
+        RefreshRpc::Renew => "/v1/renew",
     };
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..plan.connections {
-        let target = target.clone();
+        let address = address_for(&plan.rest_address, index).to_owned();
+        let target = Target {
+            host: HeaderValue::try_from(address.as_str())
+                .with_context(|| format!("bad --rest_address {address:?}"))?,
+            tls: tls::connector(plan.tls.as_ref(), &address, b"http/1.1")?,
+            address,
+            authorization: authorization.clone(),
+            refresh_uri,
+        };
         tasks.spawn(async move {
             let client = tokio::time::timeout(CONNECT_TIMEOUT, RestClient::connect(target))
                 .await
@@ -86,9 +84,9 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<RestClient>> {
     let mut clients: Vec<Option<RestClient>> = (0..plan.connections).map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {
         let (index, client) = joined.context("connecting task failed")?;
-        clients[index] = Some(
-            client.with_context(|| format!("cannot open a REST session at {}", target.address))?,
-        );
+        let address = address_for(&plan.rest_address, index);
+        clients[index] =
+            Some(client.with_context(|| format!("cannot open a REST session at {address}"))?);
     }
     Ok(clients.into_iter().flatten().collect())
 }
