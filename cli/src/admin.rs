@@ -6,11 +6,16 @@
 //! ldlm-lock [-s|--socket PATH] list [--json]
 //! ldlm-lock [-s|--socket PATH] unlock NAME [KEY]
 //! ldlm-lock [-s|--socket PATH] cluster status [--json]
+//! ldlm-lock [-s|--socket PATH] cluster add ID=HOST:PORT [--json]
+//! ldlm-lock [-s|--socket PATH] cluster remove ID [--json]
 //! ```
 //!
 //! In cluster mode `list` and `unlock` act on the whole cluster (through its leader), whichever
 //! node's socket they use; `cluster status` shows this node's view: its id, the leader, the
 //! term, its commit and applied index, and every member with its role and last contact.
+//! `cluster add` makes a node started with `--cluster_join` a member (it first catches up as a
+//! learner, then votes); `cluster remove` takes a member out. Both go through the leader and
+//! print the cluster's status once the change is committed.
 //!
 //! The socket is `--socket`, else `LDLM_IPC_SOCKET_FILE` (an empty value counts as unset), else
 //! [`crate::config::default_ipc_socket_file`]. Output is go-ldlm's: `list` prints
@@ -34,6 +39,9 @@ pub const SOCKET_ENV: &str = "LDLM_IPC_SOCKET_FILE";
 
 /// How long one read or write on the socket may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// The same for a membership change, which waits for a new node to catch up (the leader gives
+/// it a minute).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Command line of `ldlm-lock`.
 #[derive(Debug, Parser)]
@@ -85,6 +93,44 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add a node (started with --cluster_join): it catches up as a learner, then votes
+    Add {
+        /// The node as ID=HOST:PORT (its id and peer address)
+        #[arg(value_parser = parse_member)]
+        member: (u64, String),
+        /// Print the resulting status as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member (a voter or a learner); stop its server afterwards
+    Remove {
+        /// The node's id
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        id: u64,
+        /// Print the resulting status as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ID=HOST:PORT` → (id, address).
+fn parse_member(text: &str) -> Result<(u64, String), String> {
+    let (id, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| format!("{id:?} is not a node id (a positive integer)"))?;
+    let address = address.trim();
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok((id, address.to_owned()))
+        }
+        _ => Err(format!("{address:?} is not HOST:PORT")),
+    }
 }
 
 /// The `ldlm-lock` command line as a [`clap::Command`] (the one [`Cli`] parses with), for shell
@@ -126,8 +172,21 @@ pub fn run(command: &Command, socket: &Path, out: &mut dyn Write, err: &mut dyn 
         Command::Cluster {
             command: ClusterCommand::Status { .. },
         } => Request::ClusterStatus,
+        Command::Cluster {
+            command: ClusterCommand::Add { member, .. },
+        } => Request::ClusterAdd {
+            id: member.0,
+            address: member.1.clone(),
+        },
+        Command::Cluster {
+            command: ClusterCommand::Remove { id, .. },
+        } => Request::ClusterRemove { id: *id },
     };
-    let response = match ldlm_ipc::request(socket, &request, TIMEOUT) {
+    let timeout = match request {
+        Request::ClusterAdd { .. } | Request::ClusterRemove { .. } => MEMBERSHIP_TIMEOUT,
+        _ => TIMEOUT,
+    };
+    let response = match ldlm_ipc::request(socket, &request, timeout) {
         Ok(response) => response,
         Err(e) => {
             let _ = writeln!(err, "{}", client_error_message(&e));
@@ -143,7 +202,10 @@ pub fn run(command: &Command, socket: &Path, out: &mut dyn Write, err: &mut dyn 
         (Command::Unlock { .. }, Response::Unlocked { .. }) => writeln!(out, "Unlocked: true"),
         (
             Command::Cluster {
-                command: ClusterCommand::Status { json },
+                command:
+                    ClusterCommand::Status { json }
+                    | ClusterCommand::Add { json, .. }
+                    | ClusterCommand::Remove { json, .. },
             },
             Response::Cluster(cluster),
         ) => print_cluster(out, &cluster, *json),

@@ -46,6 +46,7 @@ pub async fn start_node(
             session_grace: config.cluster_session_grace,
             password: config.password.clone(),
             tls: peer_tls(config)?,
+            join: config.cluster_join,
         },
         listener,
     )

@@ -303,3 +303,118 @@ fn inconsistent_cluster_options_exit_2_naming_the_option() {
         assert!(stderr.contains(option), "{args:?}: {stderr}");
     }
 }
+
+/// `ldlm-lock -s <node's socket> ARGS`: (exit code, stdout, stderr).
+fn lock_cli(cluster: &Cluster, node: u64, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(support::cluster::LOCK)
+        .arg("-s")
+        .arg(&cluster.node(node).ipc)
+        .args(args)
+        .output()
+        .expect("ldlm-lock runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The member ids in `ldlm-lock cluster ... --json` output.
+fn member_ids(json: &str) -> Vec<u64> {
+    let status: serde_json::Value = serde_json::from_str(json).expect("status JSON");
+    status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect()
+}
+
+/// Grow 3 → 5, shrink 5 → 3 and replace a killed node with `ldlm-lock cluster add/remove`,
+/// while a client holds a lock: the hold keeps its key throughout, new members serve (and
+/// see it), and wrong requests get errors that say what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_removed_and_replaced_while_a_lock_is_held() {
+    let mut cluster = Cluster::start();
+    cluster.leader();
+    let mut holder = client(&cluster.grpc(1)).await;
+    let held = try_lock(&mut holder, "kept", None).await;
+    locked(&held, "kept");
+
+    // Grow to five, each new node added through a different node's socket.
+    for (id, through) in [(4, 2), (5, 3)] {
+        cluster.join(id);
+        let member = format!("{id}={}", cluster.peer_address(id));
+        let (code, out, err) = lock_cli(&cluster, through, &["cluster", "add", &member, "--json"]);
+        assert_eq!(code, 0, "cluster add {member}: {err}");
+        assert!(member_ids(&out).contains(&id), "{out}");
+    }
+    cluster.leader();
+    let (_, out, _) = lock_cli(&cluster, 5, &["cluster", "status", "--json"]);
+    assert_eq!(member_ids(&out), vec![1, 2, 3, 4, 5]);
+    // A new member serves: it lists the held lock, and the lock is busy there.
+    let (code, out, err) = lock_cli(&cluster, 5, &["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&held.key), "{out}");
+    let mut at_five = client(&cluster.grpc(5)).await;
+    assert!(!try_lock(&mut at_five, "kept", None).await.locked);
+
+    // Wrong requests say what is wrong and change nothing.
+    let (code, _, err) = lock_cli(&cluster, 1, &["cluster", "remove", "9"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("node 9 is not a member"), "{err}");
+    let (code, _, err) = lock_cli(&cluster, 1, &["cluster", "add", "4=127.0.0.1:1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already a member"), "{err}");
+    let (code, _, err) = lock_cli(&cluster, 1, &["cluster", "add", "x=1"]);
+    assert_eq!(code, 2, "a usage error: {err}");
+
+    // Shrink back to three.
+    for id in [5, 4] {
+        let (code, out, err) = lock_cli(
+            &cluster,
+            1,
+            &["cluster", "remove", &id.to_string(), "--json"],
+        );
+        assert_eq!(code, 0, "cluster remove {id}: {err}");
+        assert!(!member_ids(&out).contains(&id), "{out}");
+        let mut node = cluster.nodes.pop().expect("the last node");
+        if let Some(process) = node.process.as_mut() {
+            process.signal("TERM");
+            process.wait(SLACK);
+        }
+    }
+
+    // Replace a dead node: kill 3, remove it, add a fresh node 6 in its place.
+    let mut dead = cluster.nodes[2].process.take().expect("running");
+    dead.signal("KILL");
+    dead.wait(SLACK);
+    let (code, _, err) = lock_cli(&cluster, 1, &["cluster", "remove", "3"]);
+    assert_eq!(code, 0, "cluster remove 3: {err}");
+    cluster.join(6);
+    let member = format!("6={}", cluster.peer_address(6));
+    let (code, out, err) = lock_cli(&cluster, 2, &["cluster", "add", &member, "--json"]);
+    assert_eq!(code, 0, "cluster add {member}: {err}");
+    assert_eq!(member_ids(&out), vec![1, 2, 6]);
+
+    // The hold survived it all, under its key, and its holder lets it go.
+    let renewed = holder
+        .renew(RenewRequest {
+            name: "kept".into(),
+            key: held.key.clone(),
+            lock_timeout_seconds: 30,
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert!(renewed.locked, "{renewed:?}");
+    let unlocked = holder
+        .unlock(UnlockRequest {
+            name: "kept".into(),
+            key: held.key.clone(),
+        })
+        .await
+        .expect("rpc")
+        .into_inner();
+    assert!(unlocked.unlocked);
+}

@@ -99,6 +99,18 @@ pub enum Call {
         /// The session id.
         id: u128,
     },
+    /// Adds node `id` at peer address `address`: a learner first, a voter once caught up.
+    AddMember {
+        /// The new node.
+        id: NodeId,
+        /// Its peer address.
+        address: String,
+    },
+    /// Removes node `id` (voter or learner).
+    RemoveMember {
+        /// The node.
+        id: NodeId,
+    },
     /// A follower checking that it is in contact with a leader that is in contact with a
     /// quorum (see [`Answer::Pong`]).
     Ping {
@@ -154,6 +166,8 @@ pub struct HoldView {
 /// The leader's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
+    /// A membership change is committed.
+    MembershipChanged,
     /// Ping: this leader heard from a quorum this many milliseconds before it answered.
     Pong {
         /// Milliseconds since the leader's last quorum acknowledgement.
@@ -210,4 +224,7 @@ pub enum CallError {
     /// No live session with this id.
     #[error("session not found")]
     SessionNotFound,
+    /// An administrative request that cannot be carried out as asked (the text says why).
+    #[error("{0}")]
+    Refused(String),
 }

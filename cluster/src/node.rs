@@ -46,6 +46,9 @@ pub struct NodeConfig {
     pub password: Option<String>,
     /// TLS on the peer port (the server's `--tls_*` settings), or plaintext.
     pub tls: Option<PeerTls>,
+    /// Join an existing cluster (`--cluster_join`): a fresh node waits to be added by the
+    /// leader (`ldlm-lock cluster add`) instead of forming a cluster of `peers`.
+    pub join: bool,
 }
 
 /// TLS between nodes: the server's own configuration on the peer listener (with mTLS when the
@@ -187,7 +190,12 @@ impl ClusterNode {
             }
         });
 
-        if fresh {
+        if fresh && config.join {
+            tracing::info!(
+                node = config.id,
+                "Waiting to be added to a cluster (ldlm-lock cluster add at one of its nodes)"
+            );
+        } else if fresh {
             let members: BTreeMap<NodeId, Node> = config
                 .peers
                 .iter()

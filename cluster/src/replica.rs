@@ -218,7 +218,16 @@ impl Replica {
             .find(|grant| grant.seq == request.seq)
     }
 
-    /// The owners of node `node` that hold something (to release when the node is gone).
+    /// The nodes whose gRPC clients hold something.
+    pub fn owner_nodes(&self) -> std::collections::BTreeSet<NodeId> {
+        self.locks
+            .values()
+            .flat_map(|lock| lock.holders.iter().map(|h| h.owner.node))
+            .filter(|&node| node != 0)
+            .collect()
+    }
+
+    /// The clients of node `node` that hold something.
     pub fn owners_on(&self, node: NodeId) -> Vec<GlobalOwner> {
         let mut owners: Vec<GlobalOwner> = self
             .locks

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use ldlm_engine::{EngineConfig, Grant, LockKey, LockRequest, OwnerId, ReleaseSummary};
 use ldlm_service::{
     Acquire, ClusterStatus, Disconnected, ListedHold, LocalOptions, LockService, MemberRole,
-    MemberStatus, ServiceError, ServiceStats, SessionId, Transport,
+    MemberStatus, MembershipChange, ServiceError, ServiceStats, SessionId, Transport,
 };
 use openraft::ServerState;
 
@@ -328,6 +328,7 @@ fn service_error(error: CallError) -> ServiceError {
         }
         CallError::TooManySessions { limit } => ServiceError::TooManySessions { limit },
         CallError::SessionNotFound => ServiceError::SessionNotFound,
+        CallError::Refused(reason) => ServiceError::Refused(reason),
     }
 }
 
@@ -540,6 +541,39 @@ impl LockService for ClusterLockService {
 
     fn connection_resets(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.router.resets.subscribe())
+    }
+
+    async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<ClusterStatus, ServiceError> {
+        let call = match change {
+            MembershipChange::Add { id, address } => {
+                if id == 0 || id > 65_535 {
+                    return Err(ServiceError::Refused(format!(
+                        "{id} is not a node id: 1 to 65535"
+                    )));
+                }
+                Call::AddMember { id, address }
+            }
+            MembershipChange::Remove { id } => Call::RemoveMember { id },
+        };
+        // A new member may take a while to catch up; the leader bounds it.
+        let deadline = Some(Instant::now() + Duration::from_secs(80));
+        match self.call(call, deadline).await? {
+            Answer::MembershipChanged => {}
+            other => return Err(unexpected(other)),
+        }
+        // This node's view once it has applied the change too (it may lag a little).
+        let wanted = self.node().committed();
+        let mut metrics = self.node().metrics();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            metrics.wait_for(|m| m.last_applied >= wanted),
+        )
+        .await;
+        self.cluster_status()
+            .ok_or_else(|| ServiceError::Unavailable("no cluster status".into()))
     }
 
     fn cluster_status(&self) -> Option<ClusterStatus> {

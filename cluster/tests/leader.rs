@@ -33,6 +33,7 @@ async fn start_nodes(dirs: &BTreeMap<u64, tempfile::TempDir>) -> BTreeMap<u64, C
             session_grace: Duration::from_secs(10),
             password: None,
             tls: None,
+            join: false,
         };
         nodes.insert(
             id,

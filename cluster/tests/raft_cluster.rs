@@ -67,6 +67,7 @@ impl Cluster {
             session_grace: Duration::from_secs(10),
             password: self.password.clone(),
             tls: self.tls.clone(),
+            join: false,
         };
         let node = ClusterNode::start(config, listener)
             .await

@@ -42,6 +42,7 @@ impl Cluster {
                 session_grace: Duration::from_secs(10),
                 password: None,
                 tls: None,
+                join: false,
             };
             let node = Arc::new(ClusterNode::start(config, listener).await.expect("start"));
             let service =

@@ -117,7 +117,25 @@ pub struct MemberStatus {
     pub last_contact_ms: Option<u64>,
 }
 
-/// A cluster node's view of the cluster (`ldlm-lock cluster status`).
+/// A change of a cluster's members (`ldlm-lock cluster add` / `remove`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add node `id`, listening for peers at `address`: first as a learner that catches up,
+    /// then as a voter.
+    Add {
+        /// The new node's id.
+        id: u64,
+        /// Its peer address (host:port).
+        address: String,
+    },
+    /// Remove node `id` (a voter or a learner).
+    Remove {
+        /// The node's id.
+        id: u64,
+    },
+}
+
+/// This node's view of its cluster (`ldlm-lock cluster status`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterStatus {
     /// This node's id.
@@ -229,6 +247,18 @@ pub trait LockService: Send + Sync + 'static {
     /// This node's view of its cluster; `None` for a single server.
     fn cluster_status(&self) -> Option<ClusterStatus> {
         None
+    }
+
+    /// Adds or removes a cluster member (through the leader); answers the cluster's status
+    /// once the change is committed.
+    fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> impl Future<Output = Result<ClusterStatus, ServiceError>> + Send {
+        let _ = change;
+        std::future::ready(Err(ServiceError::Unavailable(
+            "this server is not in cluster mode (no --cluster_node_id)".into(),
+        )))
     }
 
     /// Graceful shutdown: stop granting (waiters are told), keep every hold.

@@ -29,4 +29,8 @@ pub enum ServiceError {
     /// No live session has this id (never made, ended, or expired): HTTP 401 or 409.
     #[error("session not found")]
     SessionNotFound,
+    /// An administrative request that cannot be carried out as asked (a membership change
+    /// naming an unknown member, or removing the last voter); the text says why.
+    #[error("{0}")]
+    Refused(String),
 }

@@ -30,7 +30,7 @@ pub mod sessions;
 
 pub use api::{
     Acquire, ClusterStatus, Disconnected, ListedHold, LockService, MemberRole, MemberStatus,
-    ServiceStats,
+    MembershipChange, ServiceStats,
 };
 pub use clock::Clock;
 pub use commit::{CommitSender, Commits, NotCommitted, commit_channel};

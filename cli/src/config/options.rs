@@ -391,6 +391,10 @@ server_options! {
     /// clients' locks are released. Default 10s.
     cluster_session_grace: Duration = Duration::from_secs(10);
         "How long a node may be out of contact before its gRPC clients' locks are released";
+    /// `--cluster_join`: a fresh node joins an existing cluster (it waits for `ldlm-lock
+    /// cluster add` at one of the cluster's nodes) instead of forming one with `cluster_peers`.
+    cluster_join: bool = false;
+        "Join an existing cluster: wait to be added (ldlm-lock cluster add) instead of forming one";
     /// `--cluster_snapshot_every`: log entries between snapshots of the lock table (the log
     /// behind a snapshot is purged). Default 10000, ≥ 1.
     cluster_snapshot_every: u64 = 10_000;

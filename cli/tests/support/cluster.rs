@@ -25,6 +25,8 @@ pub(crate) struct Node {
     pub(crate) id: u64,
     pub(crate) process: Option<Process>,
     pub(crate) ipc: PathBuf,
+    /// A node that joined later: its own `--cluster_peers` (itself only) and `--cluster_join`.
+    pub(crate) joined: Option<String>,
 }
 
 pub(crate) struct Cluster {
@@ -86,6 +88,7 @@ impl Cluster {
                     id,
                     process: None,
                     ipc: dir.path().join(format!("ipc-{id}.sock")),
+                    joined: None,
                 })
                 .collect(),
             dir,
@@ -107,17 +110,51 @@ impl Cluster {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
+    /// Starts a new node `id` (on 127.0.0.1) that waits to be added (`--cluster_join`); its
+    /// peer address is [`Cluster::peer_address`].
+    pub(crate) fn join(&mut self, id: u64) {
+        assert!(self.nodes.iter().all(|n| n.id != id), "a new id");
+        let peers = format!("{id}=127.0.0.1:{}", free_port());
+        self.nodes.push(Node {
+            id,
+            process: None,
+            ipc: self.dir.path().join(format!("ipc-{id}.sock")),
+            joined: Some(peers),
+        });
+        self.launch(id);
+    }
+
+    /// Node `id`'s peer address.
+    pub(crate) fn peer_address(&self, id: u64) -> String {
+        let peers = self.node(id).joined.as_deref().unwrap_or(&self.peers);
+        peers
+            .split(',')
+            .find_map(|p| p.strip_prefix(&format!("{id}=")))
+            .expect("listed")
+            .to_owned()
+    }
+
     /// Starts node `id` (again, on its data directory).
     pub(crate) fn launch(&mut self, id: u64) {
         let data = self.dir.path().join(format!("node-{id}"));
-        let node = &mut self.nodes[(id - 1) as usize];
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("a node of this cluster");
         let mut args = vec![
             format!("--cluster_node_id={id}"),
-            format!("--cluster_peers={}", self.peers),
+            format!(
+                "--cluster_peers={}",
+                node.joined.as_deref().unwrap_or(&self.peers)
+            ),
             format!("--cluster_data_dir={}", data.display()),
             "--cluster_election_timeout=500ms".to_owned(),
             format!("--ipc_socket_file={}", node.ipc.display()),
         ];
+        if node.joined.is_some() {
+            args.push("--cluster_join".to_owned());
+        }
         args.extend(self.extra.iter().cloned());
         let mut command = match &self.network {
             Some(network) => {
@@ -139,7 +176,10 @@ impl Cluster {
     }
 
     pub(crate) fn node(&self, id: u64) -> &Node {
-        &self.nodes[(id - 1) as usize]
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("a node of this cluster")
     }
 
     pub(crate) fn grpc(&self, id: u64) -> String {

@@ -38,6 +38,7 @@ fn service_error(error: ServiceError) -> CallError {
         ServiceError::Lock(error) => CallError::Lock(error),
         ServiceError::TooManySessions { limit } => CallError::TooManySessions { limit },
         ServiceError::SessionNotFound => CallError::SessionNotFound,
+        ServiceError::Refused(reason) => CallError::Refused(reason),
         other => CallError::NotCommitted(other.to_string()),
     }
 }
@@ -147,6 +148,12 @@ impl Leader {
                 .await
                 .map(|key| Answer::ForceUnlocked(key.as_u128()))
                 .map_err(service_error),
+            Call::AddMember { id, address } => self.add_member(id, address).await,
+            Call::RemoveMember { id } => self.remove_member(id).await,
+            // A node that is no longer a member gets no answer that would keep it serving.
+            Call::Ping { from } if !self.is_member(from) => Err(CallError::Refused(format!(
+                "node {from} is not a member of this cluster"
+            ))),
             Call::Ping { .. } => {
                 let quorum_ack_ms = self
                     .raft

@@ -7,8 +7,13 @@
 //! from other followers at all). By the time this happens, a node that is merely cut off has
 //! already closed its clients' connections, at half the grace, so no client still believes in
 //! a lock given away here. REST sessions belong to no node: they end by idle expiry only.
+//!
+//! A node that is no longer a member (removed with `ldlm-lock cluster remove`) counts as
+//! silent from the moment this leader first sees its clients' holds without it among the
+//! members: its pings are refused, so it is cut off within half the grace, and its clients'
+//! locks are released after the whole grace, as a dead node's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -19,6 +24,8 @@ use crate::raft::NodeId;
 
 /// How often the leader looks for gone nodes.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// How often it looks again for clients of nodes that are not members.
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts the task (it stops with the leader).
 pub(super) fn start(
@@ -31,6 +38,10 @@ pub(super) fn start(
     let leading_since = Instant::now();
     tokio::spawn(async move {
         let mut released: BTreeSet<NodeId> = BTreeSet::new();
+        // Nodes with clients here that are not members, and since when this leader knows.
+        let mut absent_since: BTreeMap<NodeId, Instant> = BTreeMap::new();
+        let mut with_clients: BTreeSet<NodeId> = BTreeSet::new();
+        let mut scanned: Option<(Instant, BTreeSet<NodeId>)> = None;
         let mut ticks = tokio::time::interval(CHECK_EVERY);
         loop {
             ticks.tick().await;
@@ -40,7 +51,7 @@ pub(super) fn start(
             if leader.is_deposed() {
                 return;
             }
-            let members: Vec<NodeId> = leader
+            let members: BTreeSet<NodeId> = leader
                 .raft
                 .metrics()
                 .borrow()
@@ -48,10 +59,29 @@ pub(super) fn start(
                 .membership()
                 .nodes()
                 .map(|(&id, _)| id)
-                .filter(|&id| id != me)
                 .collect();
-            for node in members {
-                let silence = liveness.silence(node).min(leading_since.elapsed());
+            // Which nodes have clients here is a scan of every hold: done on this leader's
+            // first look, when the members change, and every few seconds (a removed node's
+            // clients may still have been served in the moments before it was cut off).
+            if scanned
+                .as_ref()
+                .is_none_or(|(at, of)| *of != members || at.elapsed() >= RESCAN_EVERY)
+            {
+                with_clients = leader.nodes_with_clients().await;
+                scanned = Some((Instant::now(), members.clone()));
+            }
+            let mut watched: BTreeSet<NodeId> = members.clone();
+            watched.extend(with_clients.iter().copied());
+            absent_since.retain(|node, _| watched.contains(node) && !members.contains(node));
+            for node in watched.into_iter().filter(|&id| id != me) {
+                let silence = if members.contains(&node) {
+                    liveness.silence(node).min(leading_since.elapsed())
+                } else {
+                    absent_since
+                        .entry(node)
+                        .or_insert_with(Instant::now)
+                        .elapsed()
+                };
                 if silence <= grace {
                     released.remove(&node);
                     continue;
@@ -76,9 +106,23 @@ pub(super) fn start(
 }
 
 impl Leader {
+    /// The nodes whose clients hold or wait for something here (sessions excluded).
+    async fn nodes_with_clients(&self) -> BTreeSet<NodeId> {
+        let mut nodes = self.machine.read(|replica| replica.owner_nodes()).await;
+        nodes.extend(
+            self.owners
+                .lock()
+                .iter()
+                .filter(|(_, owner)| !owner.has_ended())
+                .map(|(global, _)| global.node)
+                .filter(|&node| node != 0),
+        );
+        nodes
+    }
+
     /// The clients of node `node` that hold or wait for something here.
     pub(super) async fn owners_on(&self, node: NodeId) -> Vec<GlobalOwner> {
-        let mut owners = self.machine.replica().await.owners_on(node);
+        let mut owners = self.machine.read(|replica| replica.owners_on(node)).await;
         owners.extend(
             self.owners
                 .lock()

@@ -21,6 +21,7 @@
 mod broken_double;
 mod calls;
 mod gone;
+mod membership;
 mod sessions;
 mod sink;
 

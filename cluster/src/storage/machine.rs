@@ -91,6 +91,11 @@ impl StateMachine {
         self.state.read().await.replica.clone()
     }
 
+    /// `read` applied to the replica as applied so far (no copy).
+    pub async fn read<T>(&self, read: impl FnOnce(&Replica) -> T) -> T {
+        read(&self.state.read().await.replica)
+    }
+
     /// The grant committed for `request`, if the replica still remembers it.
     pub async fn grant_for(
         &self,

@@ -11,6 +11,8 @@
 //! {"v":1,"op":"list"}
 //! {"v":1,"op":"unlock","name":"jobs","key":"6f1c…"}     key: a string, null or absent
 //! {"v":1,"op":"cluster_status"}
+//! {"v":1,"op":"cluster_add","id":4,"address":"10.0.0.4:7070"}
+//! {"v":1,"op":"cluster_remove","id":4}
 //! ```
 //!
 //! Responses:
@@ -50,6 +52,18 @@ pub enum Request {
     },
     /// The cluster as this node sees it (cluster mode only).
     ClusterStatus,
+    /// Adds node `id` at peer address `address` to the cluster (answered with the status).
+    ClusterAdd {
+        /// The new node's id.
+        id: u64,
+        /// Its peer address (host:port).
+        address: String,
+    },
+    /// Removes node `id` from the cluster (answered with the status).
+    ClusterRemove {
+        /// The node's id.
+        id: u64,
+    },
 }
 
 /// One cluster member, as `ldlm-lock cluster status --json` prints it.
@@ -206,6 +220,19 @@ pub fn decode_request_limited(bytes: &[u8], limit: usize) -> Result<Request, Pro
     match op {
         "list" => Ok(Request::List),
         "cluster_status" => Ok(Request::ClusterStatus),
+        "cluster_add" => {
+            let id = node_id(&object)?;
+            match object.remove("address") {
+                Some(Value::String(address)) => Ok(Request::ClusterAdd { id, address }),
+                _ => Err(ProtocolError::BadField {
+                    field: "address",
+                    expected: "a string",
+                }),
+            }
+        }
+        "cluster_remove" => Ok(Request::ClusterRemove {
+            id: node_id(&object)?,
+        }),
         "unlock" => {
             let name = match object.remove("name") {
                 Some(Value::String(name)) => name,
@@ -234,6 +261,17 @@ pub fn decode_request_limited(bytes: &[u8], limit: usize) -> Result<Request, Pro
     }
 }
 
+/// The `id` field: a node id, a positive integer.
+fn node_id(object: &Map<String, Value>) -> Result<u64, ProtocolError> {
+    match object.get("id").and_then(Value::as_u64) {
+        Some(id) if id > 0 => Ok(id),
+        _ => Err(ProtocolError::BadField {
+            field: "id",
+            expected: "a positive integer",
+        }),
+    }
+}
+
 /// Encodes a request as one line, newline included.
 pub fn encode_request(request: &Request) -> Vec<u8> {
     let value = match request {
@@ -241,6 +279,17 @@ pub fn encode_request(request: &Request) -> Vec<u8> {
         Request::ClusterStatus => {
             serde_json::json!({ "v": PROTOCOL_VERSION, "op": "cluster_status" })
         }
+        Request::ClusterAdd { id, address } => serde_json::json!({
+            "v": PROTOCOL_VERSION,
+            "op": "cluster_add",
+            "id": id,
+            "address": address,
+        }),
+        Request::ClusterRemove { id } => serde_json::json!({
+            "v": PROTOCOL_VERSION,
+            "op": "cluster_remove",
+            "id": id,
+        }),
         Request::Unlock { name, key } => serde_json::json!({
             "v": PROTOCOL_VERSION,
             "op": "unlock",
@@ -388,11 +437,35 @@ mod tests {
                 name: "x".into(),
                 key: Some("k".into()),
             },
+            Request::ClusterStatus,
+            Request::ClusterAdd {
+                id: 4,
+                address: "10.0.0.4:7070".into(),
+            },
+            Request::ClusterRemove { id: 4 },
         ] {
             let line = encode_request(&request);
             assert_eq!(line.last(), Some(&b'\n'));
             assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
             assert_eq!(decode_request(&line[..line.len() - 1]), Ok(request));
+        }
+    }
+
+    #[test]
+    fn membership_requests_need_a_positive_id_and_an_address() {
+        for bad in [
+            &br#"{"v":1,"op":"cluster_remove"}"#[..],
+            br#"{"v":1,"op":"cluster_remove","id":0}"#,
+            br#"{"v":1,"op":"cluster_remove","id":-3}"#,
+            br#"{"v":1,"op":"cluster_remove","id":"4"}"#,
+            br#"{"v":1,"op":"cluster_add","id":4}"#,
+            br#"{"v":1,"op":"cluster_add","id":4,"address":7}"#,
+        ] {
+            assert!(
+                matches!(decode_request(bad), Err(ProtocolError::BadField { .. })),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

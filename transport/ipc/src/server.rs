@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldlm_engine::LockError;
-use ldlm_service::{LockService, ServiceError};
+use ldlm_service::{ClusterStatus, LockService, MembershipChange, ServiceError};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -339,27 +339,22 @@ async fn handle<S: LockService>(service: &S, request: Request) -> Response {
             }
         }
         Request::ClusterStatus => match service.cluster_status() {
-            Some(status) => Response::Cluster(ClusterEntry {
-                node_id: status.node_id,
-                leader: status.leader,
-                term: status.term,
-                commit_index: status.commit_index,
-                applied_index: status.applied_index,
-                members: status
-                    .members
-                    .into_iter()
-                    .map(|member| MemberEntry {
-                        id: member.id,
-                        address: member.address,
-                        role: member.role.as_str().to_owned(),
-                        last_contact_ms: member.last_contact_ms,
-                    })
-                    .collect(),
-            }),
+            Some(status) => Response::Cluster(cluster_entry(status)),
             None => Response::Error {
                 message: "this server is not in cluster mode (no --cluster_node_id)".into(),
             },
         },
+        Request::ClusterAdd { id, address } => {
+            info!(node = id, %address, "Adding a cluster member (ldlm-lock cluster add)");
+            membership(service, MembershipChange::Add { id, address }).await
+        }
+        Request::ClusterRemove { id } => {
+            info!(
+                node = id,
+                "Removing a cluster member (ldlm-lock cluster remove)"
+            );
+            membership(service, MembershipChange::Remove { id }).await
+        }
         Request::Unlock { name, key } => {
             debug!(name = %name, key = ?key, "Handling IPC Unlock request");
             // go-ldlm's IPC treats an empty key as "no key".
@@ -385,6 +380,36 @@ async fn handle<S: LockService>(service: &S, request: Request) -> Response {
 /// go-ldlm's texts: finding the holder by name fails with the bare message (`a lock by that name
 /// does not exist`, or our ambiguity message); unlocking a given key fails with
 /// `failed to unlock lock: <cause>`.
+/// A membership change, answered with the cluster's status once it is committed.
+async fn membership<S: LockService>(service: &S, change: MembershipChange) -> Response {
+    match service.change_membership(change).await {
+        Ok(status) => Response::Cluster(cluster_entry(status)),
+        Err(error) => Response::Error {
+            message: error.to_string(),
+        },
+    }
+}
+
+fn cluster_entry(status: ClusterStatus) -> ClusterEntry {
+    ClusterEntry {
+        node_id: status.node_id,
+        leader: status.leader,
+        term: status.term,
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        members: status
+            .members
+            .into_iter()
+            .map(|member| MemberEntry {
+                id: member.id,
+                address: member.address,
+                role: member.role.as_str().to_owned(),
+                last_contact_ms: member.last_contact_ms,
+            })
+            .collect(),
+    }
+}
+
 fn unlock_error_message(error: &LockError, with_key: bool) -> String {
     match error {
         LockError::LockDoesNotExist | LockError::AmbiguousUnlock { .. } if !with_key => {

@@ -293,7 +293,7 @@ fn service_error(error: ServiceError) -> Reply {
         ServiceError::Unavailable(_) | ServiceError::TooManySessions { .. } => {
             StatusCode::SERVICE_UNAVAILABLE
         }
-        ServiceError::SessionNotFound => StatusCode::CONFLICT,
+        ServiceError::SessionNotFound | ServiceError::Refused(_) => StatusCode::CONFLICT,
     };
     let message = match &error {
         ServiceError::SessionNotFound => SESSION_NOT_FOUND.to_owned(),
