@@ -699,8 +699,8 @@ async fn watch_contact(router: Weak<Router>) {
     }
 }
 
-/// Keeps [`Router::leader_contact`] current: while this node follows, it pings its leader
-/// several times per half session grace. An answer proves a round trip: the leader heard this
+/// Keeps [`Router::leader_contact`] current: while this node follows, it pings its leader ten
+/// times per half session grace (a lost ping or two must not cut it off). An answer proves a round trip: the leader heard this
 /// node after the ping was sent (so the leader does not count it as gone before then), and it
 /// was itself in contact with a quorum `quorum_ack_ms` before it answered (so it still led
 /// then: a leader cut off from the others, which a new leader is elected without, answers a
@@ -729,7 +729,7 @@ async fn ping_leader(router: Weak<Router>) {
                 *router.leader_contact.lock() = Some((leader, contact));
             }
         }
-        let pause = (limit / 5).max(Duration::from_millis(10));
+        let pause = (limit / 10).max(Duration::from_millis(10));
         drop(router);
         tokio::time::sleep(pause).await;
     }
