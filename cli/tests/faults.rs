@@ -353,7 +353,8 @@ async fn run(plan: &Plan) -> Report {
     // were dropped have settled (or 15 s have passed): then it must hold exactly what the
     // clients still believe in.
     let settling = Instant::now();
-    let (listed, entries) = loop {
+    let (listed, entries, listed_at) = loop {
+        let before = Instant::now();
         let entries = list(&cluster, leader).await;
         let listed: Vec<(String, String)> = entries
             .iter()
@@ -364,16 +365,18 @@ async fn run(plan: &Plan) -> Report {
                 )
             })
             .collect();
-        if history::check_no_stray(&holds, &listed).is_empty()
+        if history::check_no_stray(&holds, &listed, before).is_empty()
             || settling.elapsed() > Duration::from_secs(15)
         {
-            break (listed, entries);
+            break (listed, entries, (before, Instant::now()));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let mut violations = history::check(&holds, end);
-    violations.extend(history::check_final(&holds, &listed));
-    violations.extend(history::check_no_stray(&holds, &listed));
+    // Believed in once the listing was back: then the cluster held it throughout the read (its
+    // leases end no earlier than the client counts). Listed: believed in when it was asked.
+    violations.extend(history::check_final(&holds, &listed, listed_at.1));
+    violations.extend(history::check_no_stray(&holds, &listed, listed_at.0));
     drop(connections);
     for node in &cluster.nodes {
         if let Some(process) = &node.process {
@@ -460,6 +463,32 @@ fn lose_all(
     }
 }
 
+/// A random lease: none for two holds in three, else 2 to 5 s.
+fn random_lease(rng: &mut Rng) -> Option<i32> {
+    (rng.below(3) == 0).then(|| 2 + rng.below(4) as i32)
+}
+
+/// Forgets the holds of `held` whose lease has run out (as the client counts it): the client
+/// no longer uses them, and the checker already counts them as ended.
+fn forget_expired(history: &History, held: &mut HashMap<String, (String, usize)>) {
+    let now = Instant::now();
+    let mut history = history.lock().expect("history");
+    held.retain(|_, (_, index)| {
+        let hold = &mut history[*index];
+        let expired = hold.lease_end.is_some_and(|end| end <= now);
+        if expired {
+            hold.ended = Some("its lease ran out".into());
+        }
+        !expired
+    });
+}
+
+/// Records a renewal: the lease runs `secs` from when the renew was sent.
+fn record_renewal(history: &History, index: usize, sent: Instant, secs: i32) {
+    history.lock().expect("history")[index].lease_end =
+        Some(sent + Duration::from_secs(secs as u64));
+}
+
 /// Records a grant the client was told of.
 #[allow(clippy::too_many_arguments)]
 fn record_grant(
@@ -469,6 +498,7 @@ fn record_grant(
     name: &str,
     size: i32,
     asked: Instant,
+    lease: Option<i32>,
     key: String,
     token: u64,
     held: &mut HashMap<String, (String, usize)>,
@@ -484,6 +514,7 @@ fn record_grant(
         asked,
         from: Instant::now(),
         until: None,
+        lease_end: lease.map(|secs| asked + Duration::from_secs(secs as u64)),
         ended: None,
     });
     held.insert(name.to_owned(), (key, history.len() - 1));
@@ -516,22 +547,24 @@ async fn grpc_client(
             let (name, size) = NAMES[rng.below(NAMES.len() as u64) as usize];
             let mut why = String::from("a call failed");
             let mut answered = true;
+            forget_expired(&history, &mut held);
             let ok = match rng.below(10) {
                 op @ 0..=4 if !held.contains_key(name) => {
+                    let lease = random_lease(&mut rng);
                     let asked = Instant::now();
                     let answer = if op == 4 {
                         grpc.lock(request(LockRequest {
                             name: name.into(),
                             size: Some(size),
+                            lock_timeout_seconds: lease,
                             wait_timeout_seconds: Some(1),
-                            ..Default::default()
                         }))
                         .await
                     } else {
                         grpc.try_lock(request(TryLockRequest {
                             name: name.into(),
                             size: Some(size),
-                            ..Default::default()
+                            lock_timeout_seconds: lease,
                         }))
                         .await
                     };
@@ -545,6 +578,7 @@ async fn grpc_client(
                                 name,
                                 size,
                                 asked,
+                                lease,
                                 answer.key,
                                 answer.fencing_token,
                                 &mut held,
@@ -575,18 +609,24 @@ async fn grpc_client(
                     ok
                 }
                 8 => {
-                    let Some((name, (key, _))) = held.iter().next() else {
+                    let Some((name, (key, index))) = held.iter().next() else {
                         continue;
                     };
+                    let secs = 2 + rng.below(4) as i32;
+                    let sent = Instant::now();
                     let answer = grpc
                         .renew(request(RenewRequest {
                             name: name.clone(),
                             key: key.clone(),
-                            lock_timeout_seconds: 600,
+                            lock_timeout_seconds: secs,
                         }))
                         .await;
                     why = format!("renew: {answer:?}");
-                    answer.is_ok_and(|r| r.into_inner().locked)
+                    let renewed = answer.is_ok_and(|r| r.into_inner().locked);
+                    if renewed {
+                        record_renewal(&history, *index, sent, secs);
+                    }
+                    renewed
                 }
                 _ => {
                     // Drop the connection on purpose now and then. Idling proves nothing about
@@ -789,12 +829,17 @@ async fn rest_client(
                 break;
             }
             let (name, size) = NAMES[rng.below(NAMES.len() as u64) as usize];
+            forget_expired(&history, &mut held);
             // Some(true): answered; Some(false): answered, but the session is unusable;
             // None: no answer (its outcome is unknown).
             let outcome: Option<bool> = match rng.below(10) {
                 0..=4 if !held.contains_key(name) => {
+                    let lease = random_lease(&mut rng);
                     let asked = Instant::now();
-                    let body = serde_json::json!({ "name": name, "size": size }).to_string();
+                    let body = serde_json::json!({
+                        "name": name, "size": size, "lock_timeout_seconds": lease
+                    })
+                    .to_string();
                     match rest
                         .call(hyper::Method::POST, "/v1/lock", body, &session)
                         .await
@@ -808,6 +853,7 @@ async fn rest_client(
                                     name,
                                     size,
                                     asked,
+                                    lease,
                                     answer["key"].as_str().unwrap_or_default().to_owned(),
                                     fencing_token(&answer),
                                     &mut held,
@@ -839,18 +885,24 @@ async fn rest_client(
                     }
                 }
                 8 => {
-                    let Some((name, (key, _))) = held.iter().next() else {
+                    let Some((name, (key, index))) = held.iter().next() else {
                         continue;
                     };
+                    let secs = 2 + rng.below(4) as i32;
                     let body = serde_json::json!({
-                        "name": name, "key": key, "lock_timeout_seconds": 600
+                        "name": name, "key": key, "lock_timeout_seconds": secs
                     })
                     .to_string();
+                    let sent = Instant::now();
                     match rest
                         .call(hyper::Method::POST, "/v1/renew", body, &session)
                         .await
                     {
-                        Some((200, _, answer)) => Some(answer["locked"] == true),
+                        Some((200, _, answer)) if answer["locked"] == true => {
+                            record_renewal(&history, *index, sent, secs);
+                            Some(true)
+                        }
+                        Some((200, _, _)) => Some(false),
                         _ => None,
                     }
                 }
@@ -926,6 +978,7 @@ fn hold(
         asked: at(base, from),
         from: at(base, from),
         until: until.map(|u| at(base, u)),
+        lease_end: None,
         ended: None,
         via: "node 1 (gRPC)".into(),
     }
@@ -941,7 +994,7 @@ fn the_checker_passes_a_correct_history() {
     ];
     assert!(history::check(&holds, at(base, 100)).is_empty());
     let listed = [("x".to_owned(), "k2".to_owned())];
-    assert!(history::check_final(&holds, &listed).is_empty());
+    assert!(history::check_final(&holds, &listed, at(base, 100)).is_empty());
 }
 
 #[test]
@@ -972,11 +1025,43 @@ fn the_checker_catches_a_token_going_backwards_and_a_lost_hold() {
         violations.iter().any(|v| v.what.contains("token")),
         "{violations:?}"
     );
-    assert_eq!(history::check_final(&holds, &[]).len(), 1, "k3 is not held");
+    assert_eq!(
+        history::check_final(&holds, &[], at(base, 100)).len(),
+        1,
+        "k3 is not held"
+    );
     let undone = [("x".to_owned(), "k5".to_owned())];
     assert_eq!(
-        history::check_no_stray(&holds, &undone).len(),
+        history::check_no_stray(&holds, &undone, at(base, 100)).len(),
         1,
         "k5 was let go, yet it is held"
     );
+}
+
+#[test]
+fn a_lease_ends_a_belief_and_counts_from_the_request() {
+    let base = Instant::now();
+    // Granted at 0-5 with a 10 ms lease (counted from the request, at 0): over by 10.
+    let mut leased = hold(base, 1, 1, 1, 0, None);
+    leased.lease_end = Some(at(base, 10));
+    let later = hold(base, 2, 1, 2, 12, None);
+    let holds = [leased.clone(), later.clone()];
+    assert!(
+        history::check(&holds, at(base, 100)).is_empty(),
+        "no overlap"
+    );
+    // Not believed in at the end: it need not be listed; still listed, it is stray.
+    let listed = [("x".to_owned(), "k2".to_owned())];
+    assert!(history::check_final(&holds, &listed, at(base, 100)).is_empty());
+    let both = [
+        ("x".to_owned(), "k1".to_owned()),
+        ("x".to_owned(), "k2".to_owned()),
+    ];
+    assert_eq!(
+        history::check_no_stray(&holds, &both, at(base, 100)).len(),
+        1
+    );
+    // A grant before the lease is over overlaps it.
+    let early = hold(base, 2, 1, 2, 8, None);
+    assert_eq!(history::check(&[leased, early], at(base, 100)).len(), 1);
 }

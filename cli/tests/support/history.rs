@@ -2,8 +2,10 @@
 //!
 //! Each client records, with timestamps, every grant it was told of (name, key, fencing token)
 //! and when it stopped believing in it: when it sent the unlock (it stops using the lock then),
-//! or when it learned it may have lost it (its call failed, its connection closed, a renew was
-//! refused, it dropped its connection on purpose). The checker then asks, per lock name:
+//! when it learned it may have lost it (its call failed, its connection closed, a renew was
+//! refused, it dropped its connection on purpose), or when its lease ran out — counted from
+//! when the client *sent* the grant or renew request, the earliest the server can have started
+//! it (a server may end a lease later, never earlier). The checker then asks, per lock name:
 //!
 //! - **exclusion**: at no moment do more clients believe they hold it than its size;
 //! - **fencing**: a hold that had ended before another was even asked for has a smaller token
@@ -37,8 +39,24 @@ pub(crate) struct Hold {
     pub(crate) from: Instant,
     /// When the client stopped believing in it (`None`: still does).
     pub(crate) until: Option<Instant>,
+    /// When its lease runs out, as the client counts it (`None`: no lease).
+    pub(crate) lease_end: Option<Instant>,
     /// How it ended, as the client saw it (shown when a violation is reported).
     pub(crate) ended: Option<String>,
+}
+
+impl Hold {
+    /// Until when the client believed in it, measured against `end` for a hold still believed
+    /// in then.
+    pub(crate) fn believed_until(&self, end: Instant) -> Instant {
+        let until = self.until.unwrap_or(end);
+        self.lease_end.map_or(until, |lease| lease.min(until))
+    }
+
+    /// Whether the client still believes in it at `at`.
+    pub(crate) fn believed_at(&self, at: Instant) -> bool {
+        self.until.is_none() && self.lease_end.is_none_or(|lease| lease > at)
+    }
 }
 
 /// A broken promise, with the holds that show it.
@@ -63,7 +81,7 @@ pub(crate) fn check(holds: &[Hold], end: Instant) -> Vec<Violation> {
             let believed: Vec<&Hold> = holds[..=i]
                 .iter()
                 .copied()
-                .filter(|h| h.until.unwrap_or(end) > at)
+                .filter(|h| h.believed_until(end) > at)
                 .collect();
             if believed.len() > hold.size {
                 violations.push(Violation {
@@ -79,7 +97,10 @@ pub(crate) fn check(holds: &[Hold], end: Instant) -> Vec<Violation> {
         }
         // Fencing: a hold that had ended before another was asked for has a smaller token.
         'fencing: for earlier in &holds {
-            let Some(ended) = earlier.until else { continue };
+            if earlier.until.is_none() && earlier.lease_end.is_none() {
+                continue;
+            }
+            let ended = earlier.believed_until(end);
             for later in &holds {
                 if later.asked > ended && later.token <= earlier.token {
                     violations.push(Violation {
@@ -97,11 +118,16 @@ pub(crate) fn check(holds: &[Hold], end: Instant) -> Vec<Violation> {
     violations
 }
 
-/// Durability: every hold still believed in is in `listed` (name, key) at the end.
-pub(crate) fn check_final(holds: &[Hold], listed: &[(String, String)]) -> Vec<Violation> {
+/// Durability: every hold still believed in when the cluster was listed (`at`) is in
+/// `listed` (name, key).
+pub(crate) fn check_final(
+    holds: &[Hold],
+    listed: &[(String, String)],
+    at: Instant,
+) -> Vec<Violation> {
     holds
         .iter()
-        .filter(|h| h.until.is_none())
+        .filter(|h| h.believed_at(at))
         .filter(|h| !listed.iter().any(|(n, k)| *n == h.name && *k == h.key))
         .map(|h| Violation {
             what: format!("{}: an acknowledged, unreleased hold is gone", h.name),
@@ -110,14 +136,18 @@ pub(crate) fn check_final(holds: &[Hold], listed: &[(String, String)]) -> Vec<Vi
         .collect()
 }
 
-/// No undone release: every hold in `listed` is one a client still believes in.
-pub(crate) fn check_no_stray(holds: &[Hold], listed: &[(String, String)]) -> Vec<Violation> {
+/// No undone release: every hold in `listed` (at `at`) is one a client still believes in.
+pub(crate) fn check_no_stray(
+    holds: &[Hold],
+    listed: &[(String, String)],
+    at: Instant,
+) -> Vec<Violation> {
     listed
         .iter()
         .filter(|(name, key)| {
             !holds
                 .iter()
-                .any(|h| h.until.is_none() && h.name == *name && h.key == *key)
+                .any(|h| h.believed_at(at) && h.name == *name && h.key == *key)
         })
         .map(|(name, key)| Violation {
             what: format!("{name}: key {key} is held though no client believes in it"),
