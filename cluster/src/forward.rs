@@ -166,8 +166,11 @@ pub struct HoldView {
 /// The leader's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answer {
-    /// A membership change is committed.
-    MembershipChanged,
+    /// A membership change is committed, at this log index.
+    MembershipChanged {
+        /// The index of the log entry of the resulting membership.
+        index: u64,
+    },
     /// Ping: this leader heard from a quorum this many milliseconds before it answered.
     Pong {
         /// Milliseconds since the leader's last quorum acknowledgement.

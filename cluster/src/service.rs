@@ -560,16 +560,16 @@ impl LockService for ClusterLockService {
         };
         // A new member may take a while to catch up; the leader bounds it.
         let deadline = Some(Instant::now() + Duration::from_secs(80));
-        match self.call(call, deadline).await? {
-            Answer::MembershipChanged => {}
+        let index = match self.call(call, deadline).await? {
+            Answer::MembershipChanged { index } => index,
             other => return Err(unexpected(other)),
-        }
-        // This node's view once it has applied the change too (it may lag a little).
-        let wanted = self.node().committed();
+        };
+        // This node's view once it has applied the change too (a follower learns of it a
+        // heartbeat later).
         let mut metrics = self.node().metrics();
         let _ = tokio::time::timeout(
             Duration::from_secs(5),
-            metrics.wait_for(|m| m.last_applied >= wanted),
+            metrics.wait_for(|m| m.last_applied.is_some_and(|id| id.index >= index)),
         )
         .await;
         self.cluster_status()
@@ -719,11 +719,16 @@ async fn ping_leader(router: Weak<Router>) {
         {
             let sent = Instant::now();
             let ping = Call::Ping { from: node.id() };
+            // A leader that does not answer (paused, cut off) must not hold up the pings to
+            // the next one: give up when another is elected, and within half the limit.
             let answer = router
-                .forwarder
-                .call(leader, &addr, &ping, Some(limit))
+                .unless_leader_changes(
+                    leader,
+                    true,
+                    router.forwarder.call(leader, &addr, &ping, Some(limit / 2)),
+                )
                 .await;
-            if let Ok(Ok(Answer::Pong { quorum_ack_ms })) = answer
+            if let Some(Ok(Ok(Answer::Pong { quorum_ack_ms }))) = answer
                 && let Some(contact) = sent.checked_sub(Duration::from_millis(quorum_ack_ms))
             {
                 *router.leader_contact.lock() = Some((leader, contact));

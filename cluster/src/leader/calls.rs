@@ -113,11 +113,21 @@ impl Leader {
                     tag: seq,
                 };
                 let mode = if wait { Acquire::Wait } else { Acquire::Try };
-                self.service
+                let answer = self
+                    .service
                     .acquire(transport(via), &client, &lock, mode)
                     .await
                     .map(|grant| Answer::Acquired(grant.as_ref().map(view)))
-                    .map_err(service_error)
+                    .map_err(service_error);
+                if owner.node == 0
+                    && matches!(
+                        answer,
+                        Err(CallError::Lock(ldlm_engine::LockError::SessionEnded))
+                    )
+                {
+                    self.confirm_leading().await?;
+                }
+                answer
             }
             Call::Unlock { name, key, via } => self
                 .service
@@ -203,8 +213,21 @@ impl Leader {
                 self.end_clients(&earlier).await
             }
             Call::OpenSession => self.open_session().await,
-            Call::TouchSession { id } => Ok(Answer::Session(self.touch_session(id))),
-            Call::CloseSession { id } => self.close_session(id).await,
+            Call::TouchSession { id } => match self.touch_session(id) {
+                Some(owner) => Ok(Answer::Session(Some(owner))),
+                // "No such session" must come from the leader: see `confirm_leading`.
+                None => {
+                    self.confirm_leading().await?;
+                    Ok(Answer::Session(None))
+                }
+            },
+            Call::CloseSession { id } => match self.close_session(id).await {
+                Err(CallError::SessionNotFound) => {
+                    self.confirm_leading().await?;
+                    Err(CallError::SessionNotFound)
+                }
+                answer => answer,
+            },
         }
     }
 
@@ -248,6 +271,18 @@ impl Leader {
             kept: summary.kept,
             waiters_cancelled: summary.waiters_cancelled,
         })
+    }
+
+    /// Confirms with a quorum that this node still leads. Needed before saying that a REST
+    /// session does not exist: a leader cut off from the others does not know of sessions
+    /// opened at the leader elected meanwhile, and a client told "no such session" gives up a
+    /// session whose locks the real leader still holds for it.
+    async fn confirm_leading(&self) -> Result<(), CallError> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|_| CallError::NotLeader { leader: None })
     }
 
     /// Waits for an earlier attempt of `request` still handled here, then marks it as ours.

@@ -46,7 +46,9 @@ impl Leader {
                 )));
             }
             if membership.voter_ids().any(|voter| voter == id) {
-                return Ok(Answer::MembershipChanged);
+                return Ok(Answer::MembershipChanged {
+                    index: self.membership_index(),
+                });
             }
         }
         let added = tokio::time::timeout(
@@ -66,12 +68,15 @@ impl Leader {
             Ok(Err(error)) => return Err(not_changed(error)),
             Ok(Ok(_)) => {}
         }
-        self.raft
+        let changed = self
+            .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
             .map_err(not_changed)?;
         tracing::info!(node = id, %address, "Cluster member added");
-        Ok(Answer::MembershipChanged)
+        Ok(Answer::MembershipChanged {
+            index: changed.log_id.index,
+        })
     }
 
     pub(super) async fn remove_member(&self, id: NodeId) -> Result<Answer, CallError> {
@@ -93,12 +98,25 @@ impl Leader {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        self.raft
+        let changed = self
+            .raft
             .change_membership(change, false)
             .await
             .map_err(not_changed)?;
         tracing::info!(node = id, "Cluster member removed");
-        Ok(Answer::MembershipChanged)
+        Ok(Answer::MembershipChanged {
+            index: changed.log_id.index,
+        })
+    }
+
+    /// The log index of the current membership.
+    fn membership_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .log_id()
+            .map_or(0, |id| id.index)
     }
 
     /// True if node `id` is a member (voter or learner) now.
