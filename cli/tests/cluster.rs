@@ -335,7 +335,7 @@ fn member_ids(json: &str) -> Vec<u64> {
 /// see it), and wrong requests get errors that say what is wrong.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_are_added_removed_and_replaced_while_a_lock_is_held() {
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::start_with(&["--cluster_session_grace=2s"]);
     cluster.leader();
     let mut holder = client(&cluster.grpc(1)).await;
     let held = try_lock(&mut holder, "kept", None).await;
@@ -369,15 +369,44 @@ async fn members_are_added_removed_and_replaced_while_a_lock_is_held() {
     let (code, _, err) = lock_cli(&cluster, 1, &["cluster", "add", "x=1"]);
     assert_eq!(code, 2, "a usage error: {err}");
 
-    // Shrink back to three.
-    for id in [5, 4] {
-        let (code, out, err) = lock_cli(
-            &cluster,
-            1,
-            &["cluster", "remove", &id.to_string(), "--json"],
-        );
-        assert_eq!(code, 0, "cluster remove {id}: {err}");
-        assert!(!member_ids(&out).contains(&id), "{out}");
+    // A client of node 5 holds a lock while node 5 is removed, running on: the leader
+    // releases it only after the whole grace (node 5, refused its pings, closes its clients
+    // at half of it), and its holder cannot renew it any more.
+    let on_five = try_lock(&mut at_five, "on5", None).await;
+    locked(&on_five, "on5");
+    let (code, _, err) = lock_cli(&cluster, 1, &["cluster", "remove", "5"]);
+    assert_eq!(code, 0, "cluster remove 5: {err}");
+    let removed = Instant::now();
+    let mut elsewhere = client(&cluster.grpc(2)).await;
+    loop {
+        if try_lock(&mut elsewhere, "on5", None).await.locked {
+            break;
+        }
+        assert!(removed.elapsed() < SLACK, "on5 was never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        removed.elapsed() >= Duration::from_millis(1500),
+        "released before the grace: {:?}",
+        removed.elapsed()
+    );
+    let renewed = at_five
+        .renew(RenewRequest {
+            name: "on5".into(),
+            key: on_five.key.clone(),
+            lock_timeout_seconds: 30,
+        })
+        .await;
+    assert!(
+        renewed.as_ref().map_or(true, |r| !r.get_ref().locked),
+        "a removed node's client renewed: {renewed:?}"
+    );
+
+    // Shrink back to three: node 5 is out already; take out node 4, then stop both.
+    let (code, out, err) = lock_cli(&cluster, 1, &["cluster", "remove", "4", "--json"]);
+    assert_eq!(code, 0, "cluster remove 4: {err}");
+    assert_eq!(member_ids(&out), vec![1, 2, 3]);
+    for _ in [5, 4] {
         let mut node = cluster.nodes.pop().expect("the last node");
         if let Some(process) = node.process.as_mut() {
             process.signal("TERM");

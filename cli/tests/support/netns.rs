@@ -152,15 +152,20 @@ impl Network {
     /// Drops what node `from` sends to node `to`.
     pub(crate) fn cut(&self, from: u64, to: u64) {
         if self.cuts.lock().expect("cuts").insert((from, to)) {
-            must(ip(&[
-                "-n",
-                &self.namespace(from),
-                "route",
-                "add",
-                "blackhole",
-                &format!("{}/32", self.address(to)),
-            ]));
+            self.blackhole("add", from, to);
         }
+    }
+
+    /// `ip route add|del blackhole <to>` in `from`'s namespace.
+    fn blackhole(&self, op: &str, from: u64, to: u64) {
+        must(ip(&[
+            "-n",
+            &self.namespace(from),
+            "route",
+            op,
+            "blackhole",
+            &format!("{}/32", self.address(to)),
+        ]));
     }
 
     /// Cuts every link between a node in `side` and a node outside it, both ways.
@@ -177,14 +182,7 @@ impl Network {
     pub(crate) fn heal(&self) {
         let cuts = std::mem::take(&mut *self.cuts.lock().expect("cuts"));
         for (from, to) in cuts {
-            must(ip(&[
-                "-n",
-                &self.namespace(from),
-                "route",
-                "del",
-                "blackhole",
-                &format!("{}/32", self.address(to)),
-            ]));
+            self.blackhole("del", from, to);
         }
     }
 }

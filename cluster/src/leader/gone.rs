@@ -51,15 +51,7 @@ pub(super) fn start(
             if leader.is_deposed() {
                 return;
             }
-            let members: BTreeSet<NodeId> = leader
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .nodes()
-                .map(|(&id, _)| id)
-                .collect();
+            let members = leader.member_ids();
             // Which nodes have clients here is a scan of every hold: done on this leader's
             // first look, when the members change, and every few seconds (a removed node's
             // clients may still have been served in the moments before it was cut off).

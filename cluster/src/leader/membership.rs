@@ -119,9 +119,28 @@ impl Leader {
             .map_or(0, |id| id.index)
     }
 
-    /// True if node `id` is a member (voter or learner) now.
+    /// True if node `id` is a member (voter or learner) now. (Asked on every ping: no copy of
+    /// the membership.)
     pub(super) fn is_member(&self, id: NodeId) -> bool {
-        self.membership().get_node(&id).is_some()
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
+    }
+
+    /// The members' ids (voters and learners), now.
+    pub(super) fn member_ids(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(&id, _)| id)
+            .collect()
     }
 }
 
