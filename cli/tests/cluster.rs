@@ -447,3 +447,113 @@ async fn members_are_added_removed_and_replaced_while_a_lock_is_held() {
         .into_inner();
     assert!(unlocked.unlocked);
 }
+
+/// A `ldlm_client::Client` given every node's address, connected to node `id` (it starts at a
+/// random node, so clients are made until one lands there).
+async fn library_client_at(cluster: &Cluster, id: u64) -> ldlm_client::Client {
+    let all = cluster
+        .ids()
+        .iter()
+        .map(|&n| cluster.grpc(n))
+        .collect::<Vec<_>>()
+        .join(",");
+    for _ in 0..100 {
+        let client = ldlm_client::Client::connect(ldlm_client::ClientConfig::new(all.clone()))
+            .await
+            .expect("connect");
+        if client.connected_to() == cluster.grpc(id) {
+            return client;
+        }
+    }
+    panic!("no client landed on node {id}");
+}
+
+/// The Rust client given every node's address, through a `kill -9` of the leader. A guard
+/// whose client is at a surviving node never notices. A guard whose client was at the dead
+/// leader moves with its client to another node and keeps renewing its 2 s lease there: the
+/// lock stays held past its lease, until the cluster releases the dead node's sessions after
+/// the grace (5 s). Only then does the guard report the loss, as a refused renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_moves_to_another_node_and_its_guard_renews_until_the_cluster_says_no() {
+    use ldlm_client::{Client, ClientConfig, LockOptions, LostReason};
+
+    const GRACE: Duration = Duration::from_secs(5);
+    let mut cluster = Cluster::start_with(&["--cluster_session_grace=5s"]);
+    let leader = cluster.leader();
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
+    let at_leader = library_client_at(&cluster, leader).await;
+    let at_follower = library_client_at(&cluster, follower).await;
+    let lease = LockOptions::new().with_lock_timeout(Duration::from_secs(2));
+    let moved = at_leader
+        .try_lock("moved", lease)
+        .await
+        .expect("try_lock")
+        .expect("free");
+    let stayed = at_follower
+        .try_lock("stayed", lease)
+        .await
+        .expect("try_lock")
+        .expect("free");
+
+    let leader_address = cluster.grpc(leader);
+    let mut dead = cluster.nodes[(leader - 1) as usize]
+        .process
+        .take()
+        .expect("running");
+    dead.signal("KILL");
+    let killed = Instant::now();
+    dead.wait(SLACK);
+
+    // The client of the dead node serves calls from another node.
+    let fresh = at_leader
+        .try_lock("fresh", LockOptions::new())
+        .await
+        .expect("try_lock after the kill")
+        .expect("free");
+    assert_ne!(at_leader.connected_to(), leader_address);
+    fresh.unlock().await.expect("unlock");
+
+    // Past the 2 s lease, both locks are still held: the guards renewed them.
+    let other = Client::connect(ClientConfig::new(cluster.grpc(follower)))
+        .await
+        .expect("connect");
+    tokio::time::sleep_until((killed + Duration::from_millis(3500)).into()).await;
+    assert!(
+        !moved.is_lost() && !stayed.is_lost(),
+        "{:?} {:?}",
+        moved.lost_reason(),
+        stayed.lost_reason()
+    );
+    for name in ["moved", "stayed"] {
+        let taken = other.try_lock(name, LockOptions::new()).await.expect(name);
+        assert!(taken.is_none(), "{name} is still held 3.5 s after the kill");
+    }
+
+    // The cluster releases the dead node's sessions after the grace; the guard hears it at
+    // its next renewal.
+    let reason = tokio::time::timeout(SLACK, moved.lost())
+        .await
+        .expect("the loss is reported");
+    let lost_after = killed.elapsed();
+    assert!(
+        matches!(reason, LostReason::Rejected(_)),
+        "the cluster refused the renewal: {reason}"
+    );
+    assert!(
+        lost_after >= GRACE - Duration::from_millis(500),
+        "reported lost {lost_after:?} after the kill, before the grace"
+    );
+    let after = other
+        .try_lock("moved", LockOptions::new())
+        .await
+        .expect("try_lock")
+        .expect("released after the grace");
+    assert!(after.fencing_token() > moved.fencing_token());
+
+    // The guard at the surviving node never noticed.
+    assert!(!stayed.is_lost(), "{:?}", stayed.lost_reason());
+    stayed
+        .unlock()
+        .await
+        .expect("unlock through the surviving node");
+}

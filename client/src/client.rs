@@ -1,6 +1,7 @@
 //! [`Client`]: one connection to the server, and the lock calls.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -15,10 +16,11 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::config::{ClientConfig, LockOptions, whole_seconds};
-use crate::error::{Error, LockError, LockErrorCode};
+use crate::connect::Target;
+use crate::error::{Error, LockError, LockErrorCode, chain};
 use crate::guard::LockGuard;
 use crate::{connect, retry};
 
@@ -46,11 +48,28 @@ const REFRESH_RPC_RENEW: u8 = 1;
 const REFRESH_RPC_REFRESH_LOCK: u8 = 2;
 
 struct Shared {
+    /// As configured: one address, or a cluster's nodes separated by commas.
     address: String,
+    /// The configured nodes, prepared to connect to.
+    targets: Vec<Target>,
+    auth: Auth,
     refresh_rpc: AtomicU8,
+    current: std::sync::Mutex<Connection>,
+    /// Held while moving to another node, so that calls failing together move once.
+    moving: tokio::sync::Mutex<()>,
 }
 
-/// A connection to an LDLM (or go-ldlm) server.
+/// The connection in use.
+struct Connection {
+    rpc: Rpc,
+    /// Its node's index in [`Shared::targets`].
+    node: usize,
+    /// Counts the moves: a failure moves the client only if it happened on the connection
+    /// still in use.
+    generation: u64,
+}
+
+/// A connection to an LDLM (or go-ldlm) server, or to one node of an LDLM cluster.
 ///
 /// One `Client` is one HTTP/2 connection, which the server treats as one **session**: when the
 /// connection ends (the last clone of the client and the last [`LockGuard`] are dropped, or the
@@ -60,9 +79,16 @@ struct Shared {
 ///
 /// If the connection breaks, the next call reconnects, but as a new session: locks taken
 /// before are gone, and their guards report it ([`LockGuard::lost`]).
+///
+/// **Clusters.** Given several addresses (`"a:3144,b:3144,c:3144"`), the client connects to
+/// one node (starting from a random one, so clients spread) and moves to the next when its
+/// node stops answering: the connection fails, or the node answers `UNAVAILABLE` because it
+/// is cut off from its cluster. Any node serves every lock, so only the session moves. Locks
+/// taken through a node that died stay held for the cluster's session grace
+/// (`--cluster_session_grace`) and are then released; meanwhile their guards keep renewing
+/// them through the new node, and report the loss only when the cluster refuses a renewal.
 #[derive(Clone)]
 pub struct Client {
-    rpc: Rpc,
     shared: Arc<Shared>,
 }
 
@@ -70,12 +96,14 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("address", &self.shared.address)
+            .field("connected_to", &self.connected_to())
             .finish_non_exhaustive()
     }
 }
 
 impl Client {
-    /// Connects (retrying a few times with backoff) to the server at `config.address`.
+    /// Connects (retrying a few times with backoff) to the server at `config.address`, or to
+    /// the first of its nodes that answers.
     ///
     /// Fails with [`Error::Connect`] if no connection could be made, [`Error::Tls`] if the TLS
     /// files cannot be used, [`Error::InvalidArgument`] for a malformed address or a password
@@ -92,12 +120,21 @@ impl Client {
             )?),
             None => None,
         };
-        let channel = connect::channel(&config).await?;
+        let auth = Auth(password);
+        let targets = connect::targets(&config)?;
+        let (channel, node) = connect::first_reachable(&targets).await?;
         Ok(Client {
-            rpc: LdlmClient::with_interceptor(channel, Auth(password)),
             shared: Arc::new(Shared {
                 address: config.address,
+                targets,
+                current: std::sync::Mutex::new(Connection {
+                    rpc: LdlmClient::with_interceptor(channel, auth.clone()),
+                    node,
+                    generation: 0,
+                }),
+                auth,
                 refresh_rpc: AtomicU8::new(REFRESH_RPC_UNKNOWN),
+                moving: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -105,6 +142,81 @@ impl Client {
     /// The address this client was configured with.
     pub fn address(&self) -> &str {
         &self.shared.address
+    }
+
+    /// The node this client is connected to now (`host:port`): with several addresses, the
+    /// one it reached last.
+    pub fn connected_to(&self) -> String {
+        let node = self.lock_current().node;
+        self.shared.targets[node].address.clone()
+    }
+
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // The guarded data is replaced whole, so a panic elsewhere cannot leave it torn.
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs one call on the connection in use; if the call shows its node failed, moves to
+    /// another node before returning, so the next call (a retry, a renewal) goes there.
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, Status>
+    where
+        F: FnOnce(Rpc) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let (rpc, generation) = {
+            let current = self.lock_current();
+            (current.rpc.clone(), current.generation)
+        };
+        let result = call(rpc).await;
+        if let Err(status) = &result
+            && retry::node_failed(status)
+        {
+            self.fail_over(generation).await;
+        }
+        result.map(tonic::Response::into_inner)
+    }
+
+    /// Moves to the next node that accepts a connection, unless the failure seen on
+    /// connection `generation` was already acted on. With a single address this does nothing:
+    /// the channel reconnects to it by itself. If no other node can be reached, the client
+    /// stays where it is (the next failure tries again).
+    async fn fail_over(&self, generation: u64) {
+        let targets = &self.shared.targets;
+        if targets.len() < 2 {
+            return;
+        }
+        let _moving = self.shared.moving.lock().await;
+        let from = {
+            let current = self.lock_current();
+            if current.generation != generation {
+                return;
+            }
+            current.node
+        };
+        for offset in 1..targets.len() {
+            let node = (from + offset) % targets.len();
+            match targets[node].connect().await {
+                Ok(channel) => {
+                    info!(
+                        from = targets[from].address,
+                        to = targets[node].address,
+                        "The node stopped answering; moved to another"
+                    );
+                    *self.lock_current() = Connection {
+                        rpc: LdlmClient::with_interceptor(channel, self.shared.auth.clone()),
+                        node,
+                        generation: generation + 1,
+                    };
+                    return;
+                }
+                Err(error) => {
+                    debug!(address = targets[node].address, error = %chain(&error), "Cannot connect to another node");
+                }
+            }
+        }
     }
 
     /// Takes the lock `name`, waiting while it is held (up to `options.wait_timeout`).
@@ -131,12 +243,9 @@ impl Client {
         };
         let sent = Instant::now();
         let response = self
-            .rpc
-            .clone()
-            .lock(request)
+            .call(|mut rpc| async move { rpc.lock(request).await })
             .await
-            .map_err(|status| Error::from_acquire_status(name, status))?
-            .into_inner();
+            .map_err(|status| Error::from_acquire_status(name, status))?;
         // The server started the lease when it granted, somewhere between `sent` and now. The
         // guard must never believe in a lease the server has already ended, so it counts from
         // `sent`; after a wait long enough to eat into the lease, it renews first and counts
@@ -178,15 +287,13 @@ impl Client {
         };
         // The lease runs from when the server granted it, which is after this.
         let sent = Instant::now();
-        let (response, _) = retry::on_unavailable("TryLock", || {
-            let mut rpc = self.rpc.clone();
-            let request = request.clone();
-            async move { rpc.try_lock(request).await }
-        })
-        .await;
-        let response = response
-            .map_err(|status| Error::from_acquire_status(name, status))?
-            .into_inner();
+        let (response, _) = self
+            .retrying("TryLock", || {
+                let request = request.clone();
+                self.call(|mut rpc| async move { rpc.try_lock(request).await })
+            })
+            .await;
+        let response = response.map_err(|status| Error::from_acquire_status(name, status))?;
         self.granted(name, response, lease, sent)
     }
 
@@ -226,13 +333,13 @@ impl Client {
             name: name.to_owned(),
             key: key.to_owned(),
         };
-        let (response, retried) = retry::on_unavailable("Unlock", || {
-            let mut rpc = self.rpc.clone();
-            let request = request.clone();
-            async move { rpc.unlock(request).await }
-        })
-        .await;
-        let response = response.map_err(Error::from_status)?.into_inner();
+        let (response, retried) = self
+            .retrying("Unlock", || {
+                let request = request.clone();
+                self.call(|mut rpc| async move { rpc.unlock(request).await })
+            })
+            .await;
+        let response = response.map_err(Error::from_status)?;
         match response.error {
             Some(error) => {
                 let error = LockError::from(error);
@@ -260,8 +367,9 @@ impl Client {
     /// the server answered "not locked" without an error.
     pub async fn refresh(&self, name: &str, key: &str, lease: Duration) -> Result<(), Error> {
         let seconds = whole_seconds(lease, "lease")?;
-        let (response, _) =
-            retry::on_unavailable("Renew", || self.renew_once(name, key, seconds)).await;
+        let (response, _) = self
+            .retrying("Renew", || self.renew_once(name, key, seconds))
+            .await;
         check_renewed(response.map_err(Error::from_status)?)
     }
 
@@ -272,14 +380,14 @@ impl Client {
         key: &str,
         seconds: i32,
     ) -> Result<LockResponse, Status> {
-        let mut rpc = self.rpc.clone();
         if self.shared.refresh_rpc.load(Ordering::Relaxed) != REFRESH_RPC_REFRESH_LOCK {
-            let renewed = rpc
-                .renew(RenewRequest {
-                    name: name.to_owned(),
-                    key: key.to_owned(),
-                    lock_timeout_seconds: seconds,
-                })
+            let request = RenewRequest {
+                name: name.to_owned(),
+                key: key.to_owned(),
+                lock_timeout_seconds: seconds,
+            };
+            let renewed = self
+                .call(|mut rpc| async move { rpc.renew(request).await })
                 .await;
             match renewed {
                 Err(status) if status.code() == Code::Unimplemented => {
@@ -294,17 +402,28 @@ impl Client {
                             .refresh_rpc
                             .store(REFRESH_RPC_RENEW, Ordering::Relaxed);
                     }
-                    return renewed.map(tonic::Response::into_inner);
+                    return renewed;
                 }
             }
         }
-        rpc.refresh_lock(RefreshLockRequest {
+        let request = RefreshLockRequest {
             name: name.to_owned(),
             key: key.to_owned(),
             lock_timeout_seconds: seconds,
-        })
-        .await
-        .map(tonic::Response::into_inner)
+        };
+        self.call(|mut rpc| async move { rpc.refresh_lock(request).await })
+            .await
+    }
+
+    /// [`retry::on_unavailable`], with one more attempt for each further node: a call that
+    /// found its node dead has moved on, and may find the next one dead too.
+    async fn retrying<T, F, Fut>(&self, what: &str, call: F) -> (Result<T, Status>, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let attempts = retry::ATTEMPTS + self.shared.targets.len() as u32 - 1;
+        retry::on_unavailable(what, attempts, call).await
     }
 }
 

@@ -1,6 +1,13 @@
-//! Opening the connection: one tonic [`Channel`] (one HTTP/2 connection, so one server session),
-//! over plain TCP or over our own rustls configuration.
+//! Opening connections: one tonic [`Channel`] at a time (one HTTP/2 connection, so one server
+//! session), over plain TCP or over our own rustls configuration, to one of the configured
+//! nodes.
+//!
+//! A configured address may list several nodes of a cluster (`a:3144,b:3144,c:3144`). Each
+//! becomes a [`Target`], prepared once; the client connects to one of them and moves to the
+//! next when its node stops answering (see `Client::fail_over`).
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use ldlm_security::tls::TlsConnector;
@@ -13,7 +20,8 @@ use crate::retry::Backoff;
 
 /// How long one connection attempt (TCP + TLS + HTTP/2) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connection attempts before giving up (connecting is always safe to retry).
+/// Rounds of connection attempts (every node once per round) before giving up; connecting is
+/// always safe to retry.
 const CONNECT_ATTEMPTS: u32 = 4;
 /// HTTP/2 keepalive: ping every 30 s, give up after 10 s without an answer, so a dead server is
 /// noticed even while no call is in flight. go-ldlm drops clients that ping more often than
@@ -32,58 +40,114 @@ pub(crate) fn split_scheme(address: &str) -> (&str, bool) {
     }
 }
 
-/// Connects (with retries) and returns the channel.
-pub(crate) async fn channel(config: &ClientConfig) -> Result<Channel, Error> {
-    let (address, https) = split_scheme(&config.address);
-    if address.is_empty() {
-        return Err(Error::InvalidArgument("the server address is empty".into()));
-    }
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| {
-            Error::InvalidArgument(format!(
-                "bad server address {:?}: {}",
-                config.address,
-                chain(&e)
-            ))
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
-    let tls = match (&config.tls, https) {
-        (Some(tls), _) => Some(tls.clone()),
-        (None, true) => Some(TlsConfig::default()),
-        (None, false) => None,
-    };
-    let connector = match tls {
-        Some(tls) => Some(tls_connector(&tls, address)?),
-        None => None,
-    };
+/// One node the client may connect to.
+pub(crate) struct Target {
+    /// `host:port`, without a scheme.
+    pub(crate) address: String,
+    endpoint: Endpoint,
+    connector: Option<TlsConnector>,
+}
 
-    let mut backoff = Backoff::new();
-    let mut attempt = 1;
-    loop {
-        let connected = match &connector {
-            Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
-            None => endpoint.connect().await,
+impl Target {
+    /// Prepares the endpoint (and TLS connector) of one configured address.
+    fn new(config: &ClientConfig, configured: &str) -> Result<Target, Error> {
+        let (address, https) = split_scheme(configured.trim());
+        if address.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "the server address {:?} is empty or has an empty entry",
+                config.address
+            )));
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "bad server address {configured:?}: {}",
+                    chain(&e)
+                ))
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let tls = match (&config.tls, https) {
+            (Some(tls), _) => Some(tls.clone()),
+            (None, true) => Some(TlsConfig::default()),
+            (None, false) => None,
         };
-        match connected {
-            Ok(channel) => return Ok(channel),
-            Err(error) if attempt < CONNECT_ATTEMPTS => {
-                let delay = backoff.next_delay();
-                debug!(address, attempt, error = %chain(&error), ?delay, "Connect failed; retrying");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
+        let connector = match tls {
+            Some(tls) => Some(tls_connector(&tls, address)?),
+            None => None,
+        };
+        Ok(Target {
+            address: address.to_owned(),
+            endpoint,
+            connector,
+        })
+    }
+
+    /// One connection attempt.
+    pub(crate) async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        match &self.connector {
+            Some(connector) => {
+                self.endpoint
+                    .connect_with_connector(connector.clone())
+                    .await
             }
-            Err(error) => {
-                return Err(Error::Connect {
-                    address: address.to_owned(),
-                    message: chain(&error),
-                    source: error,
-                });
+            None => self.endpoint.connect().await,
+        }
+    }
+}
+
+/// Every configured node, in the order given.
+pub(crate) fn targets(config: &ClientConfig) -> Result<Vec<Target>, Error> {
+    config
+        .address
+        .split(',')
+        .map(|address| Target::new(config, address))
+        .collect()
+}
+
+/// Connects (with retries) to one of `targets`, trying them in turn from a random one so that
+/// many clients given the same list spread over the nodes. Returns the channel and the index
+/// of the node it reached.
+pub(crate) async fn first_reachable(targets: &[Target]) -> Result<(Channel, usize), Error> {
+    let start = (RandomState::new().build_hasher().finish() % targets.len() as u64) as usize;
+    let mut backoff = Backoff::new();
+    let mut round = 1;
+    loop {
+        let mut last = None;
+        for offset in 0..targets.len() {
+            let index = (start + offset) % targets.len();
+            let target = &targets[index];
+            match target.connect().await {
+                Ok(channel) => return Ok((channel, index)),
+                Err(error) => {
+                    debug!(address = target.address, round, error = %chain(&error), "Connect failed");
+                    last = Some((index, error));
+                }
             }
         }
+        let (index, error) = last.expect("at least one target");
+        if round >= CONNECT_ATTEMPTS {
+            return Err(Error::Connect {
+                address: targets
+                    .iter()
+                    .map(|t| t.address.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                // With several nodes, say which one failed last.
+                message: match targets.len() {
+                    1 => chain(&error),
+                    _ => format!("{}: {}", targets[index].address, chain(&error)),
+                },
+                source: error,
+            });
+        }
+        let delay = backoff.next_delay();
+        debug!(round, ?delay, "No node could be reached; retrying");
+        tokio::time::sleep(delay).await;
+        round += 1;
     }
 }
 
@@ -117,5 +181,21 @@ mod tests {
             ("localhost:3144", false)
         );
         assert_eq!(split_scheme("https://ldlm:3144"), ("ldlm:3144", true));
+    }
+
+    #[test]
+    fn a_list_of_nodes() {
+        let listed = targets(&ClientConfig::new("a:1, http://b:2/,c:3")).expect("valid");
+        let addresses: Vec<&str> = listed.iter().map(|t| t.address.as_str()).collect();
+        assert_eq!(addresses, ["a:1", "b:2", "c:3"]);
+        for bad in ["", "a:1,,b:2", "a:1,"] {
+            assert!(
+                matches!(
+                    targets(&ClientConfig::new(bad)),
+                    Err(Error::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }

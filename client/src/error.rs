@@ -144,7 +144,7 @@ pub enum Error {
     /// No connection could be made to the server.
     #[error("cannot connect to {address}: {message}")]
     Connect {
-        /// The address that was tried.
+        /// The address that was tried (the configured list, for a cluster).
         address: String,
         /// What went wrong, with its causes.
         message: String,

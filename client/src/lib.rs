@@ -1,6 +1,8 @@
 //! A Rust client for LDLM, the lightweight distributed lock manager (also works with go-ldlm).
 //!
-//! - [`Client::connect`]: one gRPC connection (plaintext, TLS or mTLS; optional password).
+//! - [`Client::connect`]: one gRPC connection (plaintext, TLS or mTLS; optional password), to
+//!   one server or to one node of a cluster (`"a:3144,b:3144,c:3144"`: the client moves to
+//!   another node when its node stops answering).
 //! - [`Client::lock`] (waits), [`Client::try_lock`] (does not): a [`LockGuard`] with the key
 //!   and the **fencing token** of the grant.
 //! - With a lease ([`LockOptions::lock_timeout`]) the guard **renews it in the background**
@@ -49,7 +51,8 @@
 //! # Retries
 //!
 //! Connecting is retried with exponential backoff (and jitter), and so are TryLock, Unlock and
-//! Renew when the server is `UNAVAILABLE`. A blocking Lock is **never** retried: if its call
+//! Renew when the server is `UNAVAILABLE` or the connection failed under them (with a list of
+//! nodes, the retry goes to the next node). A blocking Lock is **never** retried: if its call
 //! fails without telling whether the lock was granted (a broken connection, a deadline), the
 //! error is [`Error::OutcomeUnknown`]. A grant nobody received is released when the
 //! connection's session ends (or its lease runs out).
@@ -59,6 +62,13 @@
 //! The server ties locks to the connection that took them: when a [`Client`] (all its clones
 //! and guards) is dropped or its connection breaks, the server releases its locks. A guard's
 //! renewal through a new connection then fails, and the guard reports the loss.
+//!
+//! In a cluster, a session whose node dies (or is cut off from the others) is ended by the
+//! cluster after its session grace (`--cluster_session_grace`, 10 s by default), not at once.
+//! Until then the client's guards keep renewing their leases through the node the client
+//! moved to, and the locks stay theirs; when the cluster releases them, the next renewal is
+//! refused and the guard reports [`LostReason::Rejected`]. A lock taken without a lease is not
+//! renewed, so its guard cannot notice: give locks that must survive a node's death a lease.
 
 mod client;
 mod config;

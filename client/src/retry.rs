@@ -1,8 +1,8 @@
 //! Retries with exponential backoff, for the calls where repeating is safe.
 //!
-//! Safe: connecting; Unlock, Renew/RefreshLock and TryLock failing with `UNAVAILABLE` (the
-//! request did not get through, or its connection broke, which ends the server session and
-//! releases what that session held). Never retried: a blocking Lock (see
+//! Safe: connecting; Unlock, Renew/RefreshLock and TryLock failing with `UNAVAILABLE` or in
+//! the transport (the request did not get through, or its connection broke, which ends the
+//! server session and releases what that session held). Never retried: a blocking Lock (see
 //! [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown)).
 
 use std::collections::hash_map::RandomState;
@@ -13,7 +13,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 use tracing::debug;
 
-/// Attempts of a retried call, the first included.
+/// Attempts of a retried call to one server, the first included.
 pub(crate) const ATTEMPTS: u32 = 4;
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(2);
@@ -51,9 +51,21 @@ impl Backoff {
     }
 }
 
-/// Runs `call` until it succeeds, fails with something other than `UNAVAILABLE`, or has been
-/// tried [`ATTEMPTS`] times. Returns the last result and whether it was retried.
-pub(crate) async fn on_unavailable<T, F, Fut>(what: &str, mut call: F) -> (Result<T, Status>, bool)
+/// Whether a failed call says its node (or the connection to it) failed, rather than
+/// answering: the server answered `UNAVAILABLE`, or the failure came from the transport (a
+/// status the client made from a connection error carries that error as its source; one the
+/// server sent has none). A call canceled because its connection closed under it is one.
+pub(crate) fn node_failed(status: &Status) -> bool {
+    status.code() == Code::Unavailable || std::error::Error::source(status).is_some()
+}
+
+/// Runs `call` until it succeeds, fails other than by [`node_failed`], or has been
+/// tried `attempts` times. Returns the last result and whether it was retried.
+pub(crate) async fn on_unavailable<T, F, Fut>(
+    what: &str,
+    attempts: u32,
+    mut call: F,
+) -> (Result<T, Status>, bool)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
@@ -62,7 +74,7 @@ where
     let mut attempt = 1;
     loop {
         match call().await {
-            Err(status) if status.code() == Code::Unavailable && attempt < ATTEMPTS => {
+            Err(status) if node_failed(&status) && attempt < attempts => {
                 let delay = backoff.next_delay();
                 debug!(what, attempt, error = %status.message(), ?delay, "Unavailable; retrying");
                 tokio::time::sleep(delay).await;
@@ -96,9 +108,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retries_only_unavailable() {
+    async fn retries_only_node_failures() {
         let mut calls = 0;
-        let (result, retried) = on_unavailable("t", || {
+        let (result, retried) = on_unavailable("t", ATTEMPTS, || {
             calls += 1;
             async { Err::<(), _>(Status::unavailable("down")) }
         })
@@ -108,7 +120,7 @@ mod tests {
         assert_eq!(result.unwrap_err().code(), Code::Unavailable);
 
         let mut calls = 0;
-        let (result, retried) = on_unavailable("t", || {
+        let (result, retried) = on_unavailable("t", ATTEMPTS, || {
             calls += 1;
             async { Err::<(), _>(Status::internal("bug")) }
         })
@@ -116,5 +128,24 @@ mod tests {
         assert_eq!(calls, 1);
         assert!(!retried);
         assert!(result.is_err());
+
+        // A call canceled because its connection closed is retried too.
+        let mut calls = 0;
+        let (result, _) = on_unavailable("t", ATTEMPTS, || {
+            calls += 1;
+            let first = calls == 1;
+            async move {
+                if first {
+                    let closed = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+                    let status = Status::from_error(Box::new(closed));
+                    assert_eq!(status.code(), Code::Unknown);
+                    return Err(status);
+                }
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(calls, 2);
+        assert!(result.is_ok());
     }
 }
