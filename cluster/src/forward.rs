@@ -117,15 +117,27 @@ pub enum Call {
         /// The follower.
         from: NodeId,
     },
+    /// An Unlock sent again after an attempt whose answer was lost: if its hold was released
+    /// recently, it is answered "unlocked" (see [`crate::released`]). Last, so that the
+    /// encoding of every other call stays as it was.
+    UnlockAgain {
+        /// Lock name.
+        name: String,
+        /// The hold's key.
+        key: String,
+        /// The client's transport.
+        via: Via,
+    },
 }
 
 impl Call {
     /// The transport of the client that made this call, for the calls of lock clients.
     pub fn via(&self) -> Option<Via> {
         match self {
-            Call::Acquire { via, .. } | Call::Unlock { via, .. } | Call::Refresh { via, .. } => {
-                Some(*via)
-            }
+            Call::Acquire { via, .. }
+            | Call::Unlock { via, .. }
+            | Call::UnlockAgain { via, .. }
+            | Call::Refresh { via, .. } => Some(*via),
             _ => None,
         }
     }

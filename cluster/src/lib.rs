@@ -35,6 +35,7 @@ pub mod node;
 pub mod owners;
 pub mod peer;
 pub mod raft;
+pub mod released;
 pub mod replica;
 pub mod service;
 pub mod storage;

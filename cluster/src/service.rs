@@ -306,6 +306,11 @@ impl Router {
                 None => {}
                 Some(Err(error)) => return Err(service_error(error)),
             }
+            // The attempt may have been carried out with its answer lost: an Unlock sent again
+            // must then be answered "unlocked", not "no such lock".
+            if let Call::Unlock { name, key, via } = call {
+                call = Call::UnlockAgain { name, key, via };
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(ServiceError::Unavailable(format!(
                     "no cluster leader answered within {:.1} s; retry, here or at another node",

@@ -248,6 +248,81 @@ async fn a_re_sent_request_gets_the_same_grant() {
     stop(&leader, nodes).await;
 }
 
+/// An Unlock whose answer was lost is re-sent as `UnlockAgain`: at the next leader, after the
+/// first leader committed the release and died, it is answered "unlocked", while a first
+/// attempt at a released key, or a key never granted, is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_sent_unlock_is_answered_as_its_first_attempt() {
+    use ldlm_cluster::forward::{Answer, Call, CallError, Via};
+    use ldlm_engine::{LockError, LockKey};
+    let (_dirs, mut nodes, first, leader) = three_nodes_led().await;
+    let acquire = Call::Acquire {
+        owner: GlobalOwner { node: 2, local: 7 },
+        seq: 1,
+        name: "u".into(),
+        size: None,
+        lock_timeout_seconds: None,
+        wait_timeout_seconds: None,
+        wait: false,
+        via: Via::Grpc,
+    };
+    let Ok(Answer::Acquired(Some(granted))) = leader.serve(acquire).await else {
+        panic!("granted");
+    };
+    let key = LockKey::from_u128(granted.key).to_string();
+    let unlock = Call::Unlock {
+        name: "u".into(),
+        key: key.clone(),
+        via: Via::Grpc,
+    };
+    let again = Call::UnlockAgain {
+        name: "u".into(),
+        key: key.clone(),
+        via: Via::Grpc,
+    };
+    assert!(matches!(
+        leader.serve(unlock.clone()).await,
+        Ok(Answer::Unlocked)
+    ));
+    // A client unlocking twice hears the second refused, as from a single server.
+    let twice = leader.serve(unlock).await;
+    assert!(
+        matches!(
+            twice,
+            Err(CallError::Lock(
+                LockError::LockDoesNotExist | LockError::InvalidLockKey
+            ))
+        ),
+        "{twice:?}"
+    );
+
+    // The leader dies after committing the release; its follower sends the Unlock again.
+    leader.step_down();
+    nodes.remove(&first).expect("running").shutdown().await;
+    let (next, term) = agreed_leader(&nodes).await;
+    let leader = take_over(&nodes[&next], term).await;
+    assert!(
+        matches!(leader.serve(again).await, Ok(Answer::Unlocked)),
+        "the re-sent unlock is answered as its first attempt was"
+    );
+    let never = Call::UnlockAgain {
+        name: "u".into(),
+        key: LockKey::generate().to_string(),
+        via: Via::Grpc,
+    };
+    let never = leader.serve(never).await;
+    assert!(
+        matches!(
+            never,
+            Err(CallError::Lock(
+                LockError::LockDoesNotExist | LockError::InvalidLockKey
+            ))
+        ),
+        "a key that was never released here is still refused: {never:?}"
+    );
+    stop(&leader, nodes).await;
+}
+
 /// A REST session that has ended is granted nothing more, even if a call names its owner.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_session_is_granted_nothing() {

@@ -135,6 +135,19 @@ impl Leader {
                 .await
                 .map(|()| Answer::Unlocked)
                 .map_err(service_error),
+            Call::UnlockAgain { name, key, via } => {
+                let unlocked = self
+                    .service
+                    .unlock(transport(via), &self.admin(), &name, &key)
+                    .await;
+                match unlocked {
+                    Err(ServiceError::Lock(
+                        ldlm_engine::LockError::LockDoesNotExist
+                        | ldlm_engine::LockError::InvalidLockKey,
+                    )) if self.released_recently(&key).await => Ok(Answer::Unlocked),
+                    unlocked => unlocked.map(|()| Answer::Unlocked).map_err(service_error),
+                }
+            }
             Call::Refresh {
                 name,
                 key,
@@ -357,6 +370,14 @@ impl Leader {
     }
 
     /// The owner unlock and refresh pass (the key, not the owner, authorises them).
+    /// Whether the hold with key `key` (as the client sent it) was released recently.
+    async fn released_recently(&self, key: &str) -> bool {
+        match LockKey::parse(key) {
+            Some(key) => self.machine.was_released(key.as_u128()).await,
+            None => false,
+        }
+    }
+
     fn admin(&self) -> Owner {
         self.engine_owner(GlobalOwner { node: 0, local: 0 })
     }

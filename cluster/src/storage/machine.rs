@@ -31,6 +31,8 @@ const DATA: u8 = 2;
 #[derive(Debug, Default)]
 struct Applied_ {
     replica: Replica,
+    /// Keys of the latest released holds (not in snapshots), for re-sent Unlocks.
+    released: crate::released::RecentlyReleased,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     /// The current snapshot: its description and its bytes (the replica, encoded).
@@ -102,6 +104,11 @@ impl StateMachine {
         request: crate::RequestId,
     ) -> Option<crate::replica::RecentGrant> {
         self.state.read().await.replica.grant_for(request).cloned()
+    }
+
+    /// Whether the hold with `key` was released recently (see [`crate::released`]).
+    pub async fn was_released(&self, key: u128) -> bool {
+        self.state.read().await.released.contains(key)
     }
 
     /// The last applied log id.
@@ -178,7 +185,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.last_applied = Some(entry.log_id);
             answers.push(match entry.payload {
                 EntryPayload::Blank => Applied::default(),
-                EntryPayload::Normal(ref command) => state.replica.apply(command),
+                EntryPayload::Normal(ref command) => {
+                    if let crate::Command::Events(events) = command {
+                        for event in events {
+                            if let crate::ReplicatedEvent::Released { key, .. } = event {
+                                state.released.insert(*key);
+                            }
+                        }
+                    }
+                    state.replica.apply(command)
+                }
                 EntryPayload::Membership(ref membership) => {
                     state.membership =
                         StoredMembership::new(Some(entry.log_id), membership.clone());
