@@ -63,6 +63,10 @@ pub enum Workload {
     /// TryLock a new name every cycle and keep it (leased with `--lock_timeout`, if set): fills
     /// the server with held locks, e.g. to measure its memory (see BENCHMARKS.md).
     Fill,
+    /// `trylock`, reporting every time the clients went without a grant for over 100 ms: run it
+    /// against a cluster's nodes (`-a a,b,c`) while killing the leader or restarting the nodes
+    /// one by one, to measure the unavailability each event causes.
+    Failover,
 }
 
 impl Workload {
@@ -75,6 +79,7 @@ impl Workload {
             Workload::Refresh => "refresh",
             Workload::Mixed => "mixed",
             Workload::Fill => "fill",
+            Workload::Failover => "failover",
         }
     }
 }
@@ -359,7 +364,9 @@ impl Plan {
             (Workload::Mixed, n) => n.unwrap_or((workers * 3 / 10).max(1)),
             (_, Some(_)) => return usage("--names applies to the ratelimit and mixed workloads"),
             (Workload::Contended, None) => 1,
-            (Workload::Trylock | Workload::Refresh | Workload::Fill, None) => workers,
+            (Workload::Trylock | Workload::Failover | Workload::Refresh | Workload::Fill, None) => {
+                workers
+            }
         };
         if names == 0 {
             return usage("--names must be at least 1");

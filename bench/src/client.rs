@@ -26,6 +26,18 @@ pub(crate) struct LockError {
     pub(crate) message: String,
 }
 
+/// The text of go-ldlm's (and our) answer to a call that reached a server while it shuts down.
+const SHUTTING_DOWN: &str = "lock manager is shutdown";
+
+impl Grant {
+    /// The server answered that it is shutting down.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.error
+            .as_ref()
+            .is_some_and(|e| e.message == SHUTTING_DOWN)
+    }
+}
+
 /// The answer to Unlock.
 #[derive(Debug, Default)]
 pub(crate) struct Unlocked {
@@ -33,6 +45,15 @@ pub(crate) struct Unlocked {
     pub(crate) unlocked: bool,
     /// The lock-domain error, if the response carried one.
     pub(crate) error: Option<LockError>,
+}
+
+impl Unlocked {
+    /// The server answered that it is shutting down.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.error
+            .as_ref()
+            .is_some_and(|e| e.message == SHUTTING_DOWN)
+    }
 }
 
 /// A call that produced no lock response at all.
@@ -107,4 +128,10 @@ pub(crate) trait LockClient: Send + 'static {
 
     /// Ends the session (REST: `DELETE /session`; gRPC: dropping the connection does it).
     fn close(self) -> impl Future<Output = ()> + Send;
+
+    /// Which server session the client uses now. It changes only when a connection moves to
+    /// another node (several addresses): the new session does not hold what the old one did.
+    fn session(&self) -> u64 {
+        0
+    }
 }

@@ -2,6 +2,7 @@
 //! message helpers both gRPC drivers share: one tonic [`Channel`] (one HTTP/2 connection, one server session) per
 //! `--connections`, shared by `--in_flight` worker tasks that each keep one call in flight.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::args::{Plan, RefreshRpc, address_for};
 use super::client::{CallError, Grant, LockClient, LockError, Unlocked};
+use super::moving::Opener;
 use super::tls;
 
 /// How long connecting (TCP + TLS + HTTP/2) may take.
@@ -41,47 +43,54 @@ fn password_metadata(plan: &Plan) -> anyhow::Result<Option<AsciiMetadataValue>> 
 /// Opens `plan.connections` connections and returns `plan.in_flight` clients for each
 /// (connection-major: the clients of connection 0 first).
 pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
-    let password = password_metadata(plan)?;
+    let open = opener(plan)?;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..plan.connections {
-        let address = address_for(&plan.address, index);
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .with_context(|| format!("bad --address {address:?}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let connector = tls::connector(plan.tls.as_ref(), address, b"h2")?;
-        tasks.spawn(async move {
-            let channel = match connector {
-                Some(connector) => endpoint.connect_with_connector(connector).await,
-                None => endpoint.connect().await,
-            };
-            (index, channel)
-        });
+        let address = address_for(&plan.address, index).to_owned();
+        let open = open.clone();
+        tasks.spawn(async move { (index, open(address).await) });
     }
-    let mut channels = vec![None; plan.connections];
+    let mut connected = vec![None; plan.connections];
     while let Some(joined) = tasks.join_next().await {
-        let (index, channel) = joined.context("connecting task failed")?;
-        let channel = channel
-            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
-            .with_context(|| {
-                let address = address_for(&plan.address, index);
-                format!("cannot connect to {address} over gRPC")
-            })?;
-        channels[index] = Some(channel);
+        let (index, client) = joined.context("connecting task failed")?;
+        connected[index] = Some(client?);
     }
-    let renew = plan.refresh_rpc == RefreshRpc::Renew;
     let mut clients = Vec::with_capacity(plan.workers());
-    for channel in channels.into_iter().flatten() {
-        let client = GrpcClient {
-            inner: LdlmClient::new(channel),
-            password: password.clone(),
-            renew,
-        };
+    for client in connected.into_iter().flatten() {
         for _ in 0..plan.in_flight {
             clients.push(client.clone());
         }
     }
     Ok(clients)
+}
+
+/// Opens one connection to a given address, with the run's settings (also used to move a
+/// connection to another node).
+pub(crate) fn opener(plan: &Plan) -> anyhow::Result<Opener<GrpcClient>> {
+    let password = password_metadata(plan)?;
+    let renew = plan.refresh_rpc == RefreshRpc::Renew;
+    let tls = plan.tls.clone();
+    Ok(Arc::new(move |address: String| {
+        let (password, tls) = (password.clone(), tls.clone());
+        Box::pin(async move {
+            let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                .with_context(|| format!("bad --address {address:?}"))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true);
+            let channel = match tls::connector(tls.as_ref(), &address, b"h2")? {
+                Some(connector) => endpoint.connect_with_connector(connector).await,
+                None => endpoint.connect().await,
+            };
+            let channel = channel
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                .with_context(|| format!("cannot connect to {address} over gRPC"))?;
+            Ok(GrpcClient {
+                inner: LdlmClient::new(channel),
+                password,
+                renew,
+            })
+        })
+    }))
 }
 
 /// An error and its sources, on one line.

@@ -26,6 +26,7 @@
 //! one length-prefixed message, then trailers carrying `grpc-status` (and `grpc-message`); an
 //! error may also come as headers alone ("trailers-only"). Anything else is a `Decode` error.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -41,6 +42,7 @@ use tokio::net::TcpStream;
 use super::args::{Plan, RefreshRpc, address_for};
 use super::client::{CallError, Grant, LockClient, Unlocked};
 use super::grpc::{error_chain, grant, lock_request, try_lock_request, unlocked};
+use super::moving::Opener;
 use super::tls;
 use ldlm_security::tls::TlsConnector;
 
@@ -73,6 +75,30 @@ pub(crate) struct H2Client {
 /// Opens `plan.connections` connections and returns `plan.in_flight` clients for each
 /// (connection-major: the clients of connection 0 first).
 pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<H2Client>> {
+    let open = opener(plan)?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..plan.connections {
+        let address = address_for(&plan.address, index).to_owned();
+        let open = open.clone();
+        tasks.spawn(async move { (index, open(address).await) });
+    }
+    let mut connected = vec![None; plan.connections];
+    while let Some(joined) = tasks.join_next().await {
+        let (index, client) = joined.context("connecting task failed")?;
+        connected[index] = Some(client?);
+    }
+    let mut clients = Vec::with_capacity(plan.workers());
+    for client in connected.into_iter().flatten() {
+        for _ in 0..plan.in_flight {
+            clients.push(client.clone());
+        }
+    }
+    Ok(clients)
+}
+
+/// Opens one connection to a given address, with the run's settings (also used to move a
+/// connection to another node).
+pub(crate) fn opener(plan: &Plan) -> anyhow::Result<Opener<H2Client>> {
     let password = match &plan.password {
         Some(p) => Some(
             HeaderValue::try_from(p.as_str())
@@ -85,45 +111,33 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<H2Client>> {
     } else {
         Scheme::HTTP
     };
-    let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..plan.connections {
-        let address = address_for(&plan.address, index).to_owned();
-        let tls = tls::connector(plan.tls.as_ref(), &address, b"h2")?;
-        tasks.spawn(async move {
-            let connected = tokio::time::timeout(CONNECT_TIMEOUT, open(&address, tls)).await;
-            let connected = connected.unwrap_or_else(|_| {
-                Err(anyhow::anyhow!(
-                    "no HTTP/2 connection within {CONNECT_TIMEOUT:?}"
-                ))
-            });
-            (index, connected)
-        });
-    }
-    let mut senders = vec![None; plan.connections];
-    while let Some(joined) = tasks.join_next().await {
-        let (index, connected) = joined.context("connecting task failed")?;
-        let address = address_for(&plan.address, index);
-        let send = connected.with_context(|| format!("cannot connect to {address} over gRPC"))?;
-        let authority: http::uri::Authority = address
-            .parse()
-            .with_context(|| format!("bad --address {address:?}"))?;
-        senders[index] = Some((send, authority));
-    }
     let renew = plan.refresh_rpc == RefreshRpc::Renew;
-    let mut clients = Vec::with_capacity(plan.workers());
-    for (send, authority) in senders.into_iter().flatten() {
-        let client = H2Client {
-            send,
-            scheme: scheme.clone(),
-            authority,
-            password: password.clone(),
-            renew,
-        };
-        for _ in 0..plan.in_flight {
-            clients.push(client.clone());
-        }
-    }
-    Ok(clients)
+    let tls = plan.tls.clone();
+    Ok(Arc::new(move |address: String| {
+        let (password, scheme, tls) = (password.clone(), scheme.clone(), tls.clone());
+        Box::pin(async move {
+            let authority: http::uri::Authority = address
+                .parse()
+                .with_context(|| format!("bad --address {address:?}"))?;
+            let connector = tls::connector(tls.as_ref(), &address, b"h2")?;
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, open(&address, connector))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "no HTTP/2 connection within {CONNECT_TIMEOUT:?}"
+                    ))
+                });
+            let send =
+                connected.with_context(|| format!("cannot connect to {address} over gRPC"))?;
+            Ok(H2Client {
+                send,
+                scheme,
+                authority,
+                password,
+                renew,
+            })
+        })
+    }))
 }
 
 /// TCP (+ TLS) + the HTTP/2 handshake; the connection is driven by a task of its own.

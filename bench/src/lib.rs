@@ -73,7 +73,9 @@ mod checker;
 mod client;
 mod grpc;
 mod grpc_h2;
+mod moving;
 mod names;
+mod outages;
 mod report;
 mod rest;
 mod stats;
@@ -92,6 +94,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinSet;
 
 pub use args::{Args, GrpcClient, RefreshRpc, Transport, UsageError, Workload};
+pub use outages::Outage;
 pub use report::{ErrorSummary, Report, Windows};
 pub use stats::Latency;
 
@@ -184,16 +187,39 @@ pub async fn run_until(
     let stats = Stats::new(plan.workers().min(2 * threads.max(1)));
     let seed = uuid::Uuid::new_v4().as_u64_pair().0;
     match plan.transport {
-        Transport::Grpc => match plan.grpc_client {
-            GrpcClient::H2 => {
-                let clients = grpc_h2::connect(&plan).await?;
-                drive(plan, names, checker, stats, clients, seed, interrupt).await
+        Transport::Grpc => {
+            // With several nodes, connections move to another when theirs fails.
+            let addresses: Vec<String> = plan
+                .address
+                .split(',')
+                .map(|a| a.trim().to_owned())
+                .collect();
+            let several = addresses.len() > 1;
+            let moves = stats.moves.clone();
+            let in_flight = plan.in_flight;
+            match plan.grpc_client {
+                GrpcClient::H2 => {
+                    let clients = grpc_h2::connect(&plan).await?;
+                    if several {
+                        let open = grpc_h2::opener(&plan)?;
+                        let clients = moving::wrap(clients, in_flight, addresses, open, moves);
+                        drive(plan, names, checker, stats, clients, seed, interrupt).await
+                    } else {
+                        drive(plan, names, checker, stats, clients, seed, interrupt).await
+                    }
+                }
+                GrpcClient::Tonic => {
+                    let clients = grpc::connect(&plan).await?;
+                    if several {
+                        let open = grpc::opener(&plan)?;
+                        let clients = moving::wrap(clients, in_flight, addresses, open, moves);
+                        drive(plan, names, checker, stats, clients, seed, interrupt).await
+                    } else {
+                        drive(plan, names, checker, stats, clients, seed, interrupt).await
+                    }
+                }
             }
-            GrpcClient::Tonic => {
-                let clients = grpc::connect(&plan).await?;
-                drive(plan, names, checker, stats, clients, seed, interrupt).await
-            }
-        },
+        }
         Transport::Rest => {
             let clients = rest::connect(&plan).await?;
             drive(plan, names, checker, stats, clients, seed, interrupt).await
@@ -369,6 +395,9 @@ fn summarize(ctx: &Ctx, end: Instant, cancelled: usize) -> Report {
         violations,
         violation_count,
         cancelled_workers: cancelled,
+        moves: stats.moves.load(Ordering::Relaxed),
+        ended_with_session: stats.ended_with_session.load(Ordering::Relaxed),
+        outages: ctx.outages.as_ref().map(|o| o.finish(end)),
     }
 }
 

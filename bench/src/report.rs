@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::args::{Transport, Workload};
+use super::outages::{OUTAGE, Outage};
 use super::stats::Latency;
 
 /// One kind of error and how often it happened.
@@ -97,6 +98,13 @@ pub struct Report {
     /// Workers that had not finished their cycle within the grace period after the end and
     /// were cancelled.
     pub cancelled_workers: usize,
+    /// Connections that moved to another node after theirs failed (several addresses).
+    pub moves: u64,
+    /// Unlocks that found their hold released with the session a moved connection left
+    /// (expected, not errors).
+    pub ended_with_session: u64,
+    /// `failover`: every time the clients went without a grant for over 100 ms.
+    pub outages: Option<Vec<Outage>>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -211,6 +219,16 @@ impl Report {
             "violation_count": self.violation_count,
             "violations": self.violations,
             "cancelled_workers": self.cancelled_workers,
+            "moves": self.moves,
+            "ended_with_session": self.ended_with_session,
+            "outages": self.outages.as_ref().map(|outages| outages
+                .iter()
+                .map(|o| json!({
+                    "at_seconds": o.at.as_secs_f64(),
+                    "seconds": o.length.as_secs_f64(),
+                    "unfinished": o.unfinished,
+                }))
+                .collect::<Vec<_>>()),
             "passed": self.passed(),
         })
     }
@@ -307,6 +325,38 @@ impl Report {
             self.tokens_checked,
             self.tokens_missing
         );
+        if self.moves > 0 {
+            let _ = writeln!(
+                out,
+                "  moves      {} connection(s) moved to another node after theirs failed; {} hold(s) ended with the session left behind",
+                self.moves, self.ended_with_session
+            );
+        }
+        if let Some(outages) = &self.outages {
+            let _ = write!(
+                out,
+                "  outages    {} time(s) without a grant for over {} ms",
+                outages.len(),
+                OUTAGE.as_millis()
+            );
+            if let Some(longest) = outages.iter().map(|o| o.length).max() {
+                let _ = write!(out, " (longest {:.3} s)", longest.as_secs_f64());
+            }
+            let _ = writeln!(out);
+            for o in outages {
+                let _ = writeln!(
+                    out,
+                    "    at {:>8.3} s for {:.3} s{}",
+                    o.at.as_secs_f64(),
+                    o.length.as_secs_f64(),
+                    if o.unfinished {
+                        " (the run ended first)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
         if self.cancelled_workers > 0 {
             let _ = writeln!(
                 out,

@@ -6,6 +6,7 @@
 //! small however many workers run. Counters are relaxed atomics.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -75,6 +76,11 @@ pub(crate) struct Stats {
     /// All errors (measured or not).
     pub(crate) error_count: AtomicU64,
     errors: Mutex<BTreeMap<String, ErrorCount>>,
+    /// Connections moved to another node (several addresses only).
+    pub(crate) moves: Arc<AtomicU64>,
+    /// Unlocks that found their hold gone because its session ended when the connection moved
+    /// to another node (expected, not errors).
+    pub(crate) ended_with_session: AtomicU64,
 }
 
 impl Stats {
@@ -93,6 +99,8 @@ impl Stats {
             expired: AtomicU64::new(0),
             error_count: AtomicU64::new(0),
             errors: Mutex::new(BTreeMap::new()),
+            moves: Arc::new(AtomicU64::new(0)),
+            ended_with_session: AtomicU64::new(0),
         }
     }
 

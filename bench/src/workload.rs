@@ -11,6 +11,7 @@ use super::args::{Plan, Transport, Workload};
 use super::checker::Checker;
 use super::client::{CallError, LockClient, error_code_name};
 use super::names::{Name, Names};
+use super::outages::Outages;
 use super::stats::{Op, Stats};
 
 /// How long a worker pauses after a call that got no lock response at all, so an unreachable
@@ -27,6 +28,8 @@ pub(crate) struct Ctx {
     pub(crate) measure_start: Instant,
     /// When the measured part ends (`--duration`).
     pub(crate) deadline: Option<Instant>,
+    /// `failover`: the times without any grant.
+    pub(crate) outages: Option<Outages>,
     claimed: AtomicU64,
     stopped: AtomicBool,
     stop: watch::Sender<bool>,
@@ -42,7 +45,9 @@ impl Ctx {
     ) -> Ctx {
         let measure_start = start + plan.warmup;
         let deadline = plan.duration.map(|d| measure_start + d);
+        let outages = (plan.workload == Workload::Failover).then(|| Outages::new(start));
         Ctx {
+            outages,
             plan,
             names,
             checker,
@@ -127,6 +132,8 @@ struct Hold {
     start: Instant,
     /// With a lease: until when it is certainly alive (request sent + lock timeout − margin).
     alive_until: Option<Instant>,
+    /// The client's server session when it was granted.
+    session: u64,
 }
 
 /// How to acquire.
@@ -170,7 +177,7 @@ impl<C: LockClient> Worker<C> {
     /// Runs the plan's workload until the run ends; returns the client for closing.
     pub(crate) async fn run(mut self) -> C {
         match self.ctx.plan.workload {
-            Workload::Trylock => self.trylock().await,
+            Workload::Trylock | Workload::Failover => self.trylock().await,
             Workload::Contended => self.contended().await,
             Workload::Ratelimit => self.ratelimit().await,
             Workload::Refresh => self.refresh().await,
@@ -230,6 +237,11 @@ impl<C: LockClient> Worker<C> {
         if let Some(error) = &grant.error {
             ctx.stats.error(error_code_name(error.code), &error.message);
         }
+        if grant.locked
+            && let Some(outages) = &ctx.outages
+        {
+            outages.grant(received);
+        }
         if !grant.locked {
             return if grant.error.is_some() {
                 Attempt::Failed
@@ -249,6 +261,7 @@ impl<C: LockClient> Worker<C> {
             key: grant.key,
             start: received,
             alive_until,
+            session: self.client.session(),
         })
     }
 
@@ -280,6 +293,8 @@ impl<C: LockClient> Worker<C> {
             Ok(answer) => {
                 if hold.alive_until.is_some_and(|until| received >= until) {
                     ctx.stats.expired.fetch_add(1, Ordering::Relaxed);
+                } else if self.client.session() != hold.session {
+                    ctx.stats.ended_with_session.fetch_add(1, Ordering::Relaxed);
                 } else {
                     let what = answer
                         .error

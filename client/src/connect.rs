@@ -60,10 +60,7 @@ impl Target {
         }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| {
-                Error::InvalidArgument(format!(
-                    "bad server address {configured:?}: {}",
-                    chain(&e)
-                ))
+                Error::InvalidArgument(format!("bad server address {configured:?}: {}", chain(&e)))
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)

@@ -27,6 +27,9 @@ pub(crate) struct Node {
     pub(crate) ipc: PathBuf,
     /// A node that joined later: its own `--cluster_peers` (itself only) and `--cluster_join`.
     pub(crate) joined: Option<String>,
+    /// The gRPC address it first listened on (on 127.0.0.1): a restart listens there again,
+    /// as a real node's does, so clients given the nodes' addresses can come back to it.
+    pub(crate) grpc_address: Option<String>,
 }
 
 pub(crate) struct Cluster {
@@ -89,6 +92,7 @@ impl Cluster {
                     process: None,
                     ipc: dir.path().join(format!("ipc-{id}.sock")),
                     joined: None,
+                    grpc_address: None,
                 })
                 .collect(),
             dir,
@@ -120,6 +124,7 @@ impl Cluster {
             process: None,
             ipc: self.dir.path().join(format!("ipc-{id}.sock")),
             joined: Some(peers),
+            grpc_address: None,
         });
         self.launch(id);
     }
@@ -163,11 +168,18 @@ impl Cluster {
                 args.push(format!("--rest_listen_address={address}:{NETNS_REST_PORT}"));
                 network.server_command(id)
             }
-            None => super::command(),
+            None => {
+                if let Some(address) = &node.grpc_address {
+                    args.push(format!("--listen_address={address}"));
+                }
+                super::command()
+            }
         };
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        node.process = Some(Process::start_with(command, &args));
+        let process = Process::start_with(command, &args);
+        node.grpc_address = Some(process.grpc_addr.clone());
+        node.process = Some(process);
     }
 
     /// Node `id`'s REST address, if it serves REST.
