@@ -383,8 +383,9 @@ server_options! {
     /// `--cluster_data_dir`: the Raft log, the vote and snapshots; required in cluster mode.
     cluster_data_dir: Option<PathBuf> = None;
         "Directory of this node's Raft log, vote and snapshots (cluster mode)";
-    /// `--cluster_election_timeout`: a follower that hears no leader for this long (randomised
-    /// between half of it and all of it) starts an election; heartbeats every tenth. Default 1s.
+    /// `--cluster_election_timeout`: a follower that hears no leader for this long starts an
+    /// election (randomised between 0.6 and 0.8 of it, up to 1.6 of it for a node that lost an
+    /// election before); heartbeats every tenth. Default 1s.
     cluster_election_timeout: Duration = Duration::from_secs(1);
         "Time without a leader before a follower starts an election; heartbeats every tenth";
     /// `--cluster_session_grace`: how long a node may be out of contact before its gRPC
