@@ -7,8 +7,9 @@
 //!   to Raft without waiting; a second task awaits the entries in log order and reports each
 //!   one's last sequence number to the lock service's [`Commits`] once it is committed on a
 //!   quorum. Raft commits in log order, so a committed entry means every earlier one is too. At
-//!   most [`MAX_IN_FLIGHT`] entries are pending: beyond that, events wait and later entries
-//!   grow (more events per entry) instead of the queue.
+//!   most [`MAX_IN_FLIGHT`] + 1 entries are pending (two): meanwhile events wait in the sink
+//!   and the next entry grows (more events per entry, per log write and per fsync) instead of
+//!   the queue.
 //! - [`Leader::take_over`] builds it all when this node becomes leader: it first waits until
 //!   everything committed before its term is applied (openraft's blank entry of the new term),
 //!   then restores every hold of the replica into a fresh engine — same key, owner and token,

@@ -13,8 +13,15 @@ use crate::command::{Command, ReplicatedEvent, RequestId};
 use crate::owners;
 use crate::raft::TypeConfig;
 
-/// Most log entries the committer has handed to Raft and not yet seen committed.
-pub const MAX_IN_FLIGHT: usize = 64;
+/// Log entries the committer may have handed to Raft and not yet seen committed, beyond the
+/// one it is waiting for: with one more, the next entry is on its way while one commits.
+///
+/// Group commit. Events that arrive while the pipeline is full wait in the sink and go out
+/// together as the next entry, so each entry, log write and fsync carries many grants and
+/// releases. With a deep pipeline every event left at once in an entry of its own, and each
+/// fsync covered about two requests: a 3-node cluster did half the TryLock+Unlock cycles per
+/// second with 16 clients (BENCHMARKS.md).
+pub const MAX_IN_FLIGHT: usize = 1;
 
 /// Events waiting to be handed to Raft.
 #[derive(Default)]
@@ -103,6 +110,11 @@ pub(super) fn start_committer(
     let send = tokio::spawn(async move {
         loop {
             sink.wake.notified().await;
+            // Wait for room in the pipeline first, so events that arrive meanwhile join
+            // this entry instead of making entries of their own.
+            let Ok(permit) = in_flight.reserve().await else {
+                return;
+            };
             if broken {
                 tokio::time::sleep(super::broken_double::COMMIT_DELAY).await;
             }
@@ -111,11 +123,7 @@ pub(super) fn start_committer(
                 continue;
             }
             match raft.client_write_ff(Command::Events(events)).await {
-                Ok(receiver) => {
-                    if in_flight.send((receiver, last)).await.is_err() {
-                        return;
-                    }
-                }
+                Ok(receiver) => permit.send((receiver, last)),
                 Err(error) => {
                     tracing::warn!(%error, "Raft stopped: cannot commit");
                     return;
