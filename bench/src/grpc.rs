@@ -40,17 +40,20 @@ fn password_metadata(plan: &Plan) -> anyhow::Result<Option<AsciiMetadataValue>> 
     }
 }
 
-/// Opens `plan.connections` connections and returns `plan.in_flight` clients for each
-/// (connection-major: the clients of connection 0 first).
-pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<GrpcClient>> {
-    let open = opener(plan)?;
+/// Opens `plan.connections` connections with `open` (either driver's), connection `i` to the
+/// `i`-th address in turn, and returns `plan.in_flight` clients for each (connection-major: the
+/// clients of connection 0 first).
+pub(crate) async fn connect_with<C: Clone + Send + 'static>(
+    plan: &Plan,
+    open: &Opener<C>,
+) -> anyhow::Result<Vec<C>> {
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..plan.connections {
         let address = address_for(&plan.address, index).to_owned();
         let open = open.clone();
         tasks.spawn(async move { (index, open(address).await) });
     }
-    let mut connected = vec![None; plan.connections];
+    let mut connected: Vec<Option<C>> = (0..plan.connections).map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {
         let (index, client) = joined.context("connecting task failed")?;
         connected[index] = Some(client?);

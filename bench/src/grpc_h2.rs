@@ -39,7 +39,7 @@ use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::args::{Plan, RefreshRpc, address_for};
+use super::args::{Plan, RefreshRpc};
 use super::client::{CallError, Grant, LockClient, Unlocked};
 use super::grpc::{error_chain, grant, lock_request, try_lock_request, unlocked};
 use super::moving::Opener;
@@ -70,30 +70,6 @@ pub(crate) struct H2Client {
     authority: http::uri::Authority,
     password: Option<HeaderValue>,
     renew: bool,
-}
-
-/// Opens `plan.connections` connections and returns `plan.in_flight` clients for each
-/// (connection-major: the clients of connection 0 first).
-pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<H2Client>> {
-    let open = opener(plan)?;
-    let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..plan.connections {
-        let address = address_for(&plan.address, index).to_owned();
-        let open = open.clone();
-        tasks.spawn(async move { (index, open(address).await) });
-    }
-    let mut connected = vec![None; plan.connections];
-    while let Some(joined) = tasks.join_next().await {
-        let (index, client) = joined.context("connecting task failed")?;
-        connected[index] = Some(client?);
-    }
-    let mut clients = Vec::with_capacity(plan.workers());
-    for client in connected.into_iter().flatten() {
-        for _ in 0..plan.in_flight {
-            clients.push(client.clone());
-        }
-    }
-    Ok(clients)
 }
 
 /// Opens one connection to a given address, with the run's settings (also used to move a

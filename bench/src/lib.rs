@@ -188,35 +188,21 @@ pub async fn run_until(
     let seed = uuid::Uuid::new_v4().as_u64_pair().0;
     match plan.transport {
         Transport::Grpc => {
-            // With several nodes, connections move to another when theirs fails.
-            let addresses: Vec<String> = plan
-                .address
-                .split(',')
-                .map(|a| a.trim().to_owned())
-                .collect();
-            let several = addresses.len() > 1;
-            let moves = stats.moves.clone();
-            let in_flight = plan.in_flight;
-            match plan.grpc_client {
+            let run = Run {
+                names,
+                checker,
+                stats,
+                seed,
+                plan,
+            };
+            match run.plan.grpc_client {
                 GrpcClient::H2 => {
-                    let clients = grpc_h2::connect(&plan).await?;
-                    if several {
-                        let open = grpc_h2::opener(&plan)?;
-                        let clients = moving::wrap(clients, in_flight, addresses, open, moves);
-                        drive(plan, names, checker, stats, clients, seed, interrupt).await
-                    } else {
-                        drive(plan, names, checker, stats, clients, seed, interrupt).await
-                    }
+                    let open = grpc_h2::opener(&run.plan)?;
+                    drive_grpc(run, open, interrupt).await
                 }
                 GrpcClient::Tonic => {
-                    let clients = grpc::connect(&plan).await?;
-                    if several {
-                        let open = grpc::opener(&plan)?;
-                        let clients = moving::wrap(clients, in_flight, addresses, open, moves);
-                        drive(plan, names, checker, stats, clients, seed, interrupt).await
-                    } else {
-                        drive(plan, names, checker, stats, clients, seed, interrupt).await
-                    }
+                    let open = grpc::opener(&run.plan)?;
+                    drive_grpc(run, open, interrupt).await
                 }
             }
         }
@@ -224,6 +210,44 @@ pub async fn run_until(
             let clients = rest::connect(&plan).await?;
             drive(plan, names, checker, stats, clients, seed, interrupt).await
         }
+    }
+}
+
+/// What a run is made of, before its clients.
+struct Run {
+    plan: Plan,
+    names: Names,
+    checker: Checker,
+    stats: Stats,
+    seed: u64,
+}
+
+/// Connects the run's gRPC clients with `open` and drives them; with several addresses (a
+/// cluster's nodes), each connection moves to the next node when its node fails.
+async fn drive_grpc<C: LockClient + Clone + Sync>(
+    run: Run,
+    open: moving::Opener<C>,
+    interrupt: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Report> {
+    let clients = grpc::connect_with(&run.plan, &open).await?;
+    let Run {
+        plan,
+        names,
+        checker,
+        stats,
+        seed,
+    } = run;
+    let addresses: Vec<String> = plan
+        .address
+        .split(',')
+        .map(|a| a.trim().to_owned())
+        .collect();
+    if addresses.len() > 1 {
+        let moves = stats.moves.clone();
+        let clients = moving::wrap(clients, plan.in_flight, addresses, open, moves);
+        drive(plan, names, checker, stats, clients, seed, interrupt).await
+    } else {
+        drive(plan, names, checker, stats, clients, seed, interrupt).await
     }
 }
 

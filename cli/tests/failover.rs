@@ -24,10 +24,7 @@ use support::cluster::{Cluster, client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_to_first_grant_at_a_survivor() {
-    let kills: usize = std::env::var("LDLM_FAILOVER_KILLS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
+    let kills = count_from_env("LDLM_FAILOVER_KILLS", 3);
     // Default election timeout (1 s), as a user runs it.
     let mut cluster = Cluster::start_with(&["--cluster_election_timeout=1s"]);
     let mut times = Vec::new();
@@ -81,6 +78,14 @@ async fn leader_kill_to_first_grant_at_a_survivor() {
     // build sharing two cores with other tests, a failover that takes more than twice it is a
     // regression.
     assert!(max < Duration::from_secs(4), "a failover took {max:?}");
+}
+
+/// A count from environment variable `name` (a long run), else `default` (CI's short one).
+fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Waits until restarted node `id` has applied as much as the leader (every node agreeing on
@@ -138,10 +143,7 @@ async fn hold_at(cluster: &Cluster, node: u64, name: &str) -> Held {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_under_load() {
-    let rounds: usize = std::env::var("LDLM_ROLLING_ROUNDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
+    let rounds = count_from_env("LDLM_ROLLING_ROUNDS", 1);
     let mut cluster = Cluster::start_with(&["--cluster_election_timeout=1s"]);
     cluster.leader();
     let addresses = (1..=3)
