@@ -29,10 +29,11 @@ pub(crate) type Opener<C> =
 struct Connection<C> {
     addresses: Vec<String>,
     open: Opener<C>,
-    /// Bumped by every move; workers compare it with the generation of their copy.
+    /// Bumped by every move (after `current` is replaced); workers compare it with the
+    /// generation of their copy.
     generation: AtomicU64,
-    /// (generation, index of the address, client).
-    current: Mutex<(u64, usize, C)>,
+    /// (index of the address, client).
+    current: Mutex<(usize, C)>,
     /// Held while moving, so that workers failing together move once.
     moving: tokio::sync::Mutex<()>,
     /// Moves made, over every connection of the run.
@@ -59,7 +60,7 @@ pub(crate) fn wrap<C: LockClient + Clone + Sync>(
     let mut wrapped = Vec::with_capacity(clients.len());
     for (index, group) in clients.chunks(in_flight.max(1)).enumerate() {
         let connection = Arc::new(Connection {
-            current: Mutex::new((0, index % addresses.len(), group[0].clone())),
+            current: Mutex::new((index % addresses.len(), group[0].clone())),
             addresses: addresses.clone(),
             open: open.clone(),
             generation: AtomicU64::new(0),
@@ -87,7 +88,7 @@ fn node_failed(error: &CallError) -> bool {
 }
 
 impl<C: LockClient + Clone + Sync> Connection<C> {
-    fn lock_current(&self) -> std::sync::MutexGuard<'_, (u64, usize, C)> {
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, (usize, C)> {
         // Replaced whole, so never left torn by a panic.
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -100,11 +101,11 @@ impl<C: LockClient + Clone + Sync> Connection<C> {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        let from = self.lock_current().1;
+        let from = self.lock_current().0;
         for offset in 1..=self.addresses.len() {
             let index = (from + offset) % self.addresses.len();
             if let Ok(client) = (self.open)(self.addresses[index].clone()).await {
-                *self.lock_current() = (generation + 1, index, client);
+                *self.lock_current() = (index, client);
                 self.generation.store(generation + 1, Ordering::Release);
                 self.moves.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -116,10 +117,12 @@ impl<C: LockClient + Clone + Sync> Connection<C> {
 impl<C: LockClient + Clone + Sync> Moving<C> {
     /// Takes up the connection's newest client if it moved since this worker's last call.
     fn catch_up(&mut self) {
-        if self.connection.generation.load(Ordering::Acquire) != self.generation {
-            let current = self.connection.lock_current();
-            self.generation = current.0;
-            self.client = current.2.clone();
+        let generation = self.connection.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            // The client under the lock is at least as new as `generation` (it is replaced
+            // before the generation is bumped); if newer, the next call catches up again.
+            self.generation = generation;
+            self.client = self.connection.lock_current().1.clone();
         }
     }
 

@@ -7,6 +7,9 @@
 //! pass, locks held through the nodes that stay up must keep their holders, and the times
 //! without any grant are reported for each step.
 //!
+//! A restarted node does not stand for election while the cluster has a leader (the old
+//! leader, killed and restarted, must not depose the new one).
+//!
 //! CI runs a few rounds and only checks that every failover ends (within a generous bound). The
 //! measurements in BENCHMARKS.md are the long runs, on release binaries:
 //!
@@ -256,4 +259,42 @@ async fn rolling_restart_under_load() {
         longest < Duration::from_secs(4),
         "the clients went {longest:?} without a grant"
     );
+}
+
+/// A node killed with SIGKILL and started again does not stand for election while the cluster
+/// has a leader: here the old leader, restarted after the others elected a new one, follows it
+/// and the new leader keeps leading in the same term. (openraft 0.9 has no pre-vote; a
+/// restarted node that stood would depose the healthy leader, a pause for every client, and
+/// carry a penalty into the next real failover.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_does_not_depose_the_leader() {
+    let mut cluster = Cluster::start_with(&["--cluster_election_timeout=1s"]);
+    for round in 0..2 {
+        let old = cluster.leader();
+        let mut process = cluster.nodes[(old - 1) as usize]
+            .process
+            .take()
+            .expect("running");
+        process.signal("KILL");
+        process.wait(Duration::from_secs(5));
+        let new = cluster.leader();
+        let term = |cluster: &Cluster| {
+            cluster
+                .status(new)
+                .and_then(|s| s["term"].as_u64())
+                .expect("the leader's term")
+        };
+        let elected = term(&cluster);
+        cluster.launch(old);
+        caught_up(&cluster, old).await;
+        // Past the time a restarted node that stood would have stood (its election timeout
+        // and the leader's retry interval).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(cluster.leader(), new, "round {round}: node {old} restarted");
+        assert_eq!(
+            term(&cluster),
+            elected,
+            "round {round}: restarting node {old} began a new term"
+        );
+    }
 }

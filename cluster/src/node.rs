@@ -291,13 +291,7 @@ impl ClusterNode {
 
     /// The peer address of node `id`, from the current membership.
     pub fn address_of(&self, id: NodeId) -> Option<String> {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|node| node.addr.clone())
+        with_member(&self.raft, id, |node| node.addr.clone())
     }
 
     /// The leader this node knows of, if any.
@@ -352,6 +346,21 @@ impl ClusterNode {
         }
         self.log.close();
     }
+}
+
+/// `read` of member `id` (voter or learner) in the current membership, without copying it;
+/// `None` if `id` is not a member.
+pub(crate) fn with_member<T>(
+    raft: &openraft::Raft<TypeConfig>,
+    id: NodeId,
+    read: impl FnOnce(&Node) -> T,
+) -> Option<T> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .map(read)
 }
 
 /// Keeps a restarted node from standing for election until a leader has contacted it, or for

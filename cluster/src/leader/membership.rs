@@ -122,13 +122,7 @@ impl Leader {
     /// True if node `id` is a member (voter or learner) now. (Asked on every ping: no copy of
     /// the membership.)
     pub(super) fn is_member(&self, id: NodeId) -> bool {
-        self.raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .is_some()
+        crate::node::with_member(&self.raft, id, |_| ()).is_some()
     }
 
     /// The members' ids (voters and learners), now.
