@@ -20,7 +20,7 @@ use crate::command::{Applied, Command};
 use crate::leader::Leader;
 use crate::liveness::Liveness;
 use crate::peer::{PeerNetwork, PeerService};
-use crate::raft::{Node, NodeId, TypeConfig};
+use crate::raft::{Node, NodeId, RaftServerMetrics, TypeConfig};
 use crate::storage::{FileError, LogStore, StateMachine};
 
 /// How a node runs.
@@ -296,12 +296,19 @@ impl ClusterNode {
 
     /// The leader this node knows of, if any.
     pub fn leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+        self.raft.server_metrics().borrow().current_leader
     }
 
-    /// Raft's metrics as they change (role, term, leader, indexes).
+    /// Raft's metrics as they change (role, term, leader, indexes). They change several times
+    /// per log entry: to wait for a change of role, term or leader, use [`Self::roles`].
     pub fn metrics(&self) -> watch::Receiver<openraft::RaftMetrics<NodeId, Node>> {
         self.raft.metrics()
+    }
+
+    /// This node's role, vote (term), leader and membership, changed only when one of them
+    /// changes: a task waiting for a new leader is not woken by every commit.
+    pub fn roles(&self) -> watch::Receiver<RaftServerMetrics> {
+        self.raft.server_metrics()
     }
 
     /// The committed lock table as this node has applied it.
@@ -377,8 +384,8 @@ fn hold_back_from_elections(raft: &openraft::Raft<TypeConfig>, election_timeout:
     raft.runtime_config().elect(false);
     let raft = raft.clone();
     tokio::spawn(async move {
-        let mut metrics = raft.metrics();
-        let led = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != m.id));
+        let mut roles = raft.server_metrics();
+        let led = roles.wait_for(|m| m.current_leader.is_some_and(|l| l != m.id));
         let _ = tokio::time::timeout(election_timeout * 3 / 2, led).await;
         raft.runtime_config().elect(true);
     });

@@ -30,12 +30,16 @@ pub type Entry = openraft::Entry<TypeConfig>;
 pub type EntryPayload = openraft::EntryPayload<TypeConfig>;
 /// A log position: (leader, term, index).
 pub type LogId = openraft::LogId<NodeId>;
+/// The term and node that wrote a log entry.
+pub type CommittedLeaderId = openraft::CommittedLeaderId<NodeId>;
 /// A node's vote (term, candidate, committed).
 pub type Vote = openraft::Vote<NodeId>;
 /// Which log is known to exist where: the last purged and the last present log id.
 pub type LogState = openraft::LogState<TypeConfig>;
 /// The membership as of a log id.
 pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+/// Role, vote, leader and membership of a node, as openraft reports them when they change.
+pub type RaftServerMetrics = openraft::metrics::RaftServerMetrics<NodeId, Node>;
 /// Describes a snapshot.
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
 /// A snapshot with its data.

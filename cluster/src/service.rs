@@ -205,8 +205,8 @@ impl Router {
         if !waits {
             return Some(forwarded.await);
         }
-        let mut metrics = self.node.metrics();
-        let changed = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != leader));
+        let mut roles = self.node.roles();
+        let changed = roles.wait_for(|m| m.current_leader.is_some_and(|l| l != leader));
         tokio::select! {
             answer = forwarded => Some(answer),
             _ = changed => None,
@@ -747,11 +747,11 @@ async fn ping_leader(router: Weak<Router>) {
 
 /// The seat task: takes over when this node is elected, steps down when it is not any more.
 async fn seat(node: Arc<ClusterNode>, engine: EngineConfig, options: LocalOptions) {
-    let mut metrics = node.metrics();
+    let mut roles = node.roles();
     loop {
         let (state, term) = {
-            let m = metrics.borrow_and_update();
-            (m.state, m.current_term)
+            let m = roles.borrow_and_update();
+            (m.state, m.vote.leader_id().term)
         };
         let current = node.leading();
         let leads = state == ServerState::Leader;
@@ -772,7 +772,7 @@ async fn seat(node: Arc<ClusterNode>, engine: EngineConfig, options: LocalOption
             }
             _ => {}
         }
-        if metrics.changed().await.is_err() {
+        if roles.changed().await.is_err() {
             return;
         }
     }

@@ -157,3 +157,50 @@ async fn a_snapshot_survives_a_restart() {
     assert_eq!(replica.hold_count(), 5);
     assert_eq!(replica.max_token(), 5);
 }
+
+/// The leader's commit hook: each `Events` entry of its own term, applied in log order,
+/// reports the last event number the leader queued for it; blank entries, other terms and
+/// other leaders' entries report nothing, and nothing is reported once it stopped watching.
+#[tokio::test]
+async fn the_commit_hook_reports_the_leaders_own_entries_as_they_are_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut machine = StateMachine::open(dir.path()).expect("state machine");
+    let (sender, commits) = ldlm_service::commit_channel();
+    let leader = CommittedLeaderId::new(3, 1);
+    machine.watch_commits(leader, std::sync::Arc::new(sender));
+    machine.expect_commit(5);
+    machine.expect_commit(9);
+    machine.expect_commit(12);
+    let blank = Entry::<TypeConfig> {
+        log_id: LogId::new(leader, 1),
+        payload: EntryPayload::Blank,
+    };
+    let mut of_another_node = entry(3, 3);
+    of_another_node.log_id.leader_id = CommittedLeaderId::new(3, 2);
+    machine
+        .apply(vec![entry(2, 0), blank, of_another_node])
+        .await
+        .expect("apply");
+    assert_eq!(commits.durable(), 0, "none of these is the leader's own");
+    machine.apply(vec![entry(3, 4)]).await.expect("apply");
+    assert_eq!(commits.durable(), 5);
+    // Two entries applied together: the later one's number counts.
+    machine
+        .apply(vec![entry(3, 5), entry(3, 6)])
+        .await
+        .expect("apply");
+    assert_eq!(commits.durable(), 12);
+    machine.expect_commit(20);
+    // Only the leader that registered can unregister.
+    machine.stop_watching(CommittedLeaderId::new(4, 1));
+    machine.apply(vec![entry(3, 7)]).await.expect("apply");
+    assert_eq!(commits.durable(), 20);
+    machine.expect_commit(21);
+    machine.stop_watching(leader);
+    machine.apply(vec![entry(3, 8)]).await.expect("apply");
+    assert_eq!(
+        commits.durable(),
+        20,
+        "a leader that stepped down hears nothing"
+    );
+}

@@ -4,9 +4,12 @@
 //! - [`RaftSink`] is the engine's event sink: each event becomes a [`ReplicatedEvent`] with a
 //!   sequence number, queued under a short mutex (the engine calls it under a shard mutex).
 //! - The **committer** moves everything queued into one log entry (group commit) and hands it
-//!   to Raft without waiting; a second task awaits the entries in log order and reports each
-//!   one's last sequence number to the lock service's [`Commits`] once it is committed on a
-//!   quorum. Raft commits in log order, so a committed entry means every earlier one is too. At
+//!   to Raft without waiting. The entry's last sequence number is reported to the lock
+//!   service's [`Commits`] once it is committed on a quorum: by this node's state machine as it
+//!   applies the entry (the commit hook of [`StateMachine`], the earliest point openraft shows
+//!   a commit), and again by a second task that awaits openraft's answers in log order and
+//!   reports failures. Raft commits in log order, so a committed entry means every earlier one
+//!   is too. At
 //!   most [`MAX_IN_FLIGHT`] + 1 entries are pending (two): meanwhile events wait in the sink
 //!   and the next entry grows (more events per entry, per log write and per fsync) instead of
 //!   the queue.
@@ -36,7 +39,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::command::{Command, GlobalOwner, RequestId};
-use crate::raft::TypeConfig;
+use crate::raft::{CommittedLeaderId, TypeConfig};
 use crate::storage::StateMachine;
 use ldlm_service::{
     Clock, LocalLockService, LocalOptions, LockService as _, TimerDriver, commit_channel,
@@ -52,6 +55,8 @@ pub use sink::{MAX_IN_FLIGHT, RaftSink};
 pub struct Leader {
     service: Arc<LocalLockService>,
     term: u64,
+    /// This node's id.
+    node_id: crate::raft::NodeId,
     deposed: Arc<AtomicBool>,
     raft: openraft::Raft<TypeConfig>,
     machine: StateMachine,
@@ -134,9 +139,19 @@ impl Leader {
             sessions.insert(id, engine.session_with_id(owner, idle, clock.now()));
         }
         let (sender, commits) = commit_channel();
+        let sender = Arc::new(sender);
         let deposed = Arc::new(AtomicBool::new(false));
         let broken = broken_double::answers_before_commit();
-        let mut tasks = start_committer(raft.clone(), sink, sender, deposed.clone(), broken);
+        let leader_id = CommittedLeaderId::new(term, node.id());
+        node.machine().watch_commits(leader_id, sender.clone());
+        let mut tasks = start_committer(
+            raft.clone(),
+            node.machine().clone(),
+            sink,
+            sender,
+            deposed.clone(),
+            broken,
+        );
         let session_timeout = options.session_timeout;
         let max_sessions = options.max_sessions;
         let service = LocalLockService::new(
@@ -163,6 +178,7 @@ impl Leader {
         let leader = Arc::new(Leader {
             service,
             term,
+            node_id: node.id(),
             deposed,
             raft,
             machine: node.machine().clone(),
@@ -214,6 +230,8 @@ impl Leader {
     /// Steps down: stops granting (waiters are told) and stops committing.
     pub fn step_down(&self) {
         self.deposed.store(true, Ordering::Release);
+        self.machine
+            .stop_watching(CommittedLeaderId::new(self.term, self.node_id));
         self.service.shutdown();
         for task in self.tasks.lock().iter() {
             task.abort();

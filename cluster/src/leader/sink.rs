@@ -12,6 +12,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::command::{Command, ReplicatedEvent, RequestId};
 use crate::owners;
 use crate::raft::TypeConfig;
+use crate::storage::StateMachine;
 
 /// Log entries the committer may have handed to Raft and not yet seen committed, beyond the
 /// one it is waiting for: with one more, the next entry is on its way while one commits.
@@ -101,8 +102,9 @@ impl RaftSink {
 /// Starts the committer's two tasks (see the module doc).
 pub(super) fn start_committer(
     raft: openraft::Raft<TypeConfig>,
+    machine: StateMachine,
     sink: Arc<RaftSink>,
-    commits: CommitSender,
+    commits: Arc<CommitSender>,
     deposed: Arc<AtomicBool>,
     broken: bool,
 ) -> Vec<tokio::task::JoinHandle<()>> {
@@ -122,6 +124,9 @@ pub(super) fn start_committer(
             if events.is_empty() {
                 continue;
             }
+            // The state machine reports the commit as it applies the entry; openraft's answer
+            // (awaited below) comes three task hand-offs later, and reports failures.
+            machine.expect_commit(last);
             match raft.client_write_ff(Command::Events(events)).await {
                 Ok(receiver) => permit.send((receiver, last)),
                 Err(error) => {

@@ -7,19 +7,32 @@
 //! restarted node loads its snapshot and replays the log's tail, and a node that fell too far
 //! behind gets the leader's snapshot. Snapshots are the replica serialized (postcard), built
 //! from a clone taken under the lock, off the apply path.
+//!
+//! **Commit hook.** The leader's grants wait for their entries to be committed. openraft tells
+//! a writer so only after the apply, through its core and a responder: three task hand-offs
+//! more on every grant's path. So the leader registers its term here ([`StateMachine::
+//! watch_commits`]) and queues the last event number of each `Events` entry it hands to Raft
+//! ([`StateMachine::expect_commit`]); `apply` reports it as committed as soon as it has applied
+//! the entry. The mapping is exact: only the leader's committer writes `Events` entries, one
+//! at a time and in order, and the hook counts only entries of the leader's own term. It
+//! reports after the replica has applied the entry, as openraft's answer would.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::VecDeque;
+
+use ldlm_service::CommitSender;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
 use super::frame::{self, FileError};
 use crate::command::Applied;
 use crate::raft::{
-    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, RaftStateMachine,
-    Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig, storage_error,
+    CommittedLeaderId, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder,
+    RaftStateMachine, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    storage_error,
 };
 use crate::replica::Replica;
 
@@ -51,6 +64,18 @@ struct StoredMeta {
 pub struct StateMachine {
     path: PathBuf,
     state: Arc<RwLock<Applied_>>,
+    hook: Arc<parking_lot::Mutex<Option<CommitHook>>>,
+}
+
+/// The leader whose commits `apply` reports (see the module doc).
+#[derive(Debug)]
+struct CommitHook {
+    /// The leader's term and node: its entries carry it in their log ids.
+    leader: CommittedLeaderId,
+    /// The last event number of each `Events` entry the leader handed to Raft and has not seen
+    /// applied, in log order.
+    pending: VecDeque<u64>,
+    commits: Arc<CommitSender>,
 }
 
 impl StateMachine {
@@ -85,7 +110,50 @@ impl StateMachine {
         Ok(StateMachine {
             path,
             state: Arc::new(RwLock::new(state)),
+            hook: Arc::default(),
         })
+    }
+
+    /// From now on, reports the commit of each `Events` entry of `leader` (this node, as
+    /// leader of a term) to `commits`, replacing any earlier leader's hook.
+    pub fn watch_commits(&self, leader: CommittedLeaderId, commits: Arc<CommitSender>) {
+        *self.hook.lock() = Some(CommitHook {
+            leader,
+            pending: VecDeque::new(),
+            commits,
+        });
+    }
+
+    /// The leader is about to hand Raft an `Events` entry whose last event is `last`. Called
+    /// before the entry is handed over, so `apply` cannot see it first.
+    pub fn expect_commit(&self, last: u64) {
+        if let Some(hook) = self.hook.lock().as_mut() {
+            hook.pending.push_back(last);
+        }
+    }
+
+    /// Stops reporting to `leader` (it stepped down).
+    pub fn stop_watching(&self, leader: CommittedLeaderId) {
+        let mut hook = self.hook.lock();
+        if hook.as_ref().is_some_and(|hook| hook.leader == leader) {
+            *hook = None;
+        }
+    }
+
+    /// Reports the applied `Events` entries of the hooked leader (`entries` are their leader
+    /// ids), in log order.
+    fn report_commits(&self, entries: &[CommittedLeaderId]) {
+        let mut hook = self.hook.lock();
+        let Some(hook) = hook.as_mut() else { return };
+        let mut last = None;
+        for leader in entries {
+            if *leader == hook.leader {
+                last = hook.pending.pop_front().or(last);
+            }
+        }
+        if let Some(last) = last {
+            hook.commits.committed(last);
+        }
     }
 
     /// A copy of the replica as applied so far.
@@ -181,12 +249,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut state = self.state.write().await;
         let mut answers = Vec::new();
+        // The leader ids of the `Events` entries applied, for the commit hook.
+        let mut events_of = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             answers.push(match entry.payload {
                 EntryPayload::Blank => Applied::default(),
                 EntryPayload::Normal(ref command) => {
                     if let crate::Command::Events(events) = command {
+                        events_of.push(entry.log_id.leader_id);
                         for event in events {
                             if let crate::ReplicatedEvent::Released { key, .. } = event {
                                 state.released.insert(*key);
@@ -201,6 +272,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Applied::default()
                 }
             });
+        }
+        drop(state);
+        if !events_of.is_empty() {
+            self.report_commits(&events_of);
         }
         Ok(answers)
     }
