@@ -207,7 +207,7 @@ pub async fn run_until(
             }
         }
         Transport::Rest => {
-            let clients = rest::connect(&plan).await?;
+            let clients = rest::connect(&plan, stats.moves.clone()).await?;
             drive(plan, names, checker, stats, clients, seed, interrupt).await
         }
     }

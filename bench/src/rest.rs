@@ -3,9 +3,19 @@
 //!
 //! Bodies are written into one reused buffer per connection; responses are parsed as
 //! protojson (lowerCamel names, enum names for codes, `fencingToken` as a decimal string).
+//!
+//! **Against a cluster** (several addresses), connection `i` starts at address `i` (in turn),
+//! and when a call shows its node failed (the connection broke, or the node answered `503`
+//! because it cannot reach a leader, or said it is shutting down) it reconnects to the next
+//! address that accepts, *keeping its session*: a cluster's REST sessions are cluster-wide, so
+//! the cookie is valid at every node and the locks the session holds stay held. The failed
+//! call still counts as an error (a benchmark reports what its clients saw), and an Unlock
+//! that then finds its hold gone is a lost lock, as it would be for a single server.
 
 use std::fmt;
 use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -32,25 +42,46 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One REST session on its own connection.
 pub(crate) struct RestClient {
     sender: SendRequest<Full<Bytes>>,
-    host: HeaderValue,
+    /// The addresses it may use (several: a cluster's nodes) and which one it is at.
+    targets: Arc<[Target]>,
+    at: usize,
+    /// Moves to another node, over every connection of the run.
+    moves: Arc<AtomicU64>,
     cookie: HeaderValue,
     authorization: Option<HeaderValue>,
     refresh_uri: &'static str,
     buf: BytesMut,
 }
 
-/// What every connection of a run shares.
-#[derive(Clone)]
+/// One address a connection can be opened to.
 struct Target {
     address: String,
     host: HeaderValue,
-    authorization: Option<HeaderValue>,
     tls: Option<TlsConnector>,
-    refresh_uri: &'static str,
 }
 
-/// Opens `plan.connections` connections, each with a new session.
-pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<RestClient>> {
+impl Target {
+    /// A new connection to this address (no session yet).
+    async fn open(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let opening = async {
+            Ok(match &self.tls {
+                Some(connector) => http1_handshake(connector.connect().await?).await?,
+                None => {
+                    let tcp = TcpStream::connect(&self.address).await?;
+                    tcp.set_nodelay(true)?;
+                    http1_handshake(tcp).await?
+                }
+            })
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, opening)
+            .await
+            .unwrap_or_else(|_| Err(anyhow!("timed out after {CONNECT_TIMEOUT:?}")))
+    }
+}
+
+/// Opens `plan.connections` connections, each with a new session; moves are counted in
+/// `moves`.
+pub(crate) async fn connect(plan: &Plan, moves: Arc<AtomicU64>) -> anyhow::Result<Vec<RestClient>> {
     let authorization = match &plan.password {
         // Basic auth: the user part is ignored by the server, only the password counts.
         Some(password) => {
@@ -63,19 +94,40 @@ pub(crate) async fn connect(plan: &Plan) -> anyhow::Result<Vec<RestClient>> {
         RefreshRpc::Refreshlock => "/v1/refreshlock",
         RefreshRpc::Renew => "/v1/renew",
     };
+    let targets = plan
+        .rest_address
+        .split(',')
+        .map(|address| {
+            let address = address.trim().to_owned();
+            Ok(Target {
+                host: HeaderValue::try_from(address.as_str())
+                    .with_context(|| format!("bad --rest_address {address:?}"))?,
+                tls: tls::connector(plan.tls.as_ref(), &address, b"http/1.1")?,
+                address,
+            })
+        })
+        .collect::<anyhow::Result<Arc<[Target]>>>()?;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..plan.connections {
-        let address = address_for(&plan.rest_address, index).to_owned();
-        let target = Target {
-            host: HeaderValue::try_from(address.as_str())
-                .with_context(|| format!("bad --rest_address {address:?}"))?,
-            tls: tls::connector(plan.tls.as_ref(), &address, b"http/1.1")?,
-            address,
-            authorization: authorization.clone(),
-            refresh_uri,
-        };
+        let at = index % targets.len();
+        let (targets, moves, authorization) =
+            (targets.clone(), moves.clone(), authorization.clone());
         tasks.spawn(async move {
-            let client = tokio::time::timeout(CONNECT_TIMEOUT, RestClient::connect(target))
+            let connecting = async {
+                RestClient {
+                    sender: targets[at].open().await?,
+                    targets,
+                    at,
+                    moves,
+                    cookie: HeaderValue::from_static(""),
+                    authorization,
+                    refresh_uri,
+                    buf: BytesMut::with_capacity(4096),
+                }
+                .open_session()
+                .await
+            };
+            let client = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
                 .await
                 .unwrap_or_else(|_| Err(anyhow!("timed out after {CONNECT_TIMEOUT:?}")));
             (index, client)
@@ -102,24 +154,9 @@ where
 }
 
 impl RestClient {
-    async fn connect(target: Target) -> anyhow::Result<RestClient> {
-        let sender = match &target.tls {
-            Some(connector) => http1_handshake(connector.connect().await?).await?,
-            None => {
-                let tcp = TcpStream::connect(&target.address).await?;
-                tcp.set_nodelay(true)?;
-                http1_handshake(tcp).await?
-            }
-        };
-        let mut client = RestClient {
-            sender,
-            host: target.host,
-            cookie: HeaderValue::from_static(""),
-            authorization: target.authorization,
-            refresh_uri: target.refresh_uri,
-            buf: BytesMut::with_capacity(4096),
-        };
-        let (status, headers, body) = client
+    /// Creates the client's session (`POST /session`).
+    async fn open_session(mut self) -> anyhow::Result<RestClient> {
+        let (status, headers, body) = self
             .send(Method::POST, "/session", Bytes::new(), false)
             .await
             .map_err(|e| anyhow!("POST /session: {}", e.describe().1))?;
@@ -136,8 +173,44 @@ impl RestClient {
             .filter_map(|v| v.split(';').next())
             .find(|v| v.trim_start().starts_with("ldlm-session="))
             .ok_or_else(|| anyhow!("POST /session set no ldlm-session cookie"))?;
-        client.cookie = HeaderValue::try_from(cookie.trim())?;
-        Ok(client)
+        self.cookie = HeaderValue::try_from(cookie.trim())?;
+        Ok(self)
+    }
+
+    /// Reconnects to the next address that accepts (the failed one last), keeping the session:
+    /// see the module doc. With one address, or if none accepts, stays: the next failure tries
+    /// again.
+    async fn move_on(&mut self) {
+        let count = self.targets.len();
+        if count < 2 {
+            return;
+        }
+        for offset in 1..=count {
+            let at = (self.at + offset) % count;
+            if let Ok(sender) = self.targets[at].open().await {
+                (self.sender, self.at) = (sender, at);
+                self.moves.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
+    /// Moves on if the call's outcome says the node failed or is shutting down.
+    async fn after<T>(
+        &mut self,
+        result: Result<T, CallError>,
+        shutting_down: impl Fn(&T) -> bool,
+    ) -> Result<T, CallError> {
+        let failed = match &result {
+            Err(CallError::Transport(_)) => true,
+            Err(CallError::Http(status, _)) => *status == StatusCode::SERVICE_UNAVAILABLE,
+            Err(_) => false,
+            Ok(answer) => shutting_down(answer),
+        };
+        if failed {
+            self.move_on().await;
+        }
+        result
     }
 
     /// Sends one request on the connection and reads the whole answer.
@@ -152,7 +225,7 @@ impl RestClient {
         *request.method_mut() = method;
         *request.uri_mut() = Uri::from_static(path);
         let headers = request.headers_mut();
-        headers.insert(HOST, self.host.clone());
+        headers.insert(HOST, self.targets[self.at].host.clone());
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if with_cookie {
             headers.insert(COOKIE, self.cookie.clone());
@@ -302,8 +375,8 @@ impl LockClient for RestClient {
             self.field("size", size);
         }
         self.buf.put_u8(b'}');
-        let body = self.post("/v1/lock").await?;
-        grant(&body)
+        let result = self.post("/v1/lock").await.and_then(|body| grant(&body));
+        self.after(result, Grant::shutting_down).await
     }
 
     async fn lock(
@@ -323,12 +396,14 @@ impl LockClient for RestClient {
         self.begin(name);
         self.key_field(&key);
         self.buf.put_u8(b'}');
-        let body = self.post("/v1/unlock").await?;
-        let parsed: UnlockBody = decode(&body)?;
-        Ok(Unlocked {
-            unlocked: parsed.unlocked,
-            error: parsed.error.map(ErrorBody::into_error),
-        })
+        let result = self.post("/v1/unlock").await.and_then(|body| {
+            let parsed: UnlockBody = decode(&body)?;
+            Ok(Unlocked {
+                unlocked: parsed.unlocked,
+                error: parsed.error.map(ErrorBody::into_error),
+            })
+        });
+        self.after(result, Unlocked::shutting_down).await
     }
 
     async fn refresh(
@@ -342,8 +417,8 @@ impl LockClient for RestClient {
         self.field("lock_timeout_seconds", lock_timeout);
         self.buf.put_u8(b'}');
         let uri = self.refresh_uri;
-        let body = self.post(uri).await?;
-        grant(&body)
+        let result = self.post(uri).await.and_then(|body| grant(&body));
+        self.after(result, Grant::shutting_down).await
     }
 
     async fn close(mut self) {

@@ -10,6 +10,9 @@
 //! A restarted node does not stand for election while the cluster has a leader (the old
 //! leader, killed and restarted, must not depose the new one).
 //!
+//! `ldlm-bench`'s REST clients move to another node when theirs is killed, keeping their
+//! sessions and their holds.
+//!
 //! CI runs a few rounds and only checks that every failover ends (within a generous bound). The
 //! measurements in BENCHMARKS.md are the long runs, on release binaries:
 //!
@@ -257,6 +260,79 @@ async fn rolling_restart_under_load() {
     // binaries (BENCHMARKS.md); on a debug build sharing two cores with other tests, twice it.
     assert!(
         longest < Duration::from_secs(4),
+        "the clients went {longest:?} without a grant"
+    );
+}
+
+/// ldlm-bench's REST clients against a cluster: when their node is killed they reconnect to
+/// another node and keep their session (REST sessions are cluster-wide), so the holds they had
+/// stay theirs and every Unlock finds its hold; the other clients are not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_clients_move_to_another_node_when_theirs_is_killed() {
+    let mut cluster = Cluster::start_with(&[
+        "--cluster_election_timeout=1s",
+        "--rest_listen_address=127.0.0.1:0",
+    ]);
+    let leader = cluster.leader();
+    let killed = (1..=3).find(|&id| id != leader).expect("a follower");
+    let addresses = (1..=3)
+        .map(|id| cluster.rest(id).expect("REST"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let args = <ldlm_bench::Args as clap::Parser>::try_parse_from([
+        "ldlm-bench",
+        "-t",
+        "rest",
+        "--rest_address",
+        &addresses,
+        "-c",
+        "6",
+        "-w",
+        "failover",
+        // A TryLock whose answer died with the node may still have been granted: its lease
+        // frees the name again.
+        "--lock_timeout",
+        "1s",
+        "--warmup",
+        "0s",
+        "--quiet",
+    ])
+    .expect("bench arguments");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let bench = tokio::spawn(async move {
+        ldlm_bench::run_until(&args, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut process = cluster.nodes[(killed - 1) as usize]
+        .process
+        .take()
+        .expect("running");
+    process.signal("KILL");
+    process.wait(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = stop.send(());
+    let report = bench.await.expect("bench task").expect("bench ran");
+    eprint!("{}", report.to_text());
+    assert!(report.passed(), "{:?}", report.violations);
+    // Two of the six connections were at the killed node (connection i starts at node i % 3).
+    assert!(report.moves >= 2, "moves: {}", report.moves);
+    let lost: Vec<_> = report
+        .errors
+        .iter()
+        .filter(|e| e.kind == "lost lock")
+        .collect();
+    assert!(lost.is_empty(), "{lost:?}");
+    assert_eq!(report.ended_with_session, 0, "sessions are kept");
+    let outages = report
+        .outages
+        .expect("the failover workload reports outages");
+    let longest = outages.iter().map(|o| o.length).max().unwrap_or_default();
+    // The leader lives: the other clients keep being granted (debug build, two shared cores).
+    assert!(
+        longest < Duration::from_secs(1),
         "the clients went {longest:?} without a grant"
     );
 }
