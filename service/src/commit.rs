@@ -47,8 +47,11 @@ pub fn commit_channel() -> (CommitSender, Commits) {
 impl CommitSender {
     /// Every event up to `seq` is durable.
     pub fn committed(&self, seq: u64) {
-        self.progress.send_modify(|progress| {
+        // Waiters are woken only by progress: a log may report the same point twice.
+        self.progress.send_if_modified(|progress| {
+            let advanced = seq > progress.0;
             progress.0 = progress.0.max(seq);
+            advanced
         });
     }
 
@@ -124,6 +127,21 @@ mod tests {
         assert_eq!(commits.wait(3).await, Err(NotCommitted("disk full".into())));
         drop(sender);
         assert_eq!(commits.wait(3).await, Err(NotCommitted("disk full".into())));
+    }
+
+    #[test]
+    fn only_progress_wakes_the_waiters() {
+        let (sender, _commits) = commit_channel();
+        let mut watching = sender.progress.subscribe();
+        sender.committed(2);
+        assert!(watching.has_changed().expect("open"));
+        watching.borrow_and_update();
+        // A log may report a point twice (cluster mode: as applied, then as answered).
+        sender.committed(2);
+        sender.committed(1);
+        assert!(!watching.has_changed().expect("open"));
+        sender.committed(3);
+        assert!(watching.has_changed().expect("open"));
     }
 
     #[tokio::test]
