@@ -110,11 +110,11 @@ pub enum RefreshRpc {
 )]
 pub struct Args {
     /// gRPC address of the server (host:port); for a cluster, several separated by commas
-    /// (connections are spread over them in turn)
+    /// (connections are spread over them in turn, and move to the next when their node fails)
     #[arg(short = 'a', long = "address", default_value = "localhost:3144")]
     pub address: String,
     /// REST address of the server (host:port), for --transport rest; several separated by
-    /// commas, as --address
+    /// commas, as --address (a moving connection keeps its session, which is cluster-wide)
     #[arg(long = "rest_address", default_value = "localhost:8080")]
     pub rest_address: String,
     /// Transport to load

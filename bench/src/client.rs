@@ -81,6 +81,24 @@ impl CallError {
     }
 }
 
+/// Whether a call's outcome says its node failed, so a connection to a cluster should move to
+/// another node: the connection broke, the node cannot reach a leader (gRPC `UNAVAILABLE`,
+/// HTTP 503), a call was cancelled by its connection closing, or the node is shutting down.
+pub(crate) fn node_failed<T>(
+    result: &Result<T, CallError>,
+    shutting_down: impl Fn(&T) -> bool,
+) -> bool {
+    match result {
+        Ok(answer) => shutting_down(answer),
+        Err(CallError::Transport(_)) => true,
+        Err(CallError::Grpc(code, _)) => {
+            matches!(code, tonic::Code::Unavailable | tonic::Code::Cancelled)
+        }
+        Err(CallError::Http(status, _)) => *status == 503,
+        Err(CallError::Decode(_)) => false,
+    }
+}
+
 /// The report's name of a lock-domain error code (the proto enum's name).
 pub(crate) fn error_code_name(code: i32) -> String {
     match ErrorCode::try_from(code) {

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::client::{CallError, Grant, LockClient, Unlocked};
+use super::client::{CallError, Grant, LockClient, Unlocked, node_failed};
 
 /// Opens a connection to an address.
 pub(crate) type Opener<C> =
@@ -78,15 +78,6 @@ pub(crate) fn wrap<C: LockClient + Clone + Sync>(
     wrapped
 }
 
-/// Whether a failed call says its node (or the connection to it) failed.
-fn node_failed(error: &CallError) -> bool {
-    matches!(
-        error,
-        CallError::Transport(_)
-            | CallError::Grpc(tonic::Code::Unavailable | tonic::Code::Cancelled, _)
-    )
-}
-
 impl<C: LockClient + Clone + Sync> Connection<C> {
     fn lock_current(&self) -> std::sync::MutexGuard<'_, (usize, C)> {
         // Replaced whole, so never left torn by a panic.
@@ -132,11 +123,7 @@ impl<C: LockClient + Clone + Sync> Moving<C> {
         result: Result<T, CallError>,
         shutting_down: impl Fn(&T) -> bool,
     ) -> Result<T, CallError> {
-        let failed = match &result {
-            Err(error) => node_failed(error),
-            Ok(answer) => shutting_down(answer),
-        };
-        if failed {
+        if node_failed(&result, shutting_down) {
             self.connection.move_on(self.generation).await;
         }
         result

@@ -32,7 +32,7 @@ use serde::de::{self, Deserializer, Visitor};
 use tokio::net::TcpStream;
 
 use super::args::{Plan, RefreshRpc, address_for};
-use super::client::{CallError, Grant, LockClient, LockError, Unlocked};
+use super::client::{CallError, Grant, LockClient, LockError, Unlocked, node_failed};
 use super::tls;
 use ldlm_security::tls::TlsConnector;
 
@@ -201,13 +201,7 @@ impl RestClient {
         result: Result<T, CallError>,
         shutting_down: impl Fn(&T) -> bool,
     ) -> Result<T, CallError> {
-        let failed = match &result {
-            Err(CallError::Transport(_)) => true,
-            Err(CallError::Http(status, _)) => *status == StatusCode::SERVICE_UNAVAILABLE,
-            Err(_) => false,
-            Ok(answer) => shutting_down(answer),
-        };
-        if failed {
+        if node_failed(&result, shutting_down) {
             self.move_on().await;
         }
         result
