@@ -9,10 +9,9 @@
 //!   applies the entry (the commit hook of [`StateMachine`], the earliest point openraft shows
 //!   a commit), and again by a second task that awaits openraft's answers in log order and
 //!   reports failures. Raft commits in log order, so a committed entry means every earlier one
-//!   is too. At
-//!   most [`MAX_IN_FLIGHT`] + 1 entries are pending (two): meanwhile events wait in the sink
-//!   and the next entry grows (more events per entry, per log write and per fsync) instead of
-//!   the queue.
+//!   is too. At most [`MAX_IN_FLIGHT`] + 1 entries are pending (two): meanwhile events wait in
+//!   the sink and the next entry grows (more events per entry, per log write and per fsync)
+//!   instead of the queue.
 //! - [`Leader::take_over`] builds it all when this node becomes leader: it first waits until
 //!   everything committed before its term is applied (openraft's blank entry of the new term),
 //!   then restores every hold of the replica into a fresh engine — same key, owner and token,

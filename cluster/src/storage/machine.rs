@@ -17,11 +17,10 @@
 //! at a time and in order, and the hook counts only entries of the leader's own term. It
 //! reports after the replica has applied the entry, as openraft's answer would.
 
+use std::collections::VecDeque;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use std::collections::VecDeque;
 
 use ldlm_service::CommitSender;
 use serde::{Deserialize, Serialize};
