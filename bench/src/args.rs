@@ -247,7 +247,12 @@ pub(crate) struct TlsSettings {
     pub(crate) skip_verify: bool,
 }
 
-/// The addresses of a comma-separated list, for connection `index` (connections take the
+/// The addresses of a comma-separated list (several: a cluster's nodes).
+pub(crate) fn addresses(list: &str) -> Vec<String> {
+    list.split(',').map(|a| a.trim().to_owned()).collect()
+}
+
+/// The address of a comma-separated list for connection `index` (connections take the
 /// addresses in turn).
 pub(crate) fn address_for(list: &str, index: usize) -> &str {
     let count = list.split(',').count();
@@ -475,6 +480,7 @@ mod tests {
         let taken: Vec<&str> = (0..4).map(|i| address_for(list, i)).collect();
         assert_eq!(taken, ["a:1", "b:2", "c:3", "a:1"]);
         assert_eq!(address_for("localhost:3144", 7), "localhost:3144");
+        assert_eq!(addresses(list), ["a:1", "b:2", "c:3"]);
         assert!(plan(&["-a", "a:1,b:2"]).is_ok());
         let error = plan(&["-a", "a:1,,b:2"]).expect_err("an empty address");
         assert!(error.0.contains("--address"), "{}", error.0);

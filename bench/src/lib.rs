@@ -237,11 +237,7 @@ async fn drive_grpc<C: LockClient + Clone + Sync>(
         stats,
         seed,
     } = run;
-    let addresses: Vec<String> = plan
-        .address
-        .split(',')
-        .map(|a| a.trim().to_owned())
-        .collect();
+    let addresses = args::addresses(&plan.address);
     if addresses.len() > 1 {
         let moves = stats.moves.clone();
         let clients = moving::wrap(clients, plan.in_flight, addresses, open, moves);

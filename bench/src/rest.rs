@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use tokio::net::TcpStream;
 
-use super::args::{Plan, RefreshRpc, address_for};
+use super::args::{Plan, RefreshRpc, addresses};
 use super::client::{CallError, Grant, LockClient, LockError, Unlocked, node_failed};
 use super::tls;
 use ldlm_security::tls::TlsConnector;
@@ -94,11 +94,9 @@ pub(crate) async fn connect(plan: &Plan, moves: Arc<AtomicU64>) -> anyhow::Resul
         RefreshRpc::Refreshlock => "/v1/refreshlock",
         RefreshRpc::Renew => "/v1/renew",
     };
-    let targets = plan
-        .rest_address
-        .split(',')
+    let targets = addresses(&plan.rest_address)
+        .into_iter()
         .map(|address| {
-            let address = address.trim().to_owned();
             Ok(Target {
                 host: HeaderValue::try_from(address.as_str())
                     .with_context(|| format!("bad --rest_address {address:?}"))?,
@@ -136,7 +134,7 @@ pub(crate) async fn connect(plan: &Plan, moves: Arc<AtomicU64>) -> anyhow::Resul
     let mut clients: Vec<Option<RestClient>> = (0..plan.connections).map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {
         let (index, client) = joined.context("connecting task failed")?;
-        let address = address_for(&plan.rest_address, index);
+        let address = &targets[index % targets.len()].address;
         clients[index] =
             Some(client.with_context(|| format!("cannot open a REST session at {address}"))?);
     }

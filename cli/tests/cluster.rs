@@ -77,12 +77,7 @@ async fn the_leader_is_killed_while_followers_clients_hold_and_wait() {
     );
 
     // The leader dies.
-    let mut dead = cluster.nodes[(leader - 1) as usize]
-        .process
-        .take()
-        .expect("running");
-    dead.signal("KILL");
-    dead.wait(SLACK);
+    cluster.stop(leader, "KILL");
     let new_leader = cluster.leader();
     assert_ne!(new_leader, leader);
 
@@ -415,9 +410,7 @@ async fn members_are_added_removed_and_replaced_while_a_lock_is_held() {
     }
 
     // Replace a dead node: kill 3, remove it, add a fresh node 6 in its place.
-    let mut dead = cluster.nodes[2].process.take().expect("running");
-    dead.signal("KILL");
-    dead.wait(SLACK);
+    cluster.stop(3, "KILL");
     let (code, _, err) = lock_cli(&cluster, 1, &["cluster", "remove", "3"]);
     assert_eq!(code, 0, "cluster remove 3: {err}");
     cluster.join(6);
@@ -496,13 +489,8 @@ async fn the_rust_client_moves_to_another_node_and_its_guard_renews_until_the_cl
         .expect("free");
 
     let leader_address = cluster.grpc(leader);
-    let mut dead = cluster.nodes[(leader - 1) as usize]
-        .process
-        .take()
-        .expect("running");
-    dead.signal("KILL");
+    cluster.stop(leader, "KILL");
     let killed = Instant::now();
-    dead.wait(SLACK);
 
     // The client of the dead node serves calls from another node.
     let fresh = at_leader

@@ -38,12 +38,8 @@ async fn leader_kill_to_first_grant_at_a_survivor() {
         let leader = cluster.leader();
         let survivor = (1..=3).find(|&id| id != leader).expect("a survivor");
         let mut survivor_client = client(&cluster.grpc(survivor)).await;
-        let mut process = cluster.nodes[(leader - 1) as usize]
-            .process
-            .take()
-            .expect("running");
         let killed = Instant::now();
-        process.signal("KILL");
+        cluster.stop(leader, "KILL");
         let mut attempt = 0u64;
         loop {
             attempt += 1;
@@ -66,7 +62,6 @@ async fn leader_kill_to_first_grant_at_a_survivor() {
         let took = killed.elapsed();
         times.push(took);
         eprintln!("round {round}: leader {leader} killed, first grant after {took:?}");
-        process.wait(Duration::from_secs(5));
         cluster.launch(leader);
         caught_up(&cluster, leader).await;
     }
@@ -305,12 +300,7 @@ async fn rest_clients_move_to_another_node_when_theirs_is_killed() {
         "1s",
     ]);
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let mut process = cluster.nodes[(killed - 1) as usize]
-        .process
-        .take()
-        .expect("running");
-    process.signal("KILL");
-    process.wait(Duration::from_secs(5));
+    cluster.stop(killed, "KILL");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let _ = stop.send(());
     let report = bench.await.expect("bench task").expect("bench ran");
@@ -335,12 +325,7 @@ async fn a_restarted_node_does_not_depose_the_leader() {
     let mut cluster = Cluster::start_with(&["--cluster_election_timeout=1s"]);
     for round in 0..2 {
         let old = cluster.leader();
-        let mut process = cluster.nodes[(old - 1) as usize]
-            .process
-            .take()
-            .expect("running");
-        process.signal("KILL");
-        process.wait(Duration::from_secs(5));
+        cluster.stop(old, "KILL");
         let new = cluster.leader();
         let term = |cluster: &Cluster| {
             cluster

@@ -268,12 +268,7 @@ async fn run(plan: &Plan) -> Report {
                     "[{} ms] {fault:?}: kill -9 node {victim} (leader {leader:?}), restart in {down} ms",
                     ms(t0)
                 );
-                let mut process = cluster.nodes[(victim - 1) as usize]
-                    .process
-                    .take()
-                    .expect("running");
-                process.signal("KILL");
-                process.wait(Duration::from_secs(5));
+                let process = cluster.stop(victim, "KILL");
                 snapshot_installs += snapshots_installed(&process);
                 logs.push((
                     format!("node-{victim}-until-{}ms", ms(t0)),

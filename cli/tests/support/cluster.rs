@@ -182,6 +182,23 @@ impl Cluster {
         node.process = Some(process);
     }
 
+    /// Stops node `id` with `signal` (`"KILL"` or `"TERM"`) and waits (up to `SLACK`) for it
+    /// to exit; the stopped process is returned (its log, its exit status). `launch` starts
+    /// the node again.
+    pub(crate) fn stop(&mut self, id: u64, signal: &str) -> Process {
+        let mut process = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("a node of this cluster")
+            .process
+            .take()
+            .expect("running");
+        process.signal(signal);
+        process.wait(SLACK);
+        process
+    }
+
     /// Node `id`'s REST address, if it serves REST.
     pub(crate) fn rest(&self, id: u64) -> Option<String> {
         self.node(id).process.as_ref()?.rest_addr.clone()

@@ -53,9 +53,8 @@ pub use sink::{MAX_IN_FLIGHT, RaftSink};
 /// This node's term as leader: the engine, its lock service and the committer.
 pub struct Leader {
     service: Arc<LocalLockService>,
-    term: u64,
-    /// This node's id.
-    node_id: crate::raft::NodeId,
+    /// The term and this node: what the log ids of this term's entries carry.
+    leader_id: CommittedLeaderId,
     deposed: Arc<AtomicBool>,
     raft: openraft::Raft<TypeConfig>,
     machine: StateMachine,
@@ -79,7 +78,7 @@ pub struct Leader {
 impl std::fmt::Debug for Leader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Leader")
-            .field("term", &self.term)
+            .field("term", &self.leader_id.term)
             .field("deposed", &self.is_deposed())
             .finish_non_exhaustive()
     }
@@ -176,8 +175,7 @@ impl Leader {
         ldlm_service::metrics::record_takeover();
         let leader = Arc::new(Leader {
             service,
-            term,
-            node_id: node.id(),
+            leader_id,
             deposed,
             raft,
             machine: node.machine().clone(),
@@ -209,7 +207,7 @@ impl Leader {
 
     /// The term this node leads.
     pub fn term(&self) -> u64 {
-        self.term
+        self.leader_id.term
     }
 
     /// True once a commit failed: this engine may hold changes the log will not have.
@@ -229,8 +227,7 @@ impl Leader {
     /// Steps down: stops granting (waiters are told) and stops committing.
     pub fn step_down(&self) {
         self.deposed.store(true, Ordering::Release);
-        self.machine
-            .stop_watching(CommittedLeaderId::new(self.term, self.node_id));
+        self.machine.stop_watching(self.leader_id);
         self.service.shutdown();
         for task in self.tasks.lock().iter() {
             task.abort();
