@@ -204,3 +204,48 @@ async fn the_commit_hook_reports_the_leaders_own_entries_as_they_are_applied() {
         "a leader that stepped down hears nothing"
     );
 }
+
+/// Snapshots built from the replica and the leader's snapshots installed at the same time
+/// (openraft builds in a task of its own): every write succeeds, and the file ends with the
+/// newest snapshot, never an older one that finished last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_built_while_others_are_installed_leave_the_newest_in_the_file() {
+    use openraft::RaftSnapshotBuilder as _;
+    const SNAPSHOTS: u64 = 60;
+    // The leader's snapshots, each a few entries newer than the one before.
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let mut leader = StateMachine::open(leader_dir.path()).expect("open");
+    let mut snapshots = Vec::new();
+    for i in 1..=SNAPSHOTS {
+        leader.apply(vec![entry(1, i)]).await.expect("apply");
+        let snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("built");
+        snapshots.push((snapshot.meta, snapshot.snapshot.into_inner()));
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut follower = StateMachine::open(dir.path()).expect("open");
+    follower.apply(vec![entry(1, 1)]).await.expect("apply");
+    let mut builder = follower.get_snapshot_builder().await;
+    let building = tokio::spawn(async move {
+        for _ in 0..SNAPSHOTS {
+            builder.build_snapshot().await.expect("built");
+        }
+    });
+    for (meta, data) in &snapshots {
+        follower
+            .install_snapshot(meta, Box::new(std::io::Cursor::new(data.clone())))
+            .await
+            .expect("installed");
+        tokio::task::yield_now().await;
+    }
+    building.await.expect("builder");
+    drop(follower);
+    let reopened = StateMachine::open(dir.path()).expect("reopen");
+    assert_eq!(reopened.last_applied().await, Some(log_id(1, SNAPSHOTS)));
+    assert_eq!(reopened.replica().await.hold_count(), SNAPSHOTS as usize);
+}

@@ -6,7 +6,9 @@
 //! `--cluster_data_dir`, replaced atomically each time a snapshot is built or installed. So a
 //! restarted node loads its snapshot and replays the log's tail, and a node that fell too far
 //! behind gets the leader's snapshot. Snapshots are the replica serialized (postcard), built
-//! from a clone taken under the lock, off the apply path.
+//! from a clone taken under the lock, off the apply path. Building runs beside the installs of
+//! the leader's snapshots, so writes of the file take turns, and a snapshot that finishes
+//! last never replaces a newer one (the log before the newer one may be purged already).
 //!
 //! **Commit hook.** The leader's grants wait for their entries to be committed. openraft tells
 //! a writer so only after the apply, through its core and a responder: three task hand-offs
@@ -63,6 +65,10 @@ struct StoredMeta {
 pub struct StateMachine {
     path: PathBuf,
     state: Arc<RwLock<Applied_>>,
+    /// The last log id of the snapshot in the file. Held while the file is written: the
+    /// snapshot builder runs in a task of its own, beside the installs of the leader's
+    /// snapshots, and both write the same file.
+    in_file: Arc<parking_lot::Mutex<Option<LogId>>>,
     hook: Arc<parking_lot::Mutex<Option<CommitHook>>>,
 }
 
@@ -108,6 +114,7 @@ impl StateMachine {
         }
         Ok(StateMachine {
             path,
+            in_file: Arc::new(parking_lot::Mutex::new(state.last_applied)),
             state: Arc::new(RwLock::new(state)),
             hook: Arc::default(),
         })
@@ -183,7 +190,15 @@ impl StateMachine {
         self.state.read().await.last_applied
     }
 
-    fn persist(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+    /// Writes the snapshot file, unless it already holds this snapshot or a newer one: a
+    /// snapshot built from the replica may finish after a newer one of the leader's was
+    /// installed, and must not replace it (the log before the newer one is purged). Returns
+    /// whether it wrote.
+    fn persist(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<bool, StorageError> {
+        let mut in_file = self.in_file.lock();
+        if in_file.is_some() && meta.last_log_id <= *in_file {
+            return Ok(false);
+        }
         let mut bytes = SNAPSHOT_MAGIC.to_vec();
         frame::encode(&mut bytes, META, &StoredMeta { meta: meta.clone() });
         frame::encode(&mut bytes, DATA, &data);
@@ -193,7 +208,9 @@ impl StateMachine {
                 ErrorVerb::Write,
                 e,
             )
-        })
+        })?;
+        *in_file = meta.last_log_id;
+        Ok(true)
     }
 }
 
@@ -225,7 +242,16 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             snapshot_id,
         };
         self.persist(&meta, &data)?;
-        self.state.write().await.snapshot = Some((meta.clone(), data.clone()));
+        let mut state = self.state.write().await;
+        // The current snapshot stays the newest one, whichever finished last.
+        if state
+            .snapshot
+            .as_ref()
+            .is_none_or(|(current, _)| current.last_log_id < meta.last_log_id)
+        {
+            state.snapshot = Some((meta.clone(), data.clone()));
+        }
+        drop(state);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
