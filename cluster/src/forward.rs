@@ -142,6 +142,21 @@ impl Call {
         }
     }
 
+    /// Whether the call may share a message to the leader with others (see
+    /// [`crate::forwarder`]): the calls the leader answers as soon as their change is
+    /// committed. A Lock that waits goes alone, to be cancelled alone when its caller goes;
+    /// a node's housekeeping and pings go alone, never behind its clients' calls.
+    pub fn travels_in_batches(&self) -> bool {
+        matches!(
+            self,
+            Call::Acquire { wait: false, .. }
+                | Call::Unlock { .. }
+                | Call::UnlockAgain { .. }
+                | Call::Refresh { .. }
+                | Call::TouchSession { .. }
+        )
+    }
+
     /// A node's own bookkeeping of its clients (a closed connection, a restart), not a
     /// client's request: sent even while the node is cut off from its cluster.
     pub fn is_housekeeping(&self) -> bool {

@@ -29,6 +29,7 @@
 
 pub mod command;
 pub mod forward;
+pub mod forwarder;
 pub mod leader;
 pub mod liveness;
 pub mod node;

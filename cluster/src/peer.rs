@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -55,26 +56,28 @@ const APPEND_ENTRIES: u32 = 1;
 const VOTE: u32 = 2;
 const INSTALL_SNAPSHOT: u32 = 3;
 /// A lock-service call forwarded to the leader ([`crate::forward::Call`]).
-const FORWARD: u32 = 4;
+pub(crate) const FORWARD: u32 = 4;
+/// Several forwarded calls at once, answered together (see [`crate::forwarder`]).
+pub(crate) const FORWARD_BATCH: u32 = 5;
 
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn encode(value: &impl Serialize) -> Result<Vec<u8>, postcard::Error> {
+pub(crate) fn encode(value: &impl Serialize) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_stdvec(value)
 }
 
-fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, postcard::Error> {
+pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(payload)
 }
 
 /// The server's password as this node presents it to its peers (gRPC metadata
 /// `authorization`, as clients present it).
-type Credentials = Option<tonic::metadata::AsciiMetadataValue>;
+pub(crate) type Credentials = Option<tonic::metadata::AsciiMetadataValue>;
 
 /// Turns `--password` into peer credentials; a password that is not valid gRPC metadata is an
 /// error at start (no peer could be reached with it).
-fn credentials(password: Option<&str>) -> Result<Credentials, crate::node::NodeError> {
+pub(crate) fn credentials(password: Option<&str>) -> Result<Credentials, crate::node::NodeError> {
     password
         .map(|p| {
             p.parse().map_err(|_| {
@@ -86,7 +89,7 @@ fn credentials(password: Option<&str>) -> Result<Credentials, crate::node::NodeE
         .transpose()
 }
 
-fn authorize<T>(request: &mut Request<T>, credentials: &Credentials) {
+pub(crate) fn authorize<T>(request: &mut Request<T>, credentials: &Credentials) {
     if let Some(value) = credentials {
         request
             .metadata_mut()
@@ -96,7 +99,7 @@ fn authorize<T>(request: &mut Request<T>, credentials: &Credentials) {
 
 /// A lazily connected channel to the peer at `addr`: plaintext, or TLS with this node's peer
 /// client configuration (verifying the peer's certificate for the address's host).
-fn channel(addr: &str, tls: Option<&PeerTls>) -> Result<Channel, String> {
+pub(crate) fn channel(addr: &str, tls: Option<&PeerTls>) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
@@ -259,78 +262,6 @@ fn into_result<Reply, E: std::error::Error>(
     }
 }
 
-/// Sends forwarded calls to other nodes: one lazily connected channel per node.
-#[derive(Debug, Default)]
-pub struct Forwarder {
-    clients: parking_lot::Mutex<std::collections::HashMap<NodeId, (String, PeerClient<Channel>)>>,
-    credentials: Credentials,
-    tls: Option<PeerTls>,
-}
-
-/// A forwarded call that got no answer from the node (connection failed, deadline passed).
-#[derive(Debug, thiserror::Error)]
-#[error("node {node} did not answer: {reason}")]
-pub struct NoAnswer {
-    /// The node.
-    pub node: NodeId,
-    /// Why.
-    pub reason: String,
-}
-
-impl Forwarder {
-    /// A forwarder presenting `password` to the nodes it calls, dialling them with `tls`.
-    pub fn new(
-        password: Option<&str>,
-        tls: Option<PeerTls>,
-    ) -> Result<Forwarder, crate::node::NodeError> {
-        Ok(Forwarder {
-            clients: Default::default(),
-            credentials: credentials(password)?,
-            tls,
-        })
-    }
-
-    /// Sends `call` to node `node` at `addr`, waiting at most `timeout` (none: as long as it
-    /// takes, e.g. a Lock without a wait timeout).
-    pub async fn call(
-        &self,
-        node: NodeId,
-        addr: &str,
-        call: &Call,
-        timeout: Option<Duration>,
-    ) -> Result<Result<Answer, CallError>, NoAnswer> {
-        let no_answer = |reason: String| NoAnswer { node, reason };
-        let mut client = {
-            let mut clients = self.clients.lock();
-            match clients.get(&node) {
-                Some((known, client)) if known == addr => client.clone(),
-                _ => {
-                    let client =
-                        PeerClient::new(channel(addr, self.tls.as_ref()).map_err(no_answer)?);
-                    clients.insert(node, (addr.to_owned(), client.clone()));
-                    client
-                }
-            }
-        };
-        let payload = encode(call).map_err(|e| no_answer(e.to_string()))?;
-        let mut message = Request::new(PeerMessage {
-            version: VERSION,
-            group: GROUP,
-            kind: FORWARD,
-            payload,
-        });
-        if let Some(timeout) = timeout {
-            message.set_timeout(timeout);
-        }
-        authorize(&mut message, &self.credentials);
-        let answer = client
-            .raft(message)
-            .await
-            .map_err(|status| no_answer(status.to_string()))?;
-        decode(&answer.into_inner().payload).map_err(|e| no_answer(e.to_string()))
-    }
-}
-
 /// The server side: hands each Raft message to this node's Raft, and each forwarded call to
 /// this node's leader state (or answers that this node is not the leader).
 #[derive(Clone)]
@@ -358,6 +289,10 @@ impl PeerService {
     }
 
     async fn forward(&self, call: Call) -> Result<Answer, CallError> {
+        // A follower's ping is contact with it, as its answers to heartbeats are.
+        if let Call::Ping { from } = call {
+            self.liveness.heard_from(from);
+        }
         let leader = self.leading.borrow().clone();
         match leader {
             Some(leader) if !leader.is_deposed() => leader.serve(call).await,
@@ -423,11 +358,14 @@ impl proto::peer_server::Peer for PeerService {
             }
             FORWARD => {
                 let call: Call = decode(&message.payload).map_err(bad_message)?;
-                // A follower's ping is contact with it, as its answers to heartbeats are.
-                if let Call::Ping { from } = call {
-                    self.liveness.heard_from(from);
-                }
                 encode(&self.forward(call).await)
+            }
+            FORWARD_BATCH => {
+                let calls: Vec<Call> = decode(&message.payload).map_err(bad_message)?;
+                // Handled together, as calls arriving at once from different clients are:
+                // their changes go out in the same log entries.
+                let answers = join_all(calls.into_iter().map(|call| self.forward(call))).await;
+                encode(&answers)
             }
             kind => {
                 return Err(Status::invalid_argument(format!(

@@ -23,13 +23,14 @@ use ldlm_service::{
     MemberStatus, MembershipChange, ServiceError, ServiceStats, SessionId, Transport,
 };
 use openraft::ServerState;
+use tokio::sync::mpsc;
 
 use crate::command::GlobalOwner;
 use crate::forward::{Answer, Call, CallError, GrantView, Via};
+use crate::forwarder::{Forwarder, Unanswered};
 use crate::leader::Leader;
 use crate::node::ClusterNode;
 use crate::owners;
-use crate::peer::Forwarder;
 use crate::raft::NodeId;
 
 /// How long a call that does not wait for a lock may look for a leader before it answers
@@ -153,7 +154,13 @@ impl ClusterLockService {
         let seat = tokio::spawn(seat(node, engine, options));
         let contact = tokio::spawn(watch_contact(Arc::downgrade(&service.router)));
         let ping = tokio::spawn(ping_leader(Arc::downgrade(&service.router)));
-        *service.seat.lock() = vec![seat, contact, ping, cleanup];
+        let unanswered = service
+            .router
+            .forwarder
+            .take_unanswered()
+            .expect("the forwarder was just made");
+        let give_back = tokio::spawn(give_back(Arc::downgrade(&service.router), unanswered));
+        *service.seat.lock() = vec![seat, contact, ping, cleanup, give_back];
         service
     }
 
@@ -311,6 +318,10 @@ impl Router {
             if let Call::Unlock { name, key, via } = call {
                 call = Call::UnlockAgain { name, key, via };
             }
+            // Past the deadline nothing is re-sent. This matters for a call that shared a
+            // message to the leader and got no answer because its deadline passed: if a grant
+            // comes for it after all, the forwarder gives it back, so the same request must
+            // not be granted to this caller again by a re-send.
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(ServiceError::Unavailable(format!(
                     "no cluster leader answered within {:.1} s; retry, here or at another node",
@@ -742,6 +753,36 @@ async fn ping_leader(router: Weak<Router>) {
         let pause = (limit / 10).max(Duration::from_millis(10));
         drop(router);
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// Unlocks the grants answered to callers that had gone (see [`crate::forwarder`]): no slot
+/// may stay held under a key nobody learned. Each is re-sent until the cluster has released
+/// it, or says it is gone already (its lease ran out, its client's connection closed).
+async fn give_back(router: Weak<Router>, mut unanswered: mpsc::UnboundedReceiver<Unanswered>) {
+    while let Some(Unanswered { name, key, via }) = unanswered.recv().await {
+        let Some(router) = router.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let call = Call::Unlock {
+                name,
+                key: LockKey::from_u128(key).to_string(),
+                via,
+            };
+            loop {
+                match router
+                    .call(call.clone(), Some(Instant::now() + CALL_DEADLINE))
+                    .await
+                {
+                    Ok(_) | Err(ServiceError::Lock(_)) => return,
+                    Err(error) => {
+                        tracing::debug!(%error, "Giving back a grant nobody received; retrying");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -196,3 +196,119 @@ async fn a_waiting_lock_is_re_sent_to_the_next_leader() {
         .expect("granted");
     assert!(granted.fencing_token > held.fencing_token);
 }
+
+/// The value of counter `name` in this process's metrics.
+fn counter(name: &str) -> u64 {
+    let text = ldlm_service::metrics::render(ldlm_service::metrics::Gauges {
+        cluster: Some(ldlm_service::metrics::ClusterGauges {
+            role: "follower",
+            term: 0,
+            commit_index: 0,
+            applied_index: 0,
+        }),
+        ..Default::default()
+    });
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+}
+
+/// What one client of the test below was answered.
+#[derive(Debug)]
+enum Outcome {
+    Granted(ldlm_engine::Grant),
+    Busy,
+    Unlocked,
+    Refused(ServiceError),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_made_at_once_share_messages_and_each_gets_its_own_answer() {
+    let cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let at = cluster.services[&cluster.followers(leader)[0]].clone();
+    let holder = at.connect();
+    let held = at
+        .acquire(Transport::Grpc, &holder, &request("held"), Acquire::Try)
+        .await
+        .expect("answered")
+        .expect("free");
+    let forwarded = counter("ldlm_cluster_forwarded_total");
+    let resent = counter("ldlm_cluster_resent_total");
+    let messages = counter("ldlm_cluster_forward_messages_total");
+
+    // Many clients of one follower call at once, and their answers differ: a grant of a name
+    // of their own, "busy", or a refused unlock. Each must get its own.
+    const CLIENTS: usize = 150;
+    let calls: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let at = at.clone();
+            tokio::spawn(async move {
+                let owner = at.connect();
+                match i % 3 {
+                    0 => {
+                        let name = format!("own-{i}");
+                        match at
+                            .acquire(Transport::Grpc, &owner, &request(&name), Acquire::Try)
+                            .await
+                        {
+                            Ok(Some(grant)) => Outcome::Granted(grant),
+                            Ok(None) => Outcome::Busy,
+                            Err(error) => Outcome::Refused(error),
+                        }
+                    }
+                    1 => match at
+                        .acquire(Transport::Grpc, &owner, &request("held"), Acquire::Try)
+                        .await
+                    {
+                        Ok(Some(grant)) => Outcome::Granted(grant),
+                        Ok(None) => Outcome::Busy,
+                        Err(error) => Outcome::Refused(error),
+                    },
+                    _ => match at
+                        .unlock(Transport::Grpc, &owner, "held", "not-a-key")
+                        .await
+                    {
+                        Ok(()) => Outcome::Unlocked,
+                        Err(error) => Outcome::Refused(error),
+                    },
+                }
+            })
+        })
+        .collect();
+    let mut granted = BTreeMap::new();
+    for (i, call) in calls.into_iter().enumerate() {
+        match (i % 3, call.await.expect("task")) {
+            (0, Outcome::Granted(grant)) => {
+                granted.insert(format!("own-{i}"), grant);
+            }
+            (1, Outcome::Busy) => {}
+            (2, Outcome::Refused(ServiceError::Lock(LockError::InvalidLockKey))) => {}
+            (kind, outcome) => panic!("client {i} (kind {kind}) was answered {outcome:?}"),
+        }
+    }
+    // Each grant answered is the hold of the name its client asked for.
+    let holds = at.list().await.expect("list");
+    assert_eq!(holds.len(), granted.len() + 1, "{holds:?}");
+    for hold in &holds {
+        let (key, token) = match granted.get(&*hold.name) {
+            Some(grant) => (grant.key, grant.fencing_token),
+            None => (held.key, held.fencing_token),
+        };
+        assert_eq!(
+            (hold.key, hold.fencing_token),
+            (key, token),
+            "{}",
+            hold.name
+        );
+    }
+    // Far fewer messages went to the leader than calls: they shared messages. Re-sends are
+    // not counted as calls (a call that got no answer is sent again, in a message of its own
+    // or not). Other tests of this process forward one call per message or share too, and
+    // re-send a few: the margin is wide enough for them.
+    let first_sends = (counter("ldlm_cluster_forwarded_total") - forwarded)
+        - (counter("ldlm_cluster_resent_total") - resent);
+    let messages = counter("ldlm_cluster_forward_messages_total") - messages;
+    eprintln!("{first_sends} calls forwarded (re-sends aside) in {messages} messages");
+    assert!(first_sends >= CLIENTS as u64 / 2 && messages * 2 < first_sends);
+}

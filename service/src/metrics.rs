@@ -155,6 +155,7 @@ struct Registry {
     fsync: Histogram<14>,
     batch_records: Histogram<10>,
     forwarded: AtomicU64,
+    forward_messages: AtomicU64,
     resent: AtomicU64,
     takeovers: AtomicU64,
 }
@@ -170,6 +171,7 @@ static REGISTRY: Registry = Registry {
     fsync: Histogram::new(),
     batch_records: Histogram::new(),
     forwarded: AtomicU64::new(0),
+    forward_messages: AtomicU64::new(0),
     resent: AtomicU64::new(0),
     takeovers: AtomicU64::new(0),
 };
@@ -207,6 +209,12 @@ pub fn record_commit(records: u64, elapsed: Duration) {
 /// Cluster mode: one lock call forwarded to the leader on another node.
 pub fn record_forwarded() {
     REGISTRY.forwarded.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Cluster mode: one message to the leader carrying forwarded calls (one, or under load
+/// several).
+pub fn record_forward_message() {
+    REGISTRY.forward_messages.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Cluster mode: one call sent again because its answer could not come (leader changed).
@@ -386,6 +394,13 @@ pub fn render(gauges: Gauges) -> String {
         );
         counter(
             &mut out,
+            "ldlm_cluster_forward_messages_total",
+            "Messages that carried forwarded lock calls to the leader (under load, several \
+             calls share one).",
+            &r.forward_messages,
+        );
+        counter(
+            &mut out,
             "ldlm_cluster_resent_total",
             "Calls sent again because the leader changed before answering.",
             &r.resent,
@@ -435,6 +450,7 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         assert!(text.contains("ldlm_cluster_forwarded_total "));
+        assert!(text.contains("ldlm_cluster_forward_messages_total "));
     }
 
     #[test]
