@@ -157,6 +157,21 @@ impl Call {
         )
     }
 
+    /// About how many bytes the call takes in a message: its strings, and a little for the
+    /// rest.
+    pub fn size_hint(&self) -> usize {
+        let strings = match self {
+            Call::Acquire { name, .. } => name.len(),
+            Call::Unlock { name, key, .. }
+            | Call::UnlockAgain { name, key, .. }
+            | Call::Refresh { name, key, .. } => name.len() + key.len(),
+            Call::ForceUnlock { name, key } => name.len() + key.as_ref().map_or(0, String::len),
+            Call::AddMember { address, .. } => address.len(),
+            _ => 0,
+        };
+        strings + 64
+    }
+
     /// A node's own bookkeeping of its clients (a closed connection, a restart), not a
     /// client's request: sent even while the node is cut off from its cluster.
     pub fn is_housekeeping(&self) -> bool {

@@ -62,6 +62,9 @@ use crate::raft::NodeId;
 
 /// Most calls in one message; more queued at once go out as several messages, side by side.
 const MOST_PER_BATCH: usize = 64;
+/// Most bytes of calls in one message (by [`Call::size_hint`]), far below the 4 MB a peer
+/// accepts: names may be long (`--max_name_bytes`), and calls that fit alone must fit together.
+const MOST_BYTES_PER_BATCH: usize = 512 * 1024;
 
 /// What a forwarded call comes to: the leader's answer, or no answer from the node.
 type Outcome = Result<Result<Answer, CallError>, NoAnswer>;
@@ -312,12 +315,8 @@ impl Route {
     }
 
     /// Sends queued calls, at most [`MOST_PER_BATCH`] to a message, and hands out the answers.
-    async fn send_all(self: Arc<Self>, mut queued: Vec<Queued>) {
-        let mut batches = Vec::new();
-        while queued.len() > MOST_PER_BATCH {
-            batches.push(queued.split_off(queued.len() - MOST_PER_BATCH));
-        }
-        batches.push(queued);
+    async fn send_all(self: Arc<Self>, queued: Vec<Queued>) {
+        let batches = batches(queued, |queued| queued.call.size_hint());
         join_all(batches.into_iter().map(|batch| self.send_batch(batch))).await;
     }
 
@@ -383,6 +382,29 @@ impl Route {
     }
 }
 
+/// `items` in order, cut into batches of at most [`MOST_PER_BATCH`] items and
+/// [`MOST_BYTES_PER_BATCH`] bytes (an item larger than that goes alone).
+fn batches<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut batches: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let item_bytes = size(&item);
+        match batches.last_mut() {
+            Some(batch)
+                if batch.len() < MOST_PER_BATCH && bytes + item_bytes <= MOST_BYTES_PER_BATCH =>
+            {
+                bytes += item_bytes;
+                batch.push(item);
+            }
+            _ => {
+                bytes = item_bytes;
+                batches.push(vec![item]);
+            }
+        }
+    }
+    batches
+}
+
 /// The answer of a node that does not know the batch message.
 fn refuses_batches(status: &Status) -> bool {
     status.code() == tonic::Code::InvalidArgument
@@ -397,6 +419,21 @@ mod tests {
 
     use super::*;
     use crate::peer::proto::peer_server::{Peer, PeerServer};
+
+    #[test]
+    fn batches_are_cut_by_count_and_by_bytes() {
+        let sizes = |batches: Vec<Vec<usize>>| batches.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(batches(vec![1; 150], |&b| b)), [64, 64, 22]);
+        let half = MOST_BYTES_PER_BATCH / 2;
+        assert_eq!(sizes(batches(vec![half; 5], |&b| b)), [2, 2, 1]);
+        // Too large to share: alone, and the order is kept.
+        let items = vec![1, MOST_BYTES_PER_BATCH + 1, 1, 1];
+        assert_eq!(
+            batches(items, |&b| b),
+            [vec![1], vec![MOST_BYTES_PER_BATCH + 1], vec![1, 1]]
+        );
+        assert!(batches(Vec::<usize>::new(), |&b| b).is_empty());
+    }
 
     /// The peer service of a build from before batches: it answers each forwarded Unlock with
     /// the call's own key (so that a mixed-up answer shows) and refuses any other message as

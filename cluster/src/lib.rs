@@ -8,7 +8,7 @@
 //! keep a [`Replica`] of the committed holds, sessions and tokens, from which a new leader
 //! rebuilds its engine.
 //!
-//! This crate is being built in steps. Present so far:
+//! Modules:
 //!
 //! - [`raft`]: the openraft type configuration (every openraft type behind one module);
 //! - [`command`]: what the log carries (engine events with cluster-wide owners and request
@@ -16,16 +16,18 @@
 //! - [`replica`]: the committed lock table, a pure function of the log;
 //! - [`storage`]: the log, the vote and snapshots on disk (fdatasync before openraft counts an
 //!   entry, group commit, damage reported with file and offset);
-//! - [`peer`]: the peer service (Raft's messages over gRPC) and openraft's network;
+//! - [`peer`]: the peer service (Raft's messages and forwarded calls over gRPC) and
+//!   openraft's network;
 //! - [`node`]: one node's Raft, storage and peer service; fresh nodes with the same peer list
 //!   form the cluster themselves;
 //! - [`leader`]: the leader's lock service — the single-server engine restored from the
 //!   replica, its changes committed through the log (group commit) before they are answered;
-//! - [`owners`]: cluster-wide owner ids inside the engine's owner ids.
-//!
-//! Still to come (and not reachable from `ldlm-server` until then): the lock service that routes
-//! each call to the local leader or forwards it (with exactly-once re-sends), REST sessions in
-//! the log, node liveness, and the `--cluster_*` options.
+//! - [`forward`] and [`forwarder`]: the calls a node sends the leader for its clients, and
+//!   how they travel (alone, or several to a message under load);
+//! - [`service`]: the lock service of a node, which `ldlm-server` runs in cluster mode: each
+//!   call to the local leader or forwarded, re-sent (exactly once) as the leader changes;
+//! - [`liveness`], [`owners`], [`released`]: contact with the other nodes, cluster-wide owner
+//!   ids, and the keys of recently released holds.
 
 pub mod command;
 pub mod forward;
