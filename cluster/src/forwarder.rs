@@ -10,29 +10,27 @@
 //! So a call that is answered as soon as its change is committed (see
 //! [`Call::travels_in_batches`]) is queued per node, and its task yields once to the
 //! scheduler. When it runs again it takes whatever the queue holds — its own call and any
-//! that were queued meanwhile — and sends it as one message:
-//!
-//! - under light load a call finds itself alone and is sent from its own task, as a message
-//!   of its own, exactly as before;
-//! - under load the calls of one scheduler turn share a message, sent from a task of its own
-//!   (not from the caller's: a client that goes away must not take other clients' calls
-//!   with it). The leader handles them together, and their changes go out in the same log
-//!   entries, as its group commit would have put them anyway.
+//! that were queued meanwhile — and sends it, from a task of its own, as one message (a
+//! message of one call under light load, as before). The leader handles the calls of a
+//! message together, and their changes go out in the same log entries, as its group commit
+//! would have put them anyway.
 //!
 //! Nothing else changes for a call. It keeps its own deadline and its own answer or error; a
-//! batch that gets no answer leaves each of its calls unanswered, to be re-sent like any other
-//! (acquires carry their request id, so a re-send is never granted twice).
+//! message that gets no answer leaves each of its calls unanswered, to be re-sent like any
+//! other (acquires carry their request id, so a re-send is never granted twice).
 //!
 //! **A caller that goes away** (its client cancelled, its deadline passed, its connection
-//! closed) is the one thing a shared message changes. Sent alone, the call's message is
-//! cancelled with it, and the leader gives back a grant it made but had not answered: no slot
-//! stays held under a key nobody learned. In a shared message the leader cannot tell, so this
-//! node does the same: a caller that goes away while its call is still queued takes it out of
-//! the queue, and a grant answered to a caller that has gone is handed to
+//! closed) must not leave a slot held under a key nobody learned. Its call's message is not
+//! cancelled with it: the message may carry other callers' calls, and even alone, cancelling
+//! it would let the leader give back only a grant it had not answered yet, not one whose answer
+//! was on its way. Instead a caller that goes away while its call is still queued takes it out
+//! of the queue, and a grant answered to a caller that has gone is handed to
 //! [`Forwarder::take_unanswered`]'s receiver, whose owner unlocks it (re-sending as any call).
 //! Exactly one of the two ends sees a grant nobody received: the caller closes its side before
 //! it looks, so the answer is either delivered before (the caller finds it) or refused (the
-//! sender keeps it).
+//! sender keeps it). Calls that are not queued (a Lock that waits, a node's own bookkeeping)
+//! are sent from their caller's task and cancelled with it, as the leader must take a waiter
+//! that left out of its queue.
 //!
 //! A leader of an older build does not know the batch message and answers "unknown peer
 //! message"; this node then sends that node's calls one by one.
@@ -179,19 +177,13 @@ impl Forwarder {
         };
         // One turn of the scheduler: the other calls that are ready to run queue theirs.
         tokio::task::yield_now().await;
-        let mut taken = std::mem::take(&mut *route.queue.lock());
-        match taken.as_slice() {
-            // Another caller took this call with its own.
-            [] => {}
-            [alone] if alone.ticket == ticket => {
-                waiting.answered = None;
-                let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                let alone = taken.pop().expect("one call");
-                return route.send_one(&alone.call, timeout).await;
-            }
-            _ => {
-                tokio::spawn(route.clone().send_all(taken));
-            }
+        // Sent from a task of its own even when alone: a message whose caller goes away is not
+        // cancelled, so that a grant answered to nobody comes back here and is given back.
+        // (Cancelled, the leader would give back only a grant it had not answered yet; one
+        // whose answer was on its way would stay held under a key nobody learned.)
+        let taken = std::mem::take(&mut *route.queue.lock());
+        if !taken.is_empty() {
+            tokio::spawn(route.clone().send_all(taken));
         }
         let outcome = async {
             let answered = waiting.answered.as_mut().expect("not taken yet");
@@ -475,6 +467,7 @@ mod tests {
     struct SlowLeader {
         delay: Duration,
         singles: AtomicUsize,
+        batches: AtomicUsize,
     }
 
     fn grant_for(call: Call) -> Result<Answer, CallError> {
@@ -496,6 +489,8 @@ mod tests {
             let message = request.into_inner();
             if message.kind == FORWARD {
                 self.singles.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.batches.fetch_add(1, Ordering::Relaxed);
             }
             tokio::time::sleep(self.delay).await;
             let payload = if message.kind == FORWARD {
@@ -525,9 +520,8 @@ mod tests {
     }
 
     /// Callers that stop waiting (their deadline passes, or they are cancelled) before the
-    /// leader's answer: every grant answered to them is handed over to be given back, except
-    /// those of calls that went alone (their message was cancelled with them, and the leader
-    /// gives those back itself).
+    /// leader's answer: every grant answered to them is handed over to be given back, whether
+    /// their call shared a message or went alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn grants_answered_to_callers_that_went_away_are_given_back() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -535,6 +529,7 @@ mod tests {
         let leader = Arc::new(SlowLeader {
             delay: Duration::from_millis(300),
             singles: AtomicUsize::new(0),
+            batches: AtomicUsize::new(0),
         });
         let server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -571,8 +566,7 @@ mod tests {
             }
         }
         let mut given_back = Vec::new();
-        let expected = 40 - leader.singles.load(Ordering::Relaxed);
-        assert!(expected > 0, "no call was batched");
+        let expected = 40;
         while given_back.len() < expected {
             let grant = tokio::time::timeout(Duration::from_secs(5), unanswered.recv())
                 .await
@@ -588,6 +582,12 @@ mod tests {
         assert_eq!(given_back.len(), expected, "each given back once");
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(unanswered.try_recv().is_err(), "no more than were answered");
+        let (singles, batches) = (
+            leader.singles.load(Ordering::Relaxed),
+            leader.batches.load(Ordering::Relaxed),
+        );
+        eprintln!("{singles} calls alone, {batches} shared messages");
+        assert!(batches > 0, "no call shared a message");
         server.abort();
     }
 

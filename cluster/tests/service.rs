@@ -312,3 +312,74 @@ async fn calls_made_at_once_share_messages_and_each_gets_its_own_answer() {
     eprintln!("{first_sends} calls forwarded (re-sends aside) in {messages} messages");
     assert!(first_sends >= CLIENTS as u64 / 2 && messages * 2 < first_sends);
 }
+
+/// Clients of one follower that go away while their TryLocks are under way (in shared
+/// messages or alone): once things settle, the cluster holds exactly the grants that were
+/// answered, none made for a caller that had gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_for_callers_that_went_away_are_given_back() {
+    let cluster = Cluster::start().await;
+    let leader = cluster.leader().await;
+    let at = cluster.services[&cluster.followers(leader)[0]].clone();
+    let mut answered = BTreeMap::new();
+    let mut cancelled = 0;
+    for (round, pause) in [1u64, 10, 30, 200].into_iter().enumerate() {
+        let calls: Vec<_> = (0..100)
+            .map(|i| {
+                let at = at.clone();
+                let name = format!("round-{round}-{i}");
+                tokio::spawn(async move {
+                    let owner = at.connect();
+                    let grant = at
+                        .acquire(Transport::Grpc, &owner, &request(&name), Acquire::Try)
+                        .await;
+                    (name, grant, owner)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        for call in &calls {
+            call.abort();
+        }
+        for call in calls {
+            match call.await {
+                Ok((name, grant, _owner)) => {
+                    let grant = grant.expect("answered").expect("a name of its own is free");
+                    answered.insert(name, grant.key);
+                }
+                Err(error) => {
+                    assert!(error.is_cancelled(), "{error}");
+                    cancelled += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{} answered, {cancelled} cancelled", answered.len());
+    assert!(
+        cancelled > 0,
+        "no caller went away: the test proves nothing"
+    );
+    let start = Instant::now();
+    loop {
+        let held: BTreeMap<String, ldlm_engine::LockKey> = at
+            .list()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|hold| (hold.name.to_string(), hold.key))
+            .collect();
+        if held == answered {
+            break;
+        }
+        assert!(
+            start.elapsed() < SLACK,
+            "{} held, {} answered: {:?}",
+            held.len(),
+            answered.len(),
+            held.keys()
+                .filter(|name| !answered.contains_key(*name))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
