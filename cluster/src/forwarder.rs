@@ -45,16 +45,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 
 use crate::forward::{Answer, Call, CallError, Via};
 use crate::node::PeerTls;
-use crate::peer::proto::PeerMessage;
 use crate::peer::proto::peer_client::PeerClient;
 use crate::peer::{
-    Credentials, FORWARD, FORWARD_BATCH, GROUP, VERSION, authorize, channel, credentials, decode,
-    encode,
+    Credentials, FORWARD, FORWARD_BATCH, channel, credentials, decode, encode, message,
 };
 use crate::raft::NodeId;
 
@@ -281,16 +279,7 @@ impl Route {
         timeout: Option<Duration>,
     ) -> Result<Reply, Status> {
         let payload = encode(request).map_err(|e| Status::internal(e.to_string()))?;
-        let mut message = Request::new(PeerMessage {
-            version: VERSION,
-            group: GROUP,
-            kind,
-            payload,
-        });
-        if let Some(timeout) = timeout {
-            message.set_timeout(timeout);
-        }
-        authorize(&mut message, &self.credentials);
+        let message = message(kind, payload, timeout, &self.credentials);
         let answer = self.client.clone().raft(message).await?;
         decode(&answer.into_inner().payload).map_err(|e| Status::internal(e.to_string()))
     }
@@ -407,10 +396,21 @@ fn refuses_batches(status: &Status) -> bool {
 mod tests {
     use std::sync::atomic::AtomicUsize;
 
-    use tonic::Response;
+    use tonic::{Request, Response};
 
     use super::*;
+    use crate::peer::proto::PeerMessage;
     use crate::peer::proto::peer_server::{Peer, PeerServer};
+
+    /// Serves `peer` on 127.0.0.1: its address, and the server's task.
+    async fn serve(peer: impl Peer) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tonic::transport::Server::builder()
+            .add_service(PeerServer::new(peer))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+        (addr, tokio::spawn(async move { server.await.unwrap() }))
+    }
 
     #[test]
     fn batches_are_cut_by_count_and_by_bytes() {
@@ -524,18 +524,12 @@ mod tests {
     /// their call shared a message or went alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn grants_answered_to_callers_that_went_away_are_given_back() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let leader = Arc::new(SlowLeader {
             delay: Duration::from_millis(300),
             singles: AtomicUsize::new(0),
             batches: AtomicUsize::new(0),
         });
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(PeerServer::new(leader.clone()))
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
+        let (addr, server) = serve(leader.clone()).await;
         let forwarder = Arc::new(Forwarder::new(None, None).unwrap());
         let mut unanswered = forwarder.take_unanswered().unwrap();
         assert!(forwarder.take_unanswered().is_none(), "given once");
@@ -617,14 +611,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_leader_that_refuses_batches_gets_the_calls_one_by_one() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
         let leader = Arc::new(OlderLeader::default());
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(PeerServer::new(leader.clone()))
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-        );
+        let (addr, server) = serve(leader.clone()).await;
         let forwarder = Arc::new(Forwarder::new(None, None).unwrap());
 
         // Calls made at once are queued together and tried as a batch; refused, each is sent

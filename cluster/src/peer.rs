@@ -89,12 +89,33 @@ pub(crate) fn credentials(password: Option<&str>) -> Result<Credentials, crate::
         .transpose()
 }
 
-pub(crate) fn authorize<T>(request: &mut Request<T>, credentials: &Credentials) {
+fn authorize<T>(request: &mut Request<T>, credentials: &Credentials) {
     if let Some(value) = credentials {
         request
             .metadata_mut()
             .insert("authorization", value.clone());
     }
+}
+
+/// A message of `kind` carrying `payload`, presenting `credentials`, to be answered within
+/// `timeout` (none: no limit).
+pub(crate) fn message(
+    kind: u32,
+    payload: Vec<u8>,
+    timeout: Option<Duration>,
+    credentials: &Credentials,
+) -> Request<PeerMessage> {
+    let mut message = Request::new(PeerMessage {
+        version: VERSION,
+        group: GROUP,
+        kind,
+        payload,
+    });
+    if let Some(timeout) = timeout {
+        message.set_timeout(timeout);
+    }
+    authorize(&mut message, credentials);
+    message
 }
 
 /// A lazily connected channel to the peer at `addr`: plaintext, or TLS with this node's peer
@@ -190,14 +211,7 @@ impl PeerConnection {
             .as_mut()
             .map_err(|e| RaftCallError::Unreachable(e.clone()))?;
         let payload = encode(request).map_err(|e| RaftCallError::Network(e.to_string()))?;
-        let mut message = Request::new(PeerMessage {
-            version: VERSION,
-            group: GROUP,
-            kind,
-            payload,
-        });
-        message.set_timeout(option.hard_ttl());
-        authorize(&mut message, &self.credentials);
+        let message = message(kind, payload, Some(option.hard_ttl()), &self.credentials);
         let answer = client.raft(message).await;
         if answer.is_ok() {
             // Any answer, even a refusal, is contact with the peer.
