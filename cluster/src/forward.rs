@@ -128,6 +128,15 @@ pub enum Call {
         /// The client's transport.
         via: Via,
     },
+    /// A Lock whose caller went away while it was forwarded (see [`crate::forwarder`]):
+    /// a grant committed for it is released, and the request is refused if it arrives later.
+    /// Answered [`Answer::Unlocked`]. Last, after `UnlockAgain`, for the same reason.
+    Abandon {
+        /// The client.
+        owner: GlobalOwner,
+        /// The request's number among the owner's requests.
+        seq: u64,
+    },
 }
 
 impl Call {

@@ -30,7 +30,9 @@
 //! it looks, so the answer is either delivered before (the caller finds it) or refused (the
 //! sender keeps it). Calls that are not queued (a Lock that waits, a node's own bookkeeping)
 //! are sent from their caller's task and cancelled with it, as the leader must take a waiter
-//! that left out of its queue.
+//! that left out of its queue; for a Lock, the node then has the leader give back whatever it
+//! granted for the request ([`Forwarder::abandon`], [`Call::Abandon`]), since its answer may
+//! have been on its way.
 //!
 //! A leader of an older build does not know the batch message and answers "unknown peer
 //! message"; this node then sends that node's calls one by one.
@@ -48,6 +50,7 @@ use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
 
+use crate::command::GlobalOwner;
 use crate::forward::{Answer, Call, CallError, Via};
 use crate::node::PeerTls;
 use crate::peer::proto::peer_client::PeerClient;
@@ -75,16 +78,28 @@ pub struct NoAnswer {
     pub reason: String,
 }
 
-/// A grant made for a caller that went away before it was answered: whoever takes
-/// [`Forwarder::take_unanswered`] must unlock it.
+/// Something granted, or perhaps granted, to a caller that went away before it was answered:
+/// whoever takes [`Forwarder::take_unanswered`] must give it back.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unanswered {
-    /// Lock name.
-    pub name: String,
-    /// The grant's key.
-    pub key: u128,
-    /// The caller's transport.
-    pub via: Via,
+pub enum Unanswered {
+    /// A grant answered to a caller that had gone: unlock it by its key.
+    Grant {
+        /// Lock name.
+        name: String,
+        /// The grant's key.
+        key: u128,
+        /// The caller's transport.
+        via: Via,
+    },
+    /// A forwarded Lock cancelled with its caller ([`Forwarder::abandon`]): the leader may
+    /// have granted it, its answer on the way; ask it to give back what it granted for the
+    /// request.
+    Request {
+        /// The client.
+        owner: GlobalOwner,
+        /// The request's number.
+        seq: u64,
+    },
 }
 
 /// Sends forwarded calls to other nodes: one lazily connected channel per node, and its queue.
@@ -199,6 +214,12 @@ impl Forwarder {
         }
     }
 
+    /// A forwarded acquire sent alone went away with its caller before its answer came (see
+    /// the module doc): has the leader give back whatever it granted for the request.
+    pub fn abandon(&self, owner: GlobalOwner, seq: u64) {
+        let _ = self.unanswered.send(Unanswered::Request { owner, seq });
+    }
+
     /// The route to `node`, made anew if its address changed.
     fn route(&self, node: NodeId, addr: &str) -> Result<Arc<Route>, NoAnswer> {
         let mut routes = self.routes.lock();
@@ -256,7 +277,7 @@ impl Route {
             (call, outcome)
         {
             tracing::debug!(name, "Giving back a grant whose caller went away");
-            let _ = self.unanswered.send(Unanswered {
+            let _ = self.unanswered.send(Unanswered::Grant {
                 name: name.clone(),
                 key: grant.key,
                 via: *via,
@@ -569,9 +590,15 @@ mod tests {
             given_back.push(grant);
         }
         for grant in &given_back {
-            assert_eq!(grant.name, format!("lock-{}", grant.key));
+            let Unanswered::Grant { name, key, .. } = grant else {
+                panic!("{grant:?}");
+            };
+            assert_eq!(*name, format!("lock-{key}"));
         }
-        given_back.sort_by_key(|grant| grant.key);
+        given_back.sort_by_key(|grant| match grant {
+            Unanswered::Grant { key, .. } => *key,
+            Unanswered::Request { .. } => 0,
+        });
         given_back.dedup();
         assert_eq!(given_back.len(), expected, "each given back once");
         tokio::time::sleep(Duration::from_millis(400)).await;

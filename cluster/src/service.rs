@@ -13,7 +13,7 @@
 //! [`Leader::take_over`]) and publishes its leader state; when it stops leading, the state is
 //! withdrawn and its engine shut down, so waiting calls fail and are re-sent by their nodes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -221,11 +221,20 @@ impl Router {
     }
 
     /// Sends `call` to the leader, re-sending as the leader changes, until `deadline` (none:
-    /// no limit). `remaining_wait` rewrites the call's wait for a re-send.
-    async fn call(
+    /// no limit).
+    async fn call(&self, call: Call, deadline: Option<Instant>) -> Result<Answer, ServiceError> {
+        let abandon = AbandonOnDrop::of(&self.forwarder, &call);
+        let answer = self.attempts(call, deadline, &abandon.forwarded).await;
+        abandon.disarm();
+        answer
+    }
+
+    /// [`Router::call`]'s attempts; `forwarded_once` is set once one went to another node.
+    async fn attempts(
         &self,
         mut call: Call,
         deadline: Option<Instant>,
+        forwarded_once: &AtomicBool,
     ) -> Result<Answer, ServiceError> {
         let started = Instant::now();
         let resets_seen = *self.resets.borrow();
@@ -270,6 +279,7 @@ impl Router {
                             let timeout =
                                 deadline.map(|d| d.saturating_duration_since(Instant::now()));
                             let forwarded = self.forwarder.call(id, &addr, &call, timeout);
+                            forwarded_once.store(true, Ordering::Relaxed);
                             match self.unless_leader_changes(id, waits, forwarded).await {
                                 Some(Ok(answer)) => Some(answer),
                                 Some(Err(no_answer)) => {
@@ -329,6 +339,52 @@ impl Router {
                 )));
             }
             tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+}
+
+/// While [`Router::call`] serves a Lock that waits: if its caller goes away (this is dropped
+/// armed) after an attempt was forwarded, the leader is asked to give back whatever it granted
+/// for the request. The Lock itself is cancelled with its caller and leaves the leader's queue,
+/// but a grant whose answer was on its way (or was lost with a connection, before a re-send)
+/// would stay held under a key nobody learned.
+struct AbandonOnDrop<'a> {
+    forwarder: &'a Forwarder,
+    request: Option<(GlobalOwner, u64)>,
+    /// Set when an attempt went to another node.
+    forwarded: AtomicBool,
+}
+
+impl<'a> AbandonOnDrop<'a> {
+    fn of(forwarder: &'a Forwarder, call: &Call) -> AbandonOnDrop<'a> {
+        let request = match call {
+            Call::Acquire {
+                owner,
+                seq,
+                wait: true,
+                ..
+            } => Some((*owner, *seq)),
+            _ => None,
+        };
+        AbandonOnDrop {
+            forwarder,
+            request,
+            forwarded: AtomicBool::new(false),
+        }
+    }
+
+    /// The call ended with its caller still there.
+    fn disarm(mut self) {
+        self.request = None;
+    }
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some((owner, seq)) = self.request
+            && self.forwarded.load(Ordering::Relaxed)
+        {
+            self.forwarder.abandon(owner, seq);
         }
     }
 }
@@ -756,26 +812,37 @@ async fn ping_leader(router: Weak<Router>) {
     }
 }
 
-/// Unlocks the grants answered to callers that had gone (see [`crate::forwarder`]): no slot
-/// may stay held under a key nobody learned. Each is re-sent until the cluster has released
-/// it, or says it is gone already (its lease ran out, its client's connection closed).
+/// Gives back what was granted to callers that had gone (see [`crate::forwarder`]): no slot
+/// may stay held under a key nobody learned. Each is re-sent until the cluster has done it, or
+/// says there is nothing to give back (its lease ran out, its client's connection closed), for
+/// at most a minute: a leader of an older build cannot read an abandoned request, and a hold
+/// left then ends with its lease or its client's connection, as it did before.
 async fn give_back(router: Weak<Router>, mut unanswered: mpsc::UnboundedReceiver<Unanswered>) {
-    while let Some(Unanswered { name, key, via }) = unanswered.recv().await {
+    const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+    while let Some(unanswered) = unanswered.recv().await {
         let Some(router) = router.upgrade() else {
             return;
         };
-        tokio::spawn(async move {
-            let call = Call::Unlock {
+        let call = match unanswered {
+            Unanswered::Grant { name, key, via } => Call::Unlock {
                 name,
                 key: LockKey::from_u128(key).to_string(),
                 via,
-            };
+            },
+            Unanswered::Request { owner, seq } => Call::Abandon { owner, seq },
+        };
+        tokio::spawn(async move {
+            let started = Instant::now();
             loop {
                 match router
                     .call(call.clone(), Some(Instant::now() + CALL_DEADLINE))
                     .await
                 {
                     Ok(_) | Err(ServiceError::Lock(_)) => return,
+                    Err(error) if started.elapsed() >= GIVE_UP_AFTER => {
+                        tracing::warn!(%error, ?call, "Could not give back a grant nobody received");
+                        return;
+                    }
                     Err(error) => {
                         tracing::debug!(%error, "Giving back a grant nobody received; retrying");
                         tokio::time::sleep(RETRY_PAUSE).await;

@@ -248,6 +248,64 @@ async fn a_re_sent_request_gets_the_same_grant() {
     stop(&leader, nodes).await;
 }
 
+/// A forwarded Lock whose caller went away: the leader gives back what it granted for the
+/// request (and only that), also after a failover, and refuses the request if it arrives
+/// after the abandon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_request_is_given_back_or_refused() {
+    use ldlm_cluster::forward::{Answer, Call, CallError, Via};
+    let (_dirs, mut nodes, first, leader) = three_nodes_led().await;
+    let client = GlobalOwner { node: 2, local: 9 };
+    let lock = |seq, name: &str| Call::Acquire {
+        owner: client,
+        seq,
+        name: name.into(),
+        size: None,
+        lock_timeout_seconds: None,
+        wait_timeout_seconds: Some(5),
+        wait: true,
+        via: Via::Grpc,
+    };
+    let abandon = |seq| Call::Abandon { owner: client, seq };
+    let names = |holds: Vec<ldlm_service::ListedHold>| {
+        let mut names: Vec<String> = holds.iter().map(|h| h.name.to_string()).collect();
+        names.sort();
+        names
+    };
+    for (seq, name) in [(1, "kept"), (2, "given-back"), (3, "after-failover")] {
+        let Ok(Answer::Acquired(Some(_))) = leader.serve(lock(seq, name)).await else {
+            panic!("granted");
+        };
+    }
+    assert_eq!(leader.serve(abandon(2)).await, Ok(Answer::Unlocked));
+    assert_eq!(
+        names(leader.service().list().await.expect("list")),
+        ["after-failover", "kept"]
+    );
+    // Abandoned before it arrives: refused, nothing held.
+    assert_eq!(leader.serve(abandon(4)).await, Ok(Answer::Unlocked));
+    assert!(matches!(
+        leader.serve(lock(4, "late")).await,
+        Err(CallError::Refused(_))
+    ));
+    // Abandoning what was never granted, or twice, changes nothing.
+    assert_eq!(leader.serve(abandon(2)).await, Ok(Answer::Unlocked));
+    assert_eq!(leader.serve(abandon(99)).await, Ok(Answer::Unlocked));
+    assert_eq!(leader.service().list().await.expect("list").len(), 2);
+
+    // The leader dies; the next one gives back the committed grant of an abandoned request.
+    leader.step_down();
+    nodes.remove(&first).expect("running").shutdown().await;
+    let (next, term) = agreed_leader(&nodes).await;
+    let leader = take_over(&nodes[&next], term).await;
+    assert_eq!(leader.serve(abandon(3)).await, Ok(Answer::Unlocked));
+    assert_eq!(
+        names(leader.service().list().await.expect("list")),
+        ["kept"]
+    );
+    stop(&leader, nodes).await;
+}
+
 /// An Unlock whose answer was lost is re-sent as `UnlockAgain`: at the next leader, after the
 /// first leader committed the release and died, it is answered "unlocked", while a first
 /// attempt at a released key, or a key never granted, is still refused.

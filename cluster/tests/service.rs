@@ -313,9 +313,10 @@ async fn calls_made_at_once_share_messages_and_each_gets_its_own_answer() {
     assert!(first_sends >= CLIENTS as u64 / 2 && messages * 2 < first_sends);
 }
 
-/// Clients of one follower that go away while their TryLocks are under way (in shared
-/// messages or alone): once things settle, the cluster holds exactly the grants that were
-/// answered, none made for a caller that had gone.
+/// Clients of one follower that go away while their TryLocks (sent in shared messages or
+/// alone) or Locks (sent alone, cancelled with their callers) are under way: once things
+/// settle, the cluster holds exactly the grants that were answered, none made for a caller
+/// that had gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_for_callers_that_went_away_are_given_back() {
     let cluster = Cluster::start().await;
@@ -323,7 +324,10 @@ async fn grants_for_callers_that_went_away_are_given_back() {
     let at = cluster.services[&cluster.followers(leader)[0]].clone();
     let mut answered = BTreeMap::new();
     let mut cancelled = 0;
-    for (round, pause) in [1u64, 10, 30, 200].into_iter().enumerate() {
+    let rounds = [Acquire::Try, Acquire::Wait]
+        .into_iter()
+        .flat_map(|mode| [1u64, 10, 30, 200].map(|pause| (mode, pause)));
+    for (round, (mode, pause)) in rounds.enumerate() {
         let calls: Vec<_> = (0..100)
             .map(|i| {
                 let at = at.clone();
@@ -331,7 +335,7 @@ async fn grants_for_callers_that_went_away_are_given_back() {
                 tokio::spawn(async move {
                     let owner = at.connect();
                     let grant = at
-                        .acquire(Transport::Grpc, &owner, &request(&name), Acquire::Try)
+                        .acquire(Transport::Grpc, &owner, &request(&name), mode)
                         .await;
                     (name, grant, owner)
                 })

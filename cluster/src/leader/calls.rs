@@ -26,6 +26,12 @@ use crate::command::{Command, GlobalOwner, RequestId};
 use crate::forward::{Answer, Call, CallError, GrantView, HoldView, Via};
 use crate::owners;
 
+/// How long an abandoned request is remembered: far longer than a forwarded call takes to
+/// arrive.
+const ABANDONED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// How many are remembered before the older ones are forgotten.
+const ABANDONED_KEPT: usize = 1024;
+
 fn transport(via: Via) -> Transport {
     match via {
         Via::Grpc => Transport::Grpc,
@@ -92,6 +98,11 @@ impl Leader {
             } => {
                 let request = RequestId { owner, seq };
                 let _in_flight = self.enter(request).await;
+                if self.abandoned.lock().contains_key(&request) {
+                    return Err(CallError::Refused(
+                        "the caller of this request went away".into(),
+                    ));
+                }
                 if let Some(grant) = self.machine.grant_for(request).await
                     && grant.name == name
                     && self
@@ -165,6 +176,7 @@ impl Leader {
                 .await
                 .map(|grant| Answer::Refreshed(view(&grant)))
                 .map_err(service_error),
+            Call::Abandon { owner, seq } => self.abandon(RequestId { owner, seq }).await,
             Call::ForceUnlock { name, key } => self
                 .service
                 .force_unlock(&name, key.as_deref())
@@ -296,6 +308,42 @@ impl Leader {
             .await
             .map(|_| ())
             .map_err(|_| CallError::NotLeader { leader: None })
+    }
+
+    /// A forwarded acquire whose caller went away: from now on an attempt of it is refused
+    /// here (one may still be on its way, overtaken by this call), and once an attempt under
+    /// way has ended, a grant committed for it is released. Its answer may have been on its
+    /// way to the caller when the caller left: nobody learned its key.
+    async fn abandon(&self, request: RequestId) -> Result<Answer, CallError> {
+        {
+            let mut abandoned = self.abandoned.lock();
+            if abandoned.len() >= ABANDONED_KEPT {
+                abandoned.retain(|_, since| since.elapsed() < ABANDONED_FOR);
+            }
+            abandoned.insert(request, std::time::Instant::now());
+        }
+        let _in_flight = self.enter(request).await;
+        if let Some(grant) = self.machine.grant_for(request).await {
+            let key = LockKey::from_u128(grant.key);
+            if self.service.engine().is_held(&grant.name, key) {
+                tracing::debug!(
+                    name = grant.name,
+                    "Giving back a grant whose caller went away"
+                );
+                return self
+                    .service
+                    .unlock(
+                        Transport::Grpc,
+                        &self.admin(),
+                        &grant.name,
+                        &key.to_string(),
+                    )
+                    .await
+                    .map(|()| Answer::Unlocked)
+                    .map_err(service_error);
+            }
+        }
+        Ok(Answer::Unlocked)
     }
 
     /// Waits for an earlier attempt of `request` still handled here, then marks it as ours.

@@ -71,6 +71,8 @@ pub struct Leader {
     max_sessions: usize,
     /// Acquires being handled here, by request id: a re-send waits for the first one.
     inflight: Mutex<HashMap<RequestId, watch::Receiver<()>>>,
+    /// Acquires whose callers went away, and since when (see `calls.rs`, `abandon`).
+    abandoned: Mutex<HashMap<RequestId, std::time::Instant>>,
     _timers: TimerDriver,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -186,6 +188,7 @@ impl Leader {
             session_timeout,
             max_sessions,
             inflight: Mutex::new(HashMap::new()),
+            abandoned: Mutex::new(HashMap::new()),
             _timers: timers,
             tasks: Mutex::new(Vec::new()),
         });
