@@ -154,8 +154,9 @@ impl Forwarder {
         })
     }
 
-    /// The grants answered to callers that had gone (see the module doc); they must be
-    /// unlocked. Given once: `None` after the first call.
+    /// What was granted, or may have been, to callers that had gone (see the module doc and
+    /// [`Forwarder::abandon`]): it must be given back. Given once: `None` after the first
+    /// call.
     pub fn take_unanswered(&self) -> Option<mpsc::UnboundedReceiver<Unanswered>> {
         self.unanswered_receiver.lock().take()
     }
