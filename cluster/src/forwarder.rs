@@ -323,21 +323,9 @@ impl Route {
         join_all(batches.into_iter().map(|batch| self.send_batch(batch))).await;
     }
 
-    async fn send_batch(&self, mut batch: Vec<Queued>) {
-        if let [_] = batch.as_slice() {
-            let Queued {
-                call,
-                deadline,
-                answer,
-                ..
-            } = batch.pop().expect("one call");
-            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let outcome = self.send_one(&call, timeout).await;
-            if let Err(outcome) = answer.send(outcome) {
-                self.give_back(&call, outcome);
-            }
-            return;
-        }
+    /// Sends one message of queued calls (one call goes as a message of its own), and hands
+    /// each caller its outcome, giving back a grant whose caller has gone.
+    async fn send_batch(&self, batch: Vec<Queued>) {
         // The message may take as long as the most patient of its calls (each caller stops
         // waiting at its own deadline).
         let deadline = batch
@@ -353,8 +341,21 @@ impl Route {
             .into_iter()
             .map(|queued| (queued.call, queued.answer))
             .unzip();
+        let outcomes: Vec<Outcome> = match calls.as_slice() {
+            [call] => vec![self.send_one(call, timeout).await],
+            _ => self.send_shared(&calls, timeout).await,
+        };
+        for ((answer, outcome), call) in answers.into_iter().zip(outcomes).zip(&calls) {
+            if let Err(outcome) = answer.send(outcome) {
+                self.give_back(call, outcome);
+            }
+        }
+    }
+
+    /// Sends several calls in one message; the outcome of each, in order.
+    async fn send_shared(&self, calls: &[Call], timeout: Option<Duration>) -> Vec<Outcome> {
         ldlm_service::metrics::record_forward_message();
-        let outcomes: Vec<Outcome> = match self
+        match self
             .exchange::<Vec<Result<Answer, CallError>>>(FORWARD_BATCH, &calls, timeout)
             .await
         {
@@ -376,11 +377,6 @@ impl Route {
                 join_all(calls.iter().map(|call| self.send_one(call, timeout))).await
             }
             Err(status) => vec![Err(self.no_answer(status.to_string())); calls.len()],
-        };
-        for ((answer, outcome), call) in answers.into_iter().zip(outcomes).zip(&calls) {
-            if let Err(outcome) = answer.send(outcome) {
-                self.give_back(call, outcome);
-            }
         }
     }
 }
