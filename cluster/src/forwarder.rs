@@ -91,9 +91,9 @@ pub enum Unanswered {
         /// The caller's transport.
         via: Via,
     },
-    /// A forwarded Lock cancelled with its caller ([`Forwarder::abandon`]): the leader may
-    /// have granted it, its answer on the way; ask it to give back what it granted for the
-    /// request.
+    /// An acquire whose caller went away unanswered ([`Forwarder::abandon`]): a leader may
+    /// have granted it, its answer on the way or lost; ask the leader to give back what was
+    /// granted for the request.
     Request {
         /// The client.
         owner: GlobalOwner,
@@ -215,8 +215,10 @@ impl Forwarder {
         }
     }
 
-    /// A forwarded acquire sent alone went away with its caller before its answer came (see
-    /// the module doc): has the leader give back whatever it granted for the request.
+    /// An acquire went away with its caller before its answer came, after an attempt of it
+    /// that this forwarder does not give back itself (a Lock sent alone, or an attempt at this
+    /// node's own leader; see the module doc): has the leader give back whatever was granted
+    /// for the request.
     pub fn abandon(&self, owner: GlobalOwner, seq: u64) {
         let _ = self.unanswered.send(Unanswered::Request { owner, seq });
     }
@@ -272,18 +274,38 @@ impl Drop for Waiting<'_> {
 }
 
 impl Route {
-    /// Hands a grant answered to a caller that has gone to be unlocked.
+    /// Hands what an acquire whose caller has gone may hold to be given back: a grant
+    /// answered to it, by its key; a grant that may have been made without an answer (no
+    /// answer came, or the leader fell before its commit, which the next leader may still
+    /// have), by its request id.
     fn give_back(&self, call: &Call, outcome: Outcome) {
-        if let (Call::Acquire { name, via, .. }, Ok(Ok(Answer::Acquired(Some(grant))))) =
-            (call, outcome)
-        {
-            tracing::debug!(name, "Giving back a grant whose caller went away");
-            let _ = self.unanswered.send(Unanswered::Grant {
+        let Call::Acquire {
+            owner,
+            seq,
+            name,
+            via,
+            ..
+        } = call
+        else {
+            return;
+        };
+        let unanswered = match outcome {
+            Ok(Ok(Answer::Acquired(Some(grant)))) => Unanswered::Grant {
                 name: name.clone(),
                 key: grant.key,
                 via: *via,
-            });
-        }
+            },
+            Err(_) | Ok(Err(CallError::NotLeader { .. } | CallError::NotCommitted(_))) => {
+                Unanswered::Request {
+                    owner: *owner,
+                    seq: *seq,
+                }
+            }
+            // Answered with nothing granted.
+            Ok(_) => return,
+        };
+        tracing::debug!(name, "Giving back a grant whose caller went away");
+        let _ = self.unanswered.send(unanswered);
     }
 
     fn no_answer(&self, reason: String) -> NoAnswer {
@@ -480,12 +502,24 @@ mod tests {
         }
     }
 
-    /// A leader that takes batches and grants every TryLock, answering only after `delay`; it
-    /// counts the calls that came alone.
+    /// A leader that takes batches and answers each call with `answer` (at first: grants
+    /// every TryLock), only after `delay`; it counts the calls that came alone.
     struct SlowLeader {
         delay: Duration,
+        answer: fn(Call) -> Result<Answer, CallError>,
         singles: AtomicUsize,
         batches: AtomicUsize,
+    }
+
+    impl SlowLeader {
+        fn new(delay: Duration, answer: fn(Call) -> Result<Answer, CallError>) -> Arc<Self> {
+            Arc::new(SlowLeader {
+                delay,
+                answer,
+                singles: AtomicUsize::new(0),
+                batches: AtomicUsize::new(0),
+            })
+        }
     }
 
     fn grant_for(call: Call) -> Result<Answer, CallError> {
@@ -512,10 +546,10 @@ mod tests {
             }
             tokio::time::sleep(self.delay).await;
             let payload = if message.kind == FORWARD {
-                encode(&grant_for(decode(&message.payload).unwrap()))
+                encode(&(self.answer)(decode(&message.payload).unwrap()))
             } else {
                 let calls: Vec<Call> = decode(&message.payload).unwrap();
-                encode(&calls.into_iter().map(grant_for).collect::<Vec<_>>())
+                encode(&calls.into_iter().map(self.answer).collect::<Vec<_>>())
             };
             Ok(Response::new(PeerMessage {
                 payload: payload.unwrap(),
@@ -539,14 +573,11 @@ mod tests {
 
     /// Callers that stop waiting (their deadline passes, or they are cancelled) before the
     /// leader's answer: every grant answered to them is handed over to be given back, whether
-    /// their call shared a message or went alone.
+    /// their call shared a message or went alone, and so is every call whose message timed
+    /// out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn grants_answered_to_callers_that_went_away_are_given_back() {
-        let leader = Arc::new(SlowLeader {
-            delay: Duration::from_millis(300),
-            singles: AtomicUsize::new(0),
-            batches: AtomicUsize::new(0),
-        });
+        let leader = SlowLeader::new(Duration::from_millis(300), grant_for);
         let (addr, server) = serve(leader.clone()).await;
         let forwarder = Arc::new(Forwarder::new(None, None).unwrap());
         let mut unanswered = forwarder.take_unanswered().unwrap();
@@ -577,35 +608,88 @@ mod tests {
                 call.abort();
             }
         }
-        let mut given_back = Vec::new();
-        let expected = 40;
-        while given_back.len() < expected {
-            let grant = tokio::time::timeout(Duration::from_secs(5), unanswered.recv())
+        // The cancelled callers' calls went in messages waiting 10 s: the leader's grant for
+        // each is handed over by its key. A caller whose deadline passed is handed over too,
+        // by its key or, when its message timed out, by its request id (the leader may have
+        // granted it all the same); unless that timeout reached the caller itself first: it
+        // then knows it got no sure answer (the router abandons such a request).
+        let seq_of = |handed: Unanswered| match handed {
+            Unanswered::Grant { name, key, .. } => {
+                assert_eq!(name, format!("lock-{key}"));
+                u64::try_from(key).unwrap()
+            }
+            Unanswered::Request { seq, .. } => seq,
+        };
+        let mut seqs = Vec::new();
+        while !(21..=40).all(|seq| seqs.contains(&seq)) {
+            let handed = tokio::time::timeout(Duration::from_secs(5), unanswered.recv())
                 .await
-                .expect("given back in time")
+                .unwrap_or_else(|_| panic!("handed over in time: {seqs:?}"))
                 .unwrap();
-            given_back.push(grant);
+            seqs.push(seq_of(handed));
         }
-        for grant in &given_back {
-            let Unanswered::Grant { name, key, .. } = grant else {
-                panic!("{grant:?}");
-            };
-            assert_eq!(*name, format!("lock-{key}"));
-        }
-        given_back.sort_by_key(|grant| match grant {
-            Unanswered::Grant { key, .. } => *key,
-            Unanswered::Request { .. } => 0,
-        });
-        given_back.dedup();
-        assert_eq!(given_back.len(), expected, "each given back once");
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(unanswered.try_recv().is_err(), "no more than were answered");
+        while let Ok(handed) = unanswered.try_recv() {
+            seqs.push(seq_of(handed));
+        }
+        let handed = seqs.len();
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), handed, "each handed over once: {seqs:?}");
+        let deadline_passed = seqs.iter().filter(|&&seq| seq <= 20).count();
+        assert!(deadline_passed >= 10, "{deadline_passed} of 20: {seqs:?}");
         let (singles, batches) = (
             leader.singles.load(Ordering::Relaxed),
             leader.batches.load(Ordering::Relaxed),
         );
         eprintln!("{singles} calls alone, {batches} shared messages");
         assert!(batches > 0, "no call shared a message");
+        server.abort();
+    }
+
+    /// Callers that went away before their acquire's answer, which says nothing was granted
+    /// (busy), or that a grant may have been made without an answer (the leader fell before
+    /// its commit, which the next leader may still have): each of the latter, and only those,
+    /// is handed over to be abandoned by its request id.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acquires_left_unsure_for_callers_that_went_away_are_abandoned() {
+        fn busy_or_falling(call: Call) -> Result<Answer, CallError> {
+            match call {
+                Call::Acquire { seq, .. } if seq % 2 == 0 => Ok(Answer::Acquired(None)),
+                Call::Acquire { .. } => Err(CallError::NotCommitted("deposed".into())),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let leader = SlowLeader::new(Duration::from_millis(200), busy_or_falling);
+        let (addr, server) = serve(leader.clone()).await;
+        let forwarder = Arc::new(Forwarder::new(None, None).unwrap());
+        let mut unanswered = forwarder.take_unanswered().unwrap();
+        let calls: Vec<_> = (1..=20u64)
+            .map(|seq| {
+                let (forwarder, addr) = (forwarder.clone(), addr.clone());
+                let timeout = Some(Duration::from_secs(10));
+                tokio::spawn(async move { forwarder.call(2, &addr, &try_lock(seq), timeout).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for call in &calls {
+            call.abort();
+        }
+        let mut abandoned = Vec::new();
+        while abandoned.len() < 10 {
+            let next = tokio::time::timeout(Duration::from_secs(5), unanswered.recv())
+                .await
+                .expect("handed over in time")
+                .unwrap();
+            let Unanswered::Request { seq, .. } = next else {
+                panic!("{next:?}");
+            };
+            abandoned.push(seq);
+        }
+        abandoned.sort_unstable();
+        assert_eq!(abandoned, (1..=20).step_by(2).collect::<Vec<u64>>());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(unanswered.try_recv().is_err(), "nothing for the busy ones");
         server.abort();
     }
 

@@ -224,17 +224,25 @@ impl Router {
     /// no limit).
     async fn call(&self, call: Call, deadline: Option<Instant>) -> Result<Answer, ServiceError> {
         let abandon = AbandonOnDrop::of(&self.forwarder, &call);
-        let answer = self.attempts(call, deadline, &abandon.forwarded).await;
-        abandon.disarm();
+        let answer = self.attempts(call, deadline, &abandon.exposed).await;
+        // An acquire given up without a sure answer (no leader answered in time, or one fell
+        // before its commit) may still have been granted: abandoned as if its caller had gone.
+        if !matches!(
+            answer,
+            Err(ServiceError::Unavailable(_) | ServiceError::NotCommitted(_))
+        ) {
+            abandon.disarm();
+        }
         answer
     }
 
-    /// [`Router::call`]'s attempts; `forwarded_once` is set once one went to another node.
+    /// [`Router::call`]'s attempts; `exposed` is set once one may have left a grant that
+    /// only an abandon gives back (see [`AbandonOnDrop`]).
     async fn attempts(
         &self,
         mut call: Call,
         deadline: Option<Instant>,
-        forwarded_once: &AtomicBool,
+        exposed: &AtomicBool,
     ) -> Result<Answer, ServiceError> {
         let started = Instant::now();
         let resets_seen = *self.resets.borrow();
@@ -270,8 +278,13 @@ impl Router {
                 let left = Duration::from_secs(secs as u64).saturating_sub(started.elapsed());
                 *wait_timeout_seconds = Some(left.as_secs_f64().ceil().max(1.0) as i32);
             }
+            let mut sent = false;
             let attempt = match self.node.leading() {
-                Some(leader) if !leader.is_deposed() => Some(leader.serve(call.clone()).await),
+                Some(leader) if !leader.is_deposed() => {
+                    sent = true;
+                    exposed.store(true, Ordering::Relaxed);
+                    Some(leader.serve(call.clone()).await)
+                }
                 _ => match self.node.leader() {
                     Some(id) if id != self.node.id() => match self.node.address_of(id) {
                         Some(addr) => {
@@ -279,7 +292,12 @@ impl Router {
                             let timeout =
                                 deadline.map(|d| d.saturating_duration_since(Instant::now()));
                             let forwarded = self.forwarder.call(id, &addr, &call, timeout);
-                            forwarded_once.store(true, Ordering::Relaxed);
+                            sent = true;
+                            // A call that shares messages is given back by the forwarder if
+                            // its caller goes away meanwhile.
+                            if !call.travels_in_batches() {
+                                exposed.store(true, Ordering::Relaxed);
+                            }
                             match self.unless_leader_changes(id, waits, forwarded).await {
                                 Some(Ok(answer)) => Some(answer),
                                 Some(Err(no_answer)) => {
@@ -317,6 +335,15 @@ impl Router {
                         .into(),
                 ));
             }
+            // An attempt that went out and got no sure answer may have been granted; from here
+            // it is this caller's to give back, not the forwarder's.
+            if matches!(
+                attempt,
+                None | Some(Err(CallError::NotLeader { .. } | CallError::NotCommitted(_)))
+            ) && sent
+            {
+                exposed.store(true, Ordering::Relaxed);
+            }
             match attempt {
                 Some(Ok(answer)) => return Ok(answer),
                 Some(Err(CallError::NotLeader { .. })) => ldlm_service::metrics::record_resent(),
@@ -343,33 +370,38 @@ impl Router {
     }
 }
 
-/// While [`Router::call`] serves a Lock that waits: if its caller goes away (this is dropped
-/// armed) after an attempt was forwarded, the leader is asked to give back whatever it granted
-/// for the request. The Lock itself is cancelled with its caller and leaves the leader's queue,
-/// but a grant whose answer was on its way (or was lost with a connection, before a re-send)
-/// would stay held under a key nobody learned.
+/// While [`Router::call`] serves an acquire: if its caller goes away, or gives up without a
+/// sure answer (this is dropped armed), after an attempt that may have been granted with
+/// nobody told, the leader is asked to give back whatever was granted for the request.
+///
+/// The attempts concerned ([`AbandonOnDrop::exposed`]) are those whose grant the forwarder
+/// does not give back itself:
+///
+/// - a Lock that waits, sent alone and cancelled with its caller (so that it leaves the
+///   leader's queue): a grant whose answer was on its way stays held;
+/// - any attempt at this node's own leader: cancelled while its grant is being committed, it
+///   is given back in the leader's engine, but if the leader falls before that release is
+///   committed, the next leader restores the grant from its replica;
+/// - an attempt whose outcome reached this caller without saying (no answer in time, or the
+///   leader fell before its commit): the next leader may have the grant, and if the caller
+///   does not re-send (it went away, or its deadline passed), nobody learns its key.
 struct AbandonOnDrop<'a> {
     forwarder: &'a Forwarder,
     request: Option<(GlobalOwner, u64)>,
-    /// Set when an attempt went to another node.
-    forwarded: AtomicBool,
+    /// Set by [`Router::attempts`] once an attempt may have been granted with nobody told.
+    exposed: AtomicBool,
 }
 
 impl<'a> AbandonOnDrop<'a> {
     fn of(forwarder: &'a Forwarder, call: &Call) -> AbandonOnDrop<'a> {
         let request = match call {
-            Call::Acquire {
-                owner,
-                seq,
-                wait: true,
-                ..
-            } => Some((*owner, *seq)),
+            Call::Acquire { owner, seq, .. } => Some((*owner, *seq)),
             _ => None,
         };
         AbandonOnDrop {
             forwarder,
             request,
-            forwarded: AtomicBool::new(false),
+            exposed: AtomicBool::new(false),
         }
     }
 
@@ -382,7 +414,7 @@ impl<'a> AbandonOnDrop<'a> {
 impl Drop for AbandonOnDrop<'_> {
     fn drop(&mut self) {
         if let Some((owner, seq)) = self.request
-            && self.forwarded.load(Ordering::Relaxed)
+            && self.exposed.load(Ordering::Relaxed)
         {
             self.forwarder.abandon(owner, seq);
         }

@@ -24,23 +24,30 @@ async fn start_nodes(dirs: &BTreeMap<u64, tempfile::TempDir>) -> BTreeMap<u64, C
     }
     let mut nodes = BTreeMap::new();
     for (id, listener) in listeners {
-        let config = NodeConfig {
-            id,
-            peers: peers.clone(),
-            data_dir: dirs[&id].path().to_path_buf(),
-            election_timeout: Duration::from_millis(300),
-            snapshot_every: 1_000,
-            session_grace: Duration::from_secs(10),
-            password: None,
-            tls: None,
-            join: false,
-        };
-        nodes.insert(
-            id,
-            ClusterNode::start(config, listener).await.expect("start"),
-        );
+        nodes.insert(id, start_node(dirs, &peers, id, listener).await);
     }
     nodes
+}
+
+/// Node `id` of the cluster of `peers`, on its directory in `dirs`.
+async fn start_node(
+    dirs: &BTreeMap<u64, tempfile::TempDir>,
+    peers: &BTreeMap<u64, String>,
+    id: u64,
+    listener: TcpListener,
+) -> ClusterNode {
+    let config = NodeConfig {
+        id,
+        peers: peers.clone(),
+        data_dir: dirs[&id].path().to_path_buf(),
+        election_timeout: Duration::from_millis(300),
+        snapshot_every: 1_000,
+        session_grace: Duration::from_secs(10),
+        password: None,
+        tls: None,
+        join: false,
+    };
+    ClusterNode::start(config, listener).await.expect("start")
 }
 
 /// The leader all running nodes agree on, and its term.
@@ -303,6 +310,70 @@ async fn an_abandoned_request_is_given_back_or_refused() {
         names(leader.service().list().await.expect("list")),
         ["kept"]
     );
+    stop(&leader, nodes).await;
+}
+
+/// An abandon is answered only once its outcome is committed. A Lock whose caller went away
+/// while its grant was being committed is given back in the leader's engine at once, but that
+/// release may be committed after the grant. An abandon answered in between, by a leader that
+/// then fell, would leave the next leader holding the grant with nobody left to ask for it
+/// back (this happened under load in the follower cancellation test of `service.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandon_is_answered_once_its_give_back_is_committed() {
+    use ldlm_cluster::forward::{Answer, Call, Via};
+    let (dirs, mut nodes, first, leader) = three_nodes_led().await;
+    let peers: BTreeMap<u64, String> = nodes
+        .iter()
+        .map(|(&id, node)| (id, node.peer_addr().to_string()))
+        .collect();
+    let client = GlobalOwner { node: 2, local: 11 };
+    let lock = Call::Acquire {
+        owner: client,
+        seq: 1,
+        name: "x".into(),
+        size: None,
+        lock_timeout_seconds: None,
+        wait_timeout_seconds: Some(5),
+        wait: true,
+        via: Via::Grpc,
+    };
+    let abandon = Call::Abandon {
+        owner: client,
+        seq: 1,
+    };
+    // The followers stop: nothing commits any more.
+    let followers: Vec<u64> = peers.keys().copied().filter(|&id| id != first).collect();
+    for id in &followers {
+        nodes.remove(id).expect("running").shutdown().await;
+    }
+    // The Lock's caller goes away while its grant waits for its commit.
+    let attempt = tokio::time::timeout(Duration::from_millis(200), leader.serve(lock)).await;
+    assert!(attempt.is_err(), "nothing can commit: {attempt:?}");
+    // Asked to abandon the request, the leader cannot say it is done: the grant and its
+    // release are in its log, neither committed.
+    let early =
+        tokio::time::timeout(Duration::from_millis(300), leader.serve(abandon.clone())).await;
+    assert!(
+        !matches!(early, Ok(Ok(Answer::Unlocked))),
+        "abandon answered before its give-back was committed"
+    );
+    // The followers come back; the abandon, re-sent to whoever leads now, is answered, and
+    // nothing is held.
+    for &id in &followers {
+        let listener = TcpListener::bind(&peers[&id]).await.expect("rebind");
+        nodes.insert(id, start_node(&dirs, &peers, id, listener).await);
+    }
+    let (now, term) = agreed_leader(&nodes).await;
+    let leader = if now == first && leader.term() == term && !leader.is_deposed() {
+        leader
+    } else {
+        leader.step_down();
+        take_over(&nodes[&now], term).await
+    };
+    let answer = tokio::time::timeout(SLACK, leader.serve(abandon)).await;
+    assert_eq!(answer.expect("answered"), Ok(Answer::Unlocked));
+    let holds = leader.service().list().await.expect("list");
+    assert!(holds.is_empty(), "{holds:?}");
     stop(&leader, nodes).await;
 }
 

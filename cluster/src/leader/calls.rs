@@ -310,10 +310,19 @@ impl Leader {
             .map_err(|_| CallError::NotLeader { leader: None })
     }
 
-    /// A forwarded acquire whose caller went away: from now on an attempt of it is refused
-    /// here (one may still be on its way, overtaken by this call), and once an attempt under
-    /// way has ended, a grant committed for it is released. Its answer may have been on its
-    /// way to the caller when the caller left: nobody learned its key.
+    /// An acquire whose caller went away: from now on an attempt of it is refused here (one
+    /// may still be on its way, overtaken by this call), and once an attempt under way has
+    /// ended, a grant committed for it is released. Its answer may have been on its way to the
+    /// caller when the caller left: nobody learned its key.
+    ///
+    /// Answered only once the outcome is committed. An attempt dropped while its grant was
+    /// being committed gave the grant back in this engine, but that release may not be
+    /// committed yet while the grant is: if this leader fell now, the next one would restore
+    /// the grant from its replica, and nobody would ask it to give the grant back. So first
+    /// everything this engine recorded so far is committed (and applied to the replica, where
+    /// a grant for the request is then found). If that fails, this leader is falling, and the
+    /// caller re-sends to the next one, which finds the grant in its replica if it was
+    /// committed.
     async fn abandon(&self, request: RequestId) -> Result<Answer, CallError> {
         {
             let mut abandoned = self.abandoned.lock();
@@ -323,6 +332,10 @@ impl Leader {
             abandoned.insert(request, std::time::Instant::now());
         }
         let _in_flight = self.enter(request).await;
+        self.commits
+            .wait(self.service.engine().recorded_seq())
+            .await
+            .map_err(|e| CallError::NotCommitted(e.to_string()))?;
         if let Some(grant) = self.machine.grant_for(request).await {
             let key = LockKey::from_u128(grant.key);
             if self.service.engine().is_held(&grant.name, key) {
