@@ -128,9 +128,10 @@ pub enum Call {
         /// The client's transport.
         via: Via,
     },
-    /// A Lock whose caller went away while it was forwarded (see [`crate::forwarder`]):
-    /// a grant committed for it is released, and the request is refused if it arrives later.
-    /// Answered [`Answer::Unlocked`]. Last, after `UnlockAgain`, for the same reason.
+    /// An acquire whose caller went away, or gave up, with no sure answer (see
+    /// [`crate::forwarder`]): a grant committed for it is released, and the request is
+    /// refused if it arrives later. Answered [`Answer::Unlocked`] once that is committed. Last,
+    /// after `UnlockAgain`, for the same reason.
     Abandon {
         /// The client.
         owner: GlobalOwner,

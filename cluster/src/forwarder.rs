@@ -28,11 +28,14 @@
 //! [`Forwarder::take_unanswered`]'s receiver, whose owner unlocks it (re-sending as any call).
 //! Exactly one of the two ends sees a grant nobody received: the caller closes its side before
 //! it looks, so the answer is either delivered before (the caller finds it) or refused (the
-//! sender keeps it). Calls that are not queued (a Lock that waits, a node's own bookkeeping)
-//! are sent from their caller's task and cancelled with it, as the leader must take a waiter
-//! that left out of its queue; for a Lock, the node then has the leader give back whatever it
-//! granted for the request ([`Forwarder::abandon`], [`Call::Abandon`]), since its answer may
-//! have been on its way.
+//! sender keeps it). An outcome that does not say whether a grant was made (no answer, or the
+//! leader fell before its commit, which the next leader may still have) is handed over by the
+//! call's request id instead: the leader is asked to give back whatever was granted for it
+//! ([`Call::Abandon`]). Calls that are not queued (a Lock that waits, a node's own
+//! bookkeeping) are sent from their caller's task and cancelled with it, as the leader must
+//! take a waiter that left out of its queue; for a Lock, the node then has the leader give back
+//! whatever it granted for the request ([`Forwarder::abandon`]), since its answer may have been
+//! on its way.
 //!
 //! A leader of an older build does not know the batch message and answers "unknown peer
 //! message"; this node then sends that node's calls one by one.
