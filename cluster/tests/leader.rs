@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use ldlm_cluster::leader::Leader;
 use ldlm_cluster::owners;
-use ldlm_cluster::{ClusterNode, GlobalOwner, NodeConfig};
+use ldlm_cluster::{ClusterNode, GlobalOwner};
 use ldlm_engine::{EngineConfig, LockRequest};
 use ldlm_service::{Acquire, LocalOptions, LockService, Transport};
 use tokio::net::TcpListener;
+
+mod common;
 
 const SLACK: Duration = Duration::from_secs(10);
 
@@ -36,17 +38,7 @@ async fn start_node(
     id: u64,
     listener: TcpListener,
 ) -> ClusterNode {
-    let config = NodeConfig {
-        id,
-        peers: peers.clone(),
-        data_dir: dirs[&id].path().to_path_buf(),
-        election_timeout: Duration::from_millis(300),
-        snapshot_every: 1_000,
-        session_grace: Duration::from_secs(10),
-        password: None,
-        tls: None,
-        join: false,
-    };
+    let config = common::node_config(id, peers, dirs[&id].path());
     ClusterNode::start(config, listener).await.expect("start")
 }
 

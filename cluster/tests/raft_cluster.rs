@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use ldlm_cluster::{ClusterNode, Command, GlobalOwner, NodeConfig, PeerTls, ReplicatedEvent};
 use tokio::net::TcpListener;
 
-const ELECTION: Duration = Duration::from_millis(300);
+mod common;
+
 const SLACK: Duration = Duration::from_secs(10);
 
 struct Cluster {
@@ -59,15 +60,10 @@ impl Cluster {
 
     async fn launch(&mut self, id: u64, listener: TcpListener) {
         let config = NodeConfig {
-            id,
-            peers: self.peers.clone(),
-            data_dir: self.dirs[&id].path().to_path_buf(),
-            election_timeout: ELECTION,
             snapshot_every: self.snapshot_every,
-            session_grace: Duration::from_secs(10),
             password: self.password.clone(),
             tls: self.tls.clone(),
-            join: false,
+            ..common::node_config(id, &self.peers, self.dirs[&id].path())
         };
         let node = ClusterNode::start(config, listener)
             .await

@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ldlm_cluster::ClusterNode;
 use ldlm_cluster::service::ClusterLockService;
-use ldlm_cluster::{ClusterNode, NodeConfig};
 use ldlm_engine::{EngineConfig, LockError, LockRequest};
 use ldlm_service::{Acquire, LocalOptions, LockService, ServiceError, Transport};
 use tokio::net::TcpListener;
+
+mod common;
 
 const SLACK: Duration = Duration::from_secs(10);
 
@@ -33,17 +35,7 @@ impl Cluster {
         }
         let mut services = BTreeMap::new();
         for (id, listener) in listeners {
-            let config = NodeConfig {
-                id,
-                peers: peers.clone(),
-                data_dir: dirs[(id - 1) as usize].path().to_path_buf(),
-                election_timeout: Duration::from_millis(300),
-                snapshot_every: 1_000,
-                session_grace: Duration::from_secs(10),
-                password: None,
-                tls: None,
-                join: false,
-            };
+            let config = common::node_config(id, &peers, dirs[(id - 1) as usize].path());
             let node = Arc::new(ClusterNode::start(config, listener).await.expect("start"));
             let service =
                 ClusterLockService::start(node, EngineConfig::default(), LocalOptions::default());
