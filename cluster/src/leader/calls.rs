@@ -26,12 +26,6 @@ use crate::command::{Command, GlobalOwner, RequestId};
 use crate::forward::{Answer, Call, CallError, GrantView, HoldView, Via};
 use crate::owners;
 
-/// How long an abandoned request is remembered: far longer than a forwarded call takes to
-/// arrive.
-const ABANDONED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
-/// How many are remembered before the older ones are forgotten.
-const ABANDONED_KEPT: usize = 1024;
-
 fn transport(via: Via) -> Transport {
     match via {
         Via::Grpc => Transport::Grpc,
@@ -98,7 +92,11 @@ impl Leader {
             } => {
                 let request = RequestId { owner, seq };
                 let _in_flight = self.enter(request).await;
-                if self.abandoned.lock().contains_key(&request) {
+                if self
+                    .abandoned
+                    .lock()
+                    .contains(&request, std::time::Instant::now())
+                {
                     return Err(CallError::Refused(
                         "the caller of this request went away".into(),
                     ));
@@ -324,13 +322,9 @@ impl Leader {
     /// caller re-sends to the next one, which finds the grant in its replica if it was
     /// committed.
     async fn abandon(&self, request: RequestId) -> Result<Answer, CallError> {
-        {
-            let mut abandoned = self.abandoned.lock();
-            if abandoned.len() >= ABANDONED_KEPT {
-                abandoned.retain(|_, since| since.elapsed() < ABANDONED_FOR);
-            }
-            abandoned.insert(request, std::time::Instant::now());
-        }
+        self.abandoned
+            .lock()
+            .insert(request, std::time::Instant::now());
         let _in_flight = self.enter(request).await;
         self.commits
             .wait(self.service.engine().recorded_seq())

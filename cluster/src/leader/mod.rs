@@ -21,6 +21,7 @@
 //!   is given back, and the leader is [`Leader::is_deposed`]: its engine must not be used
 //!   again, since it may hold changes the log will not have.
 
+mod abandoned;
 mod broken_double;
 mod calls;
 mod gone;
@@ -71,8 +72,8 @@ pub struct Leader {
     max_sessions: usize,
     /// Acquires being handled here, by request id: a re-send waits for the first one.
     inflight: Mutex<HashMap<RequestId, watch::Receiver<()>>>,
-    /// Acquires whose callers went away, and since when (see `calls.rs`, `abandon`).
-    abandoned: Mutex<HashMap<RequestId, std::time::Instant>>,
+    /// Acquires whose callers went away, for a while (see `abandoned.rs`).
+    abandoned: Mutex<abandoned::Abandoned>,
     _timers: TimerDriver,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -188,7 +189,7 @@ impl Leader {
             session_timeout,
             max_sessions,
             inflight: Mutex::new(HashMap::new()),
-            abandoned: Mutex::new(HashMap::new()),
+            abandoned: Mutex::default(),
             _timers: timers,
             tasks: Mutex::new(Vec::new()),
         });
