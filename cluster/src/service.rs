@@ -278,10 +278,8 @@ impl Router {
                 let left = Duration::from_secs(secs as u64).saturating_sub(started.elapsed());
                 *wait_timeout_seconds = Some(left.as_secs_f64().ceil().max(1.0) as i32);
             }
-            let mut sent = false;
             let attempt = match self.node.leading() {
                 Some(leader) if !leader.is_deposed() => {
-                    sent = true;
                     exposed.store(true, Ordering::Relaxed);
                     Some(leader.serve(call.clone()).await)
                 }
@@ -292,13 +290,15 @@ impl Router {
                             let timeout =
                                 deadline.map(|d| d.saturating_duration_since(Instant::now()));
                             let forwarded = self.forwarder.call(id, &addr, &call, timeout);
-                            sent = true;
                             // A call that shares messages is given back by the forwarder if
                             // its caller goes away meanwhile.
                             if !call.travels_in_batches() {
                                 exposed.store(true, Ordering::Relaxed);
                             }
-                            match self.unless_leader_changes(id, waits, forwarded).await {
+                            let attempt = match self
+                                .unless_leader_changes(id, waits, forwarded)
+                                .await
+                            {
                                 Some(Ok(answer)) => Some(answer),
                                 Some(Err(no_answer)) => {
                                     tracing::debug!(%no_answer, "Forwarded call got no answer; re-sending");
@@ -312,7 +312,18 @@ impl Router {
                                     ldlm_service::metrics::record_resent();
                                     None
                                 }
+                            };
+                            // No sure answer: it may have been granted all the same, and from
+                            // here it is this caller's to give back, not the forwarder's.
+                            if matches!(
+                                attempt,
+                                None | Some(Err(
+                                    CallError::NotLeader { .. } | CallError::NotCommitted(_)
+                                ))
+                            ) {
+                                exposed.store(true, Ordering::Relaxed);
                             }
+                            attempt
                         }
                         None => None,
                     },
@@ -334,15 +345,6 @@ impl Router {
                      retry, here or at another node"
                         .into(),
                 ));
-            }
-            // An attempt that went out and got no sure answer may have been granted; from here
-            // it is this caller's to give back, not the forwarder's.
-            if matches!(
-                attempt,
-                None | Some(Err(CallError::NotLeader { .. } | CallError::NotCommitted(_)))
-            ) && sent
-            {
-                exposed.store(true, Ordering::Relaxed);
             }
             match attempt {
                 Some(Ok(answer)) => return Ok(answer),

@@ -33,9 +33,10 @@ impl Abandoned {
         }
     }
 
-    /// Whether `request` was abandoned (within [`ABANDONED_FOR`] of `now`).
-    pub(super) fn contains(&mut self, request: &RequestId, now: Instant) -> bool {
-        self.forget_before(now);
+    /// Whether `request` was abandoned (and is still remembered). Every acquire asks, so this
+    /// only looks, with no clock read: forgetting is left to [`Abandoned::insert`], and a
+    /// request abandoned longer ago is still rightly refused.
+    pub(super) fn contains(&self, request: &RequestId) -> bool {
         self.requests.contains(request)
     }
 
@@ -77,16 +78,18 @@ mod tests {
         // Abandoned twice: remembered once, from the first time.
         abandoned.insert(request(1), start + Duration::from_secs(31));
         assert_eq!(abandoned.len(), 2);
-        assert!(abandoned.contains(
-            &request(1),
-            start + ABANDONED_FOR - Duration::from_millis(1)
-        ));
-        assert!(!abandoned.contains(&request(3), start));
-        assert!(!abandoned.contains(&request(1), start + ABANDONED_FOR));
-        assert!(abandoned.contains(&request(2), start + ABANDONED_FOR));
+        abandoned.insert(request(3), start + ABANDONED_FOR - Duration::from_millis(1));
+        assert!(abandoned.contains(&request(1)));
+        assert!(!abandoned.contains(&request(4)));
+        // A minute after request 1: it is forgotten, the later ones are not.
+        abandoned.insert(request(4), start + ABANDONED_FOR);
+        assert!(!abandoned.contains(&request(1)));
+        assert!(abandoned.contains(&request(2)));
+        assert_eq!(abandoned.len(), 3);
+        abandoned.insert(request(5), start + ABANDONED_FOR * 2);
+        assert!(!abandoned.contains(&request(2)));
+        assert!(!abandoned.contains(&request(4)));
         assert_eq!(abandoned.len(), 1);
-        assert!(!abandoned.contains(&request(2), start + ABANDONED_FOR * 2));
-        assert_eq!(abandoned.len(), 0);
     }
 
     #[test]
@@ -98,8 +101,7 @@ mod tests {
             abandoned.insert(request(i), start + Duration::from_millis(i * 10));
         }
         assert_eq!(abandoned.len(), 6_000);
-        let last = start + Duration::from_millis(29_999 * 10);
-        assert!(abandoned.contains(&request(29_999), last));
-        assert!(!abandoned.contains(&request(23_999), last));
+        assert!(abandoned.contains(&request(29_999)));
+        assert!(!abandoned.contains(&request(23_999)));
     }
 }

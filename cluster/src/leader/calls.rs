@@ -92,11 +92,7 @@ impl Leader {
             } => {
                 let request = RequestId { owner, seq };
                 let _in_flight = self.enter(request).await;
-                if self
-                    .abandoned
-                    .lock()
-                    .contains(&request, std::time::Instant::now())
-                {
+                if self.abandoned.lock().contains(&request) {
                     return Err(CallError::Refused(
                         "the caller of this request went away".into(),
                     ));
@@ -278,10 +274,7 @@ impl Leader {
             ldlm_service::Disconnected::Released(summary) => summary,
             ldlm_service::Disconnected::Kept => Default::default(),
         };
-        self.commits
-            .wait(self.service.engine().recorded_seq())
-            .await
-            .map_err(|e| CallError::NotCommitted(e.to_string()))?;
+        self.all_recorded_committed().await?;
         // Their request ids are of no use any more; nothing waits for these commits.
         for &owner in ended {
             let _ = self
@@ -294,6 +287,15 @@ impl Leader {
             kept: summary.kept,
             waiters_cancelled: summary.waiters_cancelled,
         })
+    }
+
+    /// Waits until every change this leader's engine recorded so far is committed (and
+    /// applied to the replica).
+    async fn all_recorded_committed(&self) -> Result<(), CallError> {
+        self.commits
+            .wait(self.service.engine().recorded_seq())
+            .await
+            .map_err(|e| CallError::NotCommitted(e.to_string()))
     }
 
     /// Confirms with a quorum that this node still leads. Needed before saying that a REST
@@ -326,10 +328,7 @@ impl Leader {
             .lock()
             .insert(request, std::time::Instant::now());
         let _in_flight = self.enter(request).await;
-        self.commits
-            .wait(self.service.engine().recorded_seq())
-            .await
-            .map_err(|e| CallError::NotCommitted(e.to_string()))?;
+        self.all_recorded_committed().await?;
         if let Some(grant) = self.machine.grant_for(request).await {
             let key = LockKey::from_u128(grant.key);
             if self.service.engine().is_held(&grant.name, key) {
@@ -495,10 +494,7 @@ impl Leader {
             .service
             .engine()
             .release_owner(&owner, self.service.clock().now());
-        self.commits
-            .wait(self.service.engine().recorded_seq())
-            .await
-            .map_err(|e| CallError::NotCommitted(e.to_string()))?;
+        self.all_recorded_committed().await?;
         self.commit(Command::SessionClosed { id }).await?;
         Ok(Answer::SessionClosed(summary.released))
     }
