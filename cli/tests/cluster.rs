@@ -2,7 +2,8 @@
 //! killed with SIGKILL while clients of both followers hold locks and others wait: the holds
 //! survive with their keys, the holders renew and unlock through their own nodes, the waiters
 //! are granted, fencing tokens keep increasing, and the killed node restarts on its data
-//! directory and catches up.
+//! directory and catches up. Other tests pause or kill nodes at the worst moment for one
+//! promise each (one of them with five nodes).
 
 mod support;
 
@@ -544,4 +545,99 @@ async fn the_rust_client_moves_to_another_node_and_its_guard_renews_until_the_cl
         .unlock()
         .await
         .expect("unlock through the surviving node");
+}
+
+/// The worst moment for a caller that goes away: its grant has reached a follower's log but is
+/// not committed, and the leader dies. The follower that forwarded the call is elected (it is
+/// the only one whose log has the grant), so the grant is committed in its term and restored,
+/// held by a client that was never told of it and whose connection is still open. The node
+/// must give it back by itself, by the request's id: no other release would ever come.
+///
+/// Five nodes: with three followers paused, the leader and the client's node are no quorum, so
+/// nothing commits while the call is under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_committed_after_its_caller_went_away_is_given_back() {
+    // A long grace: the client's node must not close its connection (which would release the
+    // grant the ordinary way) while it has no leader.
+    let mut cluster = Cluster::start_many(5, &["--cluster_session_grace=30s"]);
+    let leader = cluster.leader();
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .collect();
+    let (near, paused) = (followers[0], &followers[1..]);
+
+    let mut caller = client(&cluster.grpc(near)).await;
+    // The highest token so far: the grant left behind gets the next one.
+    let first = try_lock(&mut caller, "warm-up", None).await;
+    locked(&first, "warm-up");
+
+    for id in paused {
+        cluster
+            .node(*id)
+            .process
+            .as_ref()
+            .expect("running")
+            .signal("STOP");
+    }
+    // The call reaches the leader, which grants it and replicates the grant to `near`; no
+    // quorum commits it, and the caller gives up.
+    let mut request = tonic::Request::new(TryLockRequest {
+        name: "g".into(),
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(500));
+    let gave_up = caller.try_lock(request).await;
+    assert!(gave_up.is_err(), "nothing can commit: {gave_up:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cluster.stop(leader, "KILL");
+    // Two of the paused followers run again: with `near` they are a quorum that must elect
+    // `near`, whose log is longer; the third stays paused so that the other two cannot elect
+    // one of themselves without it.
+    for id in &paused[..2] {
+        cluster
+            .node(*id)
+            .process
+            .as_ref()
+            .expect("running")
+            .signal("CONT");
+    }
+    let start = Instant::now();
+    while cluster.status(near).and_then(|s| s["leader"].as_u64()) != Some(near) {
+        assert!(start.elapsed() < SLACK, "{near} was not elected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // g comes free although its holder's connection is still open.
+    let mut other = client(&cluster.grpc(paused[0])).await;
+    let start = Instant::now();
+    let taken = loop {
+        let answer = try_lock(&mut other, "g", None).await;
+        if answer.locked {
+            break answer;
+        }
+        assert!(
+            start.elapsed() < SLACK,
+            "g stayed held by a caller that went away: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The grant for the caller that went away was committed (it took a token), so this test
+    // met the moment it is about, not a grant lost with the old leader's log.
+    assert!(
+        taken.fencing_token >= first.fencing_token + 2,
+        "the abandoned grant was never committed: {} after {}",
+        taken.fencing_token,
+        first.fencing_token
+    );
+    let still_there = try_lock(&mut caller, "h", None).await;
+    locked(&still_there, "h (the caller's connection is still open)");
+    cluster
+        .node(paused[2])
+        .process
+        .as_ref()
+        .expect("running")
+        .signal("CONT");
 }

@@ -1,4 +1,5 @@
-//! A 3-node cluster of real `ldlm-server` processes on 127.0.0.1, for the cluster tests.
+//! A cluster of real `ldlm-server` processes (3 nodes unless a test asks for more) on
+//! 127.0.0.1 or in network namespaces, for the cluster tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -57,11 +58,16 @@ impl Cluster {
 
     /// Three nodes on 127.0.0.1, each with `extra` options.
     pub(crate) fn start_with(extra: &[&str]) -> Cluster {
-        let peers = (1..=3)
+        Cluster::start_many(3, extra)
+    }
+
+    /// `nodes` nodes on 127.0.0.1, each with `extra` options.
+    pub(crate) fn start_many(nodes: u64, extra: &[&str]) -> Cluster {
+        let peers = (1..=nodes)
             .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
             .collect::<Vec<_>>()
             .join(",");
-        Cluster::start_nodes(3, peers, None, extra, &[])
+        Cluster::start_nodes(nodes, peers, None, extra, &[])
     }
 
     /// `nodes` nodes, each in a network namespace of its own (so that they can be cut off from
