@@ -547,97 +547,177 @@ async fn the_rust_client_moves_to_another_node_and_its_guard_renews_until_the_cl
         .expect("unlock through the surviving node");
 }
 
+/// Five nodes whose leader has lost its quorum: three followers are paused, and the leader
+/// and `near` alone cannot commit. The caller, a client of `near`, has taken one lock before
+/// (`first`): a grant made for it now gets the next token.
+struct WithoutQuorum {
+    cluster: Cluster,
+    leader: u64,
+    near: u64,
+    paused: Vec<u64>,
+    caller: LdlmClient<Channel>,
+    first: LockResponse,
+}
+
+impl WithoutQuorum {
+    async fn start() -> WithoutQuorum {
+        // A long grace: `near` must not close the caller's connection (which would release
+        // what it holds the ordinary way) while it has no leader.
+        let cluster = Cluster::start_many(5, &["--cluster_session_grace=30s"]);
+        let leader = cluster.leader();
+        let followers: Vec<u64> = cluster
+            .ids()
+            .into_iter()
+            .filter(|&id| id != leader)
+            .collect();
+        let (near, paused) = (followers[0], followers[1..].to_vec());
+        let mut caller = client(&cluster.grpc(near)).await;
+        let first = try_lock(&mut caller, "warm-up", None).await;
+        locked(&first, "warm-up");
+        for id in &paused {
+            cluster.signal(*id, "STOP");
+        }
+        WithoutQuorum {
+            cluster,
+            leader,
+            near,
+            paused,
+            caller,
+            first,
+        }
+    }
+
+    /// Takes `name` through another node once it is free, and checks that the grant left
+    /// behind was committed (it took a token) before it was given back: the test met the
+    /// moment it is about, not a grant lost with an uncommitted log tail.
+    async fn free_after_a_committed_grant(&self, at: u64, name: &str) {
+        let mut other = client(&self.cluster.grpc(at)).await;
+        let start = Instant::now();
+        let taken = loop {
+            let answer = try_lock(&mut other, name, None).await;
+            if answer.locked {
+                break answer;
+            }
+            assert!(
+                start.elapsed() < SLACK,
+                "{name} stayed held by a caller that was not given it: {answer:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            taken.fencing_token >= self.first.fencing_token + 2,
+            "the grant left behind was never committed: {} after {}",
+            taken.fencing_token,
+            self.first.fencing_token
+        );
+    }
+
+    /// The caller's connection is still open: what it held was not released by its end.
+    async fn caller_still_connected(&mut self) {
+        let answer = try_lock(&mut self.caller, "still-here", None).await;
+        locked(&answer, "still-here");
+    }
+}
+
 /// The worst moment for a caller that goes away: its grant has reached a follower's log but is
 /// not committed, and the leader dies. The follower that forwarded the call is elected (it is
 /// the only one whose log has the grant), so the grant is committed in its term and restored,
 /// held by a client that was never told of it and whose connection is still open. The node
 /// must give it back by itself, by the request's id: no other release would ever come.
-///
-/// Five nodes: with three followers paused, the leader and the client's node are no quorum, so
-/// nothing commits while the call is under way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_committed_after_its_caller_went_away_is_given_back() {
-    // A long grace: the client's node must not close its connection (which would release the
-    // grant the ordinary way) while it has no leader.
-    let mut cluster = Cluster::start_many(5, &["--cluster_session_grace=30s"]);
-    let leader = cluster.leader();
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|&id| id != leader)
-        .collect();
-    let (near, paused) = (followers[0], &followers[1..]);
-
-    let mut caller = client(&cluster.grpc(near)).await;
-    // The highest token so far: the grant left behind gets the next one.
-    let first = try_lock(&mut caller, "warm-up", None).await;
-    locked(&first, "warm-up");
-
-    for id in paused {
-        cluster
-            .node(*id)
-            .process
-            .as_ref()
-            .expect("running")
-            .signal("STOP");
-    }
+    let mut setup = WithoutQuorum::start().await;
+    let (leader, near) = (setup.leader, setup.near);
     // The call reaches the leader, which grants it and replicates the grant to `near`; no
-    // quorum commits it, and the caller gives up.
+    // quorum commits it, and the caller goes away.
     let mut request = tonic::Request::new(TryLockRequest {
         name: "g".into(),
         ..Default::default()
     });
     request.set_timeout(Duration::from_millis(500));
-    let gave_up = caller.try_lock(request).await;
+    let gave_up = setup.caller.try_lock(request).await;
     assert!(gave_up.is_err(), "nothing can commit: {gave_up:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    cluster.stop(leader, "KILL");
+    setup.cluster.stop(leader, "KILL");
     // Two of the paused followers run again: with `near` they are a quorum that must elect
     // `near`, whose log is longer; the third stays paused so that the other two cannot elect
     // one of themselves without it.
-    for id in &paused[..2] {
-        cluster
-            .node(*id)
-            .process
-            .as_ref()
-            .expect("running")
-            .signal("CONT");
+    for id in &setup.paused[..2] {
+        setup.cluster.signal(*id, "CONT");
     }
     let start = Instant::now();
-    while cluster.status(near).and_then(|s| s["leader"].as_u64()) != Some(near) {
+    while setup
+        .cluster
+        .status(near)
+        .and_then(|s| s["leader"].as_u64())
+        != Some(near)
+    {
         assert!(start.elapsed() < SLACK, "{near} was not elected");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // g comes free although its holder's connection is still open.
-    let mut other = client(&cluster.grpc(paused[0])).await;
-    let start = Instant::now();
-    let taken = loop {
-        let answer = try_lock(&mut other, "g", None).await;
-        if answer.locked {
-            break answer;
-        }
-        assert!(
-            start.elapsed() < SLACK,
-            "g stayed held by a caller that went away: {answer:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // The grant for the caller that went away was committed (it took a token), so this test
-    // met the moment it is about, not a grant lost with the old leader's log.
+    setup
+        .free_after_a_committed_grant(setup.paused[0], "g")
+        .await;
+    setup.caller_still_connected().await;
+    setup.cluster.signal(setup.paused[2], "CONT");
+}
+
+/// A TryLock that no leader answers within the node's call deadline (10 s) is answered
+/// "unavailable". Here its grant reached `near`'s log uncommitted, and the leader died: no node
+/// can lead until the paused ones run again. Then `near` is elected, commits the grant and
+/// restores it, held by a client that was told it does not hold the lock and whose connection
+/// is still open. The node must give it back (nobody re-sends the call), or the client would
+/// hold the lock as long as its connection lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_lock_answered_unavailable_leaves_nothing_held() {
+    let mut setup = WithoutQuorum::start().await;
+    let (leader, near) = (setup.leader, setup.near);
+    let started = Instant::now();
+    let mut caller = setup.caller.clone();
+    let call = tokio::spawn(async move {
+        caller
+            .try_lock(TryLockRequest {
+                name: "u".into(),
+                ..Default::default()
+            })
+            .await
+    });
+    // The grant reaches `near`'s log; then the leader dies.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    setup.cluster.stop(leader, "KILL");
+
+    let answer = tokio::time::timeout(SLACK, call)
+        .await
+        .expect("answered")
+        .expect("task");
+    let status = answer.expect_err("no quorum, no leader: no answer but unavailable");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     assert!(
-        taken.fencing_token >= first.fencing_token + 2,
-        "the abandoned grant was never committed: {} after {}",
-        taken.fencing_token,
-        first.fencing_token
+        started.elapsed() >= Duration::from_secs(9),
+        "answered before the call deadline: {:?}",
+        started.elapsed()
     );
-    let still_there = try_lock(&mut caller, "h", None).await;
-    locked(&still_there, "h (the caller's connection is still open)");
-    cluster
-        .node(paused[2])
-        .process
-        .as_ref()
-        .expect("running")
-        .signal("CONT");
+
+    // Two of the paused followers run again: with `near` they are a quorum that must elect
+    // `near`, whose log is longer (the two cannot elect one of themselves without the third).
+    for id in &setup.paused[..2] {
+        setup.cluster.signal(*id, "CONT");
+    }
+    let start = Instant::now();
+    while setup
+        .cluster
+        .status(near)
+        .and_then(|s| s["leader"].as_u64())
+        != Some(near)
+    {
+        assert!(start.elapsed() < SLACK, "{near} was not elected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup
+        .free_after_a_committed_grant(setup.paused[0], "u")
+        .await;
+    setup.caller_still_connected().await;
+    setup.cluster.signal(setup.paused[2], "CONT");
 }

@@ -205,6 +205,15 @@ impl Cluster {
         process
     }
 
+    /// Sends `signal` (`"STOP"`, `"CONT"`, ...) to node `id`, which must be running.
+    pub(crate) fn signal(&self, id: u64, signal: &str) {
+        self.node(id)
+            .process
+            .as_ref()
+            .expect("running")
+            .signal(signal);
+    }
+
     /// Node `id`'s REST address, if it serves REST.
     pub(crate) fn rest(&self, id: u64) -> Option<String> {
         self.node(id).process.as_ref()?.rest_addr.clone()
