@@ -548,8 +548,8 @@ async fn the_rust_client_moves_to_another_node_and_its_guard_renews_until_the_cl
 }
 
 /// Five nodes whose leader has lost its quorum: three followers are paused, and the leader
-/// and `near` alone cannot commit. The caller, a client of `near`, has taken one lock before
-/// (`first`): a grant made for it now gets the next token.
+/// and `near` alone cannot commit. The caller, a client of `near` or of the leader, has taken
+/// one lock before (`first`): a grant made for it now gets the next token.
 struct WithoutQuorum {
     cluster: Cluster,
     leader: u64,
@@ -560,9 +560,9 @@ struct WithoutQuorum {
 }
 
 impl WithoutQuorum {
-    async fn start() -> WithoutQuorum {
-        // A long grace: `near` must not close the caller's connection (which would release
-        // what it holds the ordinary way) while it has no leader.
+    async fn start(caller_at_leader: bool) -> WithoutQuorum {
+        // A long grace: the caller's node must not close its connection (which would release
+        // what it holds the ordinary way) while it has no leader or no quorum.
         let cluster = Cluster::start_many(5, &["--cluster_session_grace=30s"]);
         let leader = cluster.leader();
         let followers: Vec<u64> = cluster
@@ -571,7 +571,7 @@ impl WithoutQuorum {
             .filter(|&id| id != leader)
             .collect();
         let (near, paused) = (followers[0], followers[1..].to_vec());
-        let mut caller = client(&cluster.grpc(near)).await;
+        let mut caller = client(&cluster.grpc(if caller_at_leader { leader } else { near })).await;
         let first = try_lock(&mut caller, "warm-up", None).await;
         locked(&first, "warm-up");
         for id in &paused {
@@ -626,7 +626,7 @@ impl WithoutQuorum {
 /// must give it back by itself, by the request's id: no other release would ever come.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_committed_after_its_caller_went_away_is_given_back() {
-    let mut setup = WithoutQuorum::start().await;
+    let mut setup = WithoutQuorum::start(false).await;
     let (leader, near) = (setup.leader, setup.near);
     // The call reaches the leader, which grants it and replicates the grant to `near`; no
     // quorum commits it, and the caller goes away.
@@ -672,7 +672,7 @@ async fn a_grant_committed_after_its_caller_went_away_is_given_back() {
 /// hold the lock as long as its connection lasts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_try_lock_answered_unavailable_leaves_nothing_held() {
-    let mut setup = WithoutQuorum::start().await;
+    let mut setup = WithoutQuorum::start(false).await;
     let (leader, near) = (setup.leader, setup.near);
     let started = Instant::now();
     let mut caller = setup.caller.clone();
@@ -717,6 +717,63 @@ async fn a_try_lock_answered_unavailable_leaves_nothing_held() {
     }
     setup
         .free_after_a_committed_grant(setup.paused[0], "u")
+        .await;
+    setup.caller_still_connected().await;
+    setup.cluster.signal(setup.paused[2], "CONT");
+}
+
+/// A caller of the leader itself goes away while its grant waits for a quorum: the leader gives
+/// the grant back in its engine at once, but that release is only in its own log. Here the
+/// grant had reached `near`'s log, the release had not, and `near` is elected while the old
+/// leader is paused: the grant is committed and restored, held by a client that is still
+/// connected (to the old leader, which runs again as a follower) and was never told of it.
+/// The node must have the new leader give it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_whose_release_was_lost_with_its_leader_is_given_back() {
+    let mut setup = WithoutQuorum::start(true).await;
+    let (leader, near) = (setup.leader, setup.near);
+    let mut caller = setup.caller.clone();
+    let call = tokio::spawn(async move {
+        let mut request = tonic::Request::new(TryLockRequest {
+            name: "r".into(),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(1));
+        caller.try_lock(request).await
+    });
+    // The grant reaches `near`'s log; `near` stops before the caller goes away, so the
+    // release never reaches it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    setup.cluster.signal(near, "STOP");
+    let gave_up = tokio::time::timeout(SLACK, call)
+        .await
+        .expect("the caller's deadline ends the call")
+        .expect("task");
+    assert!(gave_up.is_err(), "nothing can commit: {gave_up:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The old leader stops too, so that it cannot be re-elected with the release in its log.
+    // `near` and two paused followers run again: they must elect `near`, whose log is longer
+    // (the two cannot elect one of themselves without the third).
+    setup.cluster.signal(leader, "STOP");
+    setup.cluster.signal(near, "CONT");
+    for id in &setup.paused[..2] {
+        setup.cluster.signal(*id, "CONT");
+    }
+    let start = Instant::now();
+    while setup
+        .cluster
+        .status(near)
+        .and_then(|s| s["leader"].as_u64())
+        != Some(near)
+    {
+        assert!(start.elapsed() < SLACK, "{near} was not elected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    setup.cluster.signal(leader, "CONT");
+
+    setup
+        .free_after_a_committed_grant(setup.paused[0], "r")
         .await;
     setup.caller_still_connected().await;
     setup.cluster.signal(setup.paused[2], "CONT");
