@@ -778,3 +778,33 @@ async fn a_grant_whose_release_was_lost_with_its_leader_is_given_back() {
     setup.caller_still_connected().await;
     setup.cluster.signal(setup.paused[2], "CONT");
 }
+
+/// A TryLock at a leader that lost its quorum is answered "unavailable" once the node's call
+/// deadline (10 s) has passed, as one forwarded there is: it does not wait for the quorum, or
+/// for the node to cut itself off. What it was granted meanwhile is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_lock_at_a_leader_without_quorum_is_answered_unavailable() {
+    let mut setup = WithoutQuorum::start(true).await;
+    let started = Instant::now();
+    let answer = setup
+        .caller
+        .try_lock(TryLockRequest {
+            name: "q".into(),
+            ..Default::default()
+        })
+        .await;
+    let waited = started.elapsed();
+    let status = answer.expect_err("no quorum: no answer but unavailable");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(13),
+        "answered {waited:?} after the call, not at the 10 s deadline"
+    );
+
+    for id in &setup.paused[..2] {
+        setup.cluster.signal(*id, "CONT");
+    }
+    setup.free_after_a_committed_grant(setup.near, "q").await;
+    setup.caller_still_connected().await;
+    setup.cluster.signal(setup.paused[2], "CONT");
+}

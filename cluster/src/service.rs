@@ -281,7 +281,17 @@ impl Router {
             let attempt = match self.node.leading() {
                 Some(leader) if !leader.is_deposed() => {
                     exposed.store(true, Ordering::Relaxed);
-                    Some(leader.serve(call.clone()).await)
+                    // The deadline binds here too, as it binds a forwarded call's message: a
+                    // leader that lost its quorum commits nothing and may not notice for long.
+                    // Past it the call is dropped (its grant given back in the engine) and,
+                    // below, answered "unavailable".
+                    let served = leader.serve(call.clone());
+                    match deadline {
+                        Some(deadline) => {
+                            tokio::time::timeout_at(deadline.into(), served).await.ok()
+                        }
+                        None => Some(served.await),
+                    }
                 }
                 _ => match self.node.leader() {
                     Some(id) if id != self.node.id() => match self.node.address_of(id) {
