@@ -612,10 +612,35 @@ impl WithoutQuorum {
         );
     }
 
-    /// The caller's connection is still open: what it held was not released by its end.
-    async fn caller_still_connected(&mut self) {
+    /// Two of the paused followers run again: with the leader they are a quorum once more.
+    fn resume_two(&self) {
+        for id in &self.paused[..2] {
+            self.cluster.signal(*id, "CONT");
+        }
+    }
+
+    /// With the leader gone or paused, [`WithoutQuorum::resume_two`]: with `near` they are a
+    /// quorum that must elect `near`, whose log is longer (the two cannot elect one of
+    /// themselves without the third, which stays paused). Returns once `near` leads.
+    async fn elect_near(&self) {
+        self.resume_two();
+        let near = self.near;
+        let start = Instant::now();
+        while self.cluster.status(near).and_then(|s| s["leader"].as_u64()) != Some(near) {
+            assert!(start.elapsed() < SLACK, "{near} was not elected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The end of each test: `name` comes free after a committed grant (see
+    /// [`WithoutQuorum::free_after_a_committed_grant`]) while the caller's connection is still
+    /// open, so what it held was not released by its end; then the last paused node runs again.
+    async fn given_back(&mut self, name: &str) {
+        self.free_after_a_committed_grant(self.paused[0], name)
+            .await;
         let answer = try_lock(&mut self.caller, "still-here", None).await;
         locked(&answer, "still-here");
+        self.cluster.signal(self.paused[2], "CONT");
     }
 }
 
@@ -627,7 +652,7 @@ impl WithoutQuorum {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_committed_after_its_caller_went_away_is_given_back() {
     let mut setup = WithoutQuorum::start(false).await;
-    let (leader, near) = (setup.leader, setup.near);
+    let leader = setup.leader;
     // The call reaches the leader, which grants it and replicates the grant to `near`; no
     // quorum commits it, and the caller goes away.
     let mut request = tonic::Request::new(TryLockRequest {
@@ -640,28 +665,9 @@ async fn a_grant_committed_after_its_caller_went_away_is_given_back() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     setup.cluster.stop(leader, "KILL");
-    // Two of the paused followers run again: with `near` they are a quorum that must elect
-    // `near`, whose log is longer; the third stays paused so that the other two cannot elect
-    // one of themselves without it.
-    for id in &setup.paused[..2] {
-        setup.cluster.signal(*id, "CONT");
-    }
-    let start = Instant::now();
-    while setup
-        .cluster
-        .status(near)
-        .and_then(|s| s["leader"].as_u64())
-        != Some(near)
-    {
-        assert!(start.elapsed() < SLACK, "{near} was not elected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    setup.elect_near().await;
 
-    setup
-        .free_after_a_committed_grant(setup.paused[0], "g")
-        .await;
-    setup.caller_still_connected().await;
-    setup.cluster.signal(setup.paused[2], "CONT");
+    setup.given_back("g").await;
 }
 
 /// A TryLock that no leader answers within the node's call deadline (10 s) is answered
@@ -673,7 +679,7 @@ async fn a_grant_committed_after_its_caller_went_away_is_given_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_try_lock_answered_unavailable_leaves_nothing_held() {
     let mut setup = WithoutQuorum::start(false).await;
-    let (leader, near) = (setup.leader, setup.near);
+    let leader = setup.leader;
     let started = Instant::now();
     let mut caller = setup.caller.clone();
     let call = tokio::spawn(async move {
@@ -700,26 +706,8 @@ async fn a_try_lock_answered_unavailable_leaves_nothing_held() {
         started.elapsed()
     );
 
-    // Two of the paused followers run again: with `near` they are a quorum that must elect
-    // `near`, whose log is longer (the two cannot elect one of themselves without the third).
-    for id in &setup.paused[..2] {
-        setup.cluster.signal(*id, "CONT");
-    }
-    let start = Instant::now();
-    while setup
-        .cluster
-        .status(near)
-        .and_then(|s| s["leader"].as_u64())
-        != Some(near)
-    {
-        assert!(start.elapsed() < SLACK, "{near} was not elected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    setup
-        .free_after_a_committed_grant(setup.paused[0], "u")
-        .await;
-    setup.caller_still_connected().await;
-    setup.cluster.signal(setup.paused[2], "CONT");
+    setup.elect_near().await;
+    setup.given_back("u").await;
 }
 
 /// A caller of the leader itself goes away while its grant waits for a quorum: the leader gives
@@ -752,31 +740,14 @@ async fn a_grant_whose_release_was_lost_with_its_leader_is_given_back() {
     assert!(gave_up.is_err(), "nothing can commit: {gave_up:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    // The old leader stops too, so that it cannot be re-elected with the release in its log.
-    // `near` and two paused followers run again: they must elect `near`, whose log is longer
-    // (the two cannot elect one of themselves without the third).
+    // The old leader stops too, so that it cannot be re-elected with the release in its log,
+    // and `near` runs again to be elected.
     setup.cluster.signal(leader, "STOP");
     setup.cluster.signal(near, "CONT");
-    for id in &setup.paused[..2] {
-        setup.cluster.signal(*id, "CONT");
-    }
-    let start = Instant::now();
-    while setup
-        .cluster
-        .status(near)
-        .and_then(|s| s["leader"].as_u64())
-        != Some(near)
-    {
-        assert!(start.elapsed() < SLACK, "{near} was not elected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    setup.elect_near().await;
     setup.cluster.signal(leader, "CONT");
 
-    setup
-        .free_after_a_committed_grant(setup.paused[0], "r")
-        .await;
-    setup.caller_still_connected().await;
-    setup.cluster.signal(setup.paused[2], "CONT");
+    setup.given_back("r").await;
 }
 
 /// A TryLock at a leader that lost its quorum is answered "unavailable" once the node's call
@@ -801,10 +772,6 @@ async fn a_try_lock_at_a_leader_without_quorum_is_answered_unavailable() {
         "answered {waited:?} after the call, not at the 10 s deadline"
     );
 
-    for id in &setup.paused[..2] {
-        setup.cluster.signal(*id, "CONT");
-    }
-    setup.free_after_a_committed_grant(setup.near, "q").await;
-    setup.caller_still_connected().await;
-    setup.cluster.signal(setup.paused[2], "CONT");
+    setup.resume_two();
+    setup.given_back("q").await;
 }
