@@ -33,8 +33,8 @@ use crate::node::ClusterNode;
 use crate::owners;
 use crate::raft::NodeId;
 
-/// How long a call that does not wait for a lock may look for a leader before it answers
-/// "unavailable".
+/// How long a call that does not wait for a lock may look for a leader and wait for its commit
+/// before it answers "unavailable" (at this node's own leader too).
 pub const CALL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Pause between attempts while there is no leader to send a call to.
