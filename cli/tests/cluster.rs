@@ -564,16 +564,29 @@ impl WithoutQuorum {
         // A long grace: the caller's node must not close its connection (which would release
         // what it holds the ordinary way) while it has no leader or no quorum.
         let cluster = Cluster::start_many(5, &["--cluster_session_grace=30s"]);
-        let leader = cluster.leader();
-        let followers: Vec<u64> = cluster
-            .ids()
-            .into_iter()
-            .filter(|&id| id != leader)
-            .collect();
-        let (near, paused) = (followers[0], followers[1..].to_vec());
-        let mut caller = client(&cluster.grpc(if caller_at_leader { leader } else { near })).await;
-        let first = try_lock(&mut caller, "warm-up", None).await;
-        locked(&first, "warm-up");
+        // The leader must not change between learning it and pausing the followers (five
+        // nodes that just started on a busy machine may still hold an election): the caller's
+        // first lock is committed, and the leader asked for again, until it stays the same.
+        let mut attempt = 0;
+        let (leader, near, paused, caller, first) = loop {
+            let leader = cluster.leader();
+            let followers: Vec<u64> = cluster
+                .ids()
+                .into_iter()
+                .filter(|&id| id != leader)
+                .collect();
+            let (near, paused) = (followers[0], followers[1..].to_vec());
+            let mut caller =
+                client(&cluster.grpc(if caller_at_leader { leader } else { near })).await;
+            let name = format!("warm-up-{attempt}");
+            let first = try_lock(&mut caller, &name, None).await;
+            locked(&first, &name);
+            if cluster.leader() == leader {
+                break (leader, near, paused, caller, first);
+            }
+            attempt += 1;
+            assert!(attempt < 10, "the leader kept changing");
+        };
         for id in &paused {
             cluster.signal(*id, "STOP");
         }
