@@ -284,10 +284,9 @@ async fn run(plan: &Plan) -> Report {
                     "[{} ms] pause node {victim} (leader {leader:?}) for {pause} ms",
                     ms(t0)
                 );
-                let process = cluster.node(victim).process.as_ref().expect("running");
-                process.signal("STOP");
+                cluster.signal(victim, "STOP");
                 tokio::time::sleep(Duration::from_millis(pause)).await;
-                process.signal("CONT");
+                cluster.signal(victim, "CONT");
             }
             Fault::OneWay => {
                 // Between the leader and another node, in either direction.
