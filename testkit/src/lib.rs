@@ -1,7 +1,8 @@
 //! # ldlm-testkit
 //!
 //! Test certificates for the TLS and mTLS tests of the LDLM crates, generated with rcgen when a
-//! test runs and written as PEM files into a temporary directory.
+//! test runs and written as PEM files into a temporary directory; and ports for servers whose
+//! addresses must be known before they start ([`unused_port`]).
 //!
 //! It exists so that there is one certificate set-up instead of five: ldlm-security's unit
 //! tests, the gRPC and REST transports' tests, the Rust client's tests and ldlm-bench's tests
@@ -18,6 +19,10 @@
 //! let pki = ldlm_testkit::TestPki::generate();
 //! assert!(pki.ca().exists() && pki.server_key().exists());
 //! ```
+
+mod ports;
+
+pub use ports::unused_port;
 
 use std::path::{Path, PathBuf};
 

@@ -8,21 +8,12 @@ use std::time::{Duration, Instant};
 use crate::harness;
 use crate::python::{python, repo};
 
-/// A port nobody listens on now (peer addresses must be known before the nodes start).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_works_unchanged_at_a_follower() {
     let (python, stubs) = python().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let peers = (1..=3)
-        .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
+        .map(|id| format!("{id}=127.0.0.1:{}", ldlm_testkit::unused_port()))
         .collect::<Vec<_>>()
         .join(",");
     let mut nodes = Vec::new();

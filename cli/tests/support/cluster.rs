@@ -13,15 +13,6 @@ use super::Process;
 pub(crate) const LOCK: &str = env!("CARGO_BIN_EXE_ldlm-lock");
 pub(crate) const SLACK: Duration = Duration::from_secs(15);
 
-/// A port nobody listens on now (the peer addresses must be known before the nodes start).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 pub(crate) struct Node {
     pub(crate) id: u64,
     pub(crate) process: Option<Process>,
@@ -64,7 +55,7 @@ impl Cluster {
     /// `nodes` nodes on 127.0.0.1, each with `extra` options.
     pub(crate) fn start_many(nodes: u64, extra: &[&str]) -> Cluster {
         let peers = (1..=nodes)
-            .map(|id| format!("{id}=127.0.0.1:{}", free_port()))
+            .map(|id| format!("{id}=127.0.0.1:{}", ldlm_testkit::unused_port()))
             .collect::<Vec<_>>()
             .join(",");
         Cluster::start_nodes(nodes, peers, None, extra, &[])
@@ -124,7 +115,7 @@ impl Cluster {
     /// peer address is [`Cluster::peer_address`].
     pub(crate) fn join(&mut self, id: u64) {
         assert!(self.nodes.iter().all(|n| n.id != id), "a new id");
-        let peers = format!("{id}=127.0.0.1:{}", free_port());
+        let peers = format!("{id}=127.0.0.1:{}", ldlm_testkit::unused_port());
         self.nodes.push(Node {
             id,
             process: None,
