@@ -19,8 +19,8 @@ pub(crate) struct Node {
     pub(crate) ipc: PathBuf,
     /// A node that joined later: its own `--cluster_peers` (itself only) and `--cluster_join`.
     pub(crate) joined: Option<String>,
-    /// The gRPC address it first listened on (on 127.0.0.1): a restart listens there again,
-    /// as a real node's does, so clients given the nodes' addresses can come back to it.
+    /// Its gRPC address on 127.0.0.1, chosen at its first start: a restart listens there
+    /// again, as a real node's does, so clients given the nodes' addresses can come back to it.
     pub(crate) grpc_address: Option<String>,
 }
 
@@ -166,9 +166,12 @@ impl Cluster {
                 network.server_command(id)
             }
             None => {
-                if let Some(address) = &node.grpc_address {
-                    args.push(format!("--listen_address={address}"));
-                }
+                // A port of its own from the start, not port 0: a restart listens there again,
+                // and an ephemeral port may have been taken by a connection meanwhile.
+                let address = node
+                    .grpc_address
+                    .get_or_insert_with(|| format!("127.0.0.1:{}", ldlm_testkit::unused_port()));
+                args.push(format!("--listen_address={address}"));
                 super::command()
             }
         };
