@@ -32,6 +32,7 @@ pub async fn start_node(
              member fewer would"
         );
     }
+    let tls = peer_tls(config, peers.get(&id).map(String::as_str))?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cluster: cannot listen on {listen}"))?;
@@ -45,7 +46,7 @@ pub async fn start_node(
             snapshot_every: config.cluster_snapshot_every,
             session_grace: config.cluster_session_grace,
             password: config.password.clone(),
-            tls: peer_tls(config)?,
+            tls,
             join: config.cluster_join,
         },
         listener,
@@ -60,7 +61,11 @@ pub async fn start_node(
 /// against `--client_ca` (else the system's roots), and present the node's certificate when
 /// the server requires client certificates — so with mTLS each node's certificate must allow
 /// client authentication too.
-fn peer_tls(config: &ServerConfig) -> anyhow::Result<Option<PeerTls>> {
+///
+/// The node's certificate is first checked as its peers will check it, for `own_address` (its
+/// entry in `--cluster_peers`): a certificate they would refuse is an error at start-up, not a
+/// cluster that never forms.
+fn peer_tls(config: &ServerConfig, own_address: Option<&str>) -> anyhow::Result<Option<PeerTls>> {
     let options = TlsOptions {
         cert: config.tls_cert.clone(),
         key: config.tls_key.clone(),
@@ -70,6 +75,9 @@ fn peer_tls(config: &ServerConfig) -> anyhow::Result<Option<PeerTls>> {
     let Some(server) = tls::server_config(&options, &[b"h2"]).context("cluster TLS")? else {
         return Ok(None);
     };
+    if let Some(address) = own_address {
+        tls::check_node_certificate(&options, address).context("cluster TLS")?;
+    }
     let identity = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) if options.requires_client_cert() => {
             Some((cert.as_path(), key.as_path()))

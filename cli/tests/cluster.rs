@@ -781,3 +781,126 @@ async fn a_try_lock_at_a_leader_without_quorum_is_answered_unavailable() {
     setup.resume_two();
     setup.given_back("q").await;
 }
+
+/// The recommended set-up: mTLS and a password, on the client ports and between the nodes.
+/// Three real nodes given one certificate each for server and client authentication form a
+/// cluster (their elections and replication run over mTLS), and a client presenting its own
+/// certificate and the password locks at one follower (forwarded to the leader over mTLS), so
+/// a client of the other follower finds the name held. Without the password it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_mtls_with_the_password_and_serve_mtls_clients() {
+    use ldlm_client::{Client, ClientConfig, Error, LockOptions, TlsConfig};
+
+    let pki = ldlm_testkit::TestPki::generate();
+    let cert = format!("--tls_cert={}", pki.node_cert().display());
+    let key = format!("--tls_key={}", pki.node_key().display());
+    let client_ca = format!("--client_ca={}", pki.ca().display());
+    let cluster = Cluster::start_with(&[&cert, &key, &client_ca, "--password=s3cret"]);
+    let leader = cluster.leader();
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+
+    let config = |node: u64, password: Option<&str>| ClientConfig {
+        password: password.map(str::to_owned),
+        tls: Some(TlsConfig {
+            ca: Some(pki.ca()),
+            client_cert: Some((pki.client_cert(), pki.client_key())),
+            skip_verify: false,
+        }),
+        ..ClientConfig::new(cluster.grpc(node))
+    };
+    let within = |what| move |_| panic!("{what} took longer than {SLACK:?}");
+
+    let holder = Client::connect(config(followers[0], Some("s3cret")))
+        .await
+        .expect("an mTLS client connects to a follower");
+    let guard = tokio::time::timeout(SLACK, holder.try_lock("mtls-task", LockOptions::new()))
+        .await
+        .unwrap_or_else(within("the TryLock"))
+        .expect("TryLock at a follower")
+        .expect("granted: forwarded to the leader and committed over mTLS");
+
+    let other = Client::connect(config(followers[1], Some("s3cret")))
+        .await
+        .expect("an mTLS client connects to the other follower");
+    let busy = tokio::time::timeout(SLACK, other.try_lock("mtls-task", LockOptions::new()))
+        .await
+        .unwrap_or_else(within("the second TryLock"))
+        .expect("TryLock at the other follower");
+    assert!(busy.is_none(), "the name is held cluster-wide");
+
+    let intruder = Client::connect(config(followers[1], None))
+        .await
+        .expect("connects: the password is checked per call");
+    let refused = tokio::time::timeout(SLACK, intruder.try_lock("mtls-task", LockOptions::new()))
+        .await
+        .unwrap_or_else(within("the refused TryLock"));
+    assert!(
+        matches!(refused, Err(Error::Unauthenticated(_))),
+        "without the password: {refused:?}"
+    );
+
+    guard.unlock().await.expect("unlocked");
+}
+
+/// A node whose certificate its peers would refuse does not start: a certificate for server
+/// authentication only, under mTLS (peers refuse it as a client certificate), and one that
+/// does not name the host its peers dial. Each exits at once with an error naming the file, the
+/// address and what to use instead, rather than starting a node that never joins its cluster.
+#[test]
+fn a_node_certificate_its_peers_would_refuse_stops_it_at_start() {
+    let pki = ldlm_testkit::TestPki::generate();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = ldlm_testkit::unused_port();
+    for (cert, key, host, expected) in [
+        (
+            pki.server_cert(),
+            pki.server_key(),
+            "127.0.0.1",
+            "clientAuth",
+        ),
+        (
+            pki.node_cert(),
+            pki.node_key(),
+            "127.0.0.2",
+            "subject alternative name",
+        ),
+    ] {
+        let address = format!("{host}:{port}");
+        let args = [
+            "--cluster_node_id=1".to_owned(),
+            format!("--cluster_peers=1={address}"),
+            format!("--cluster_data_dir={}", dir.path().join(host).display()),
+            format!("--tls_cert={}", cert.display()),
+            format!("--tls_key={}", key.display()),
+            format!("--client_ca={}", pki.ca().display()),
+            "--listen_address=127.0.0.1:0".to_owned(),
+            "--ipc_socket_file=".to_owned(),
+        ];
+        let mut server = support::command()
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = server.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > SLACK {
+                let _ = server.kill();
+                let _ = server.wait();
+                panic!("the node with {} kept running", cert.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut server.stderr.take().expect("piped"), &mut stderr)
+            .expect("stderr");
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        let file = cert.display().to_string();
+        for part in [file.as_str(), address.as_str(), expected] {
+            assert!(stderr.contains(part), "{part:?} in {stderr}");
+        }
+    }
+}

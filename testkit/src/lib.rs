@@ -38,6 +38,8 @@ const CA: &str = "ca.pem";
 const SERVER_CERT: &str = "server.pem";
 const SERVER_KEY: &str = "server.key";
 const SERVER_CHAIN: &str = "server-chain.pem";
+const NODE_CERT: &str = "node.pem";
+const NODE_KEY: &str = "node.key";
 const CLIENT_CERT: &str = "client.pem";
 const CLIENT_KEY: &str = "client.key";
 const OTHER_CA: &str = "other-ca.pem";
@@ -59,6 +61,7 @@ const SERVER_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 /// | `ca.pem` | the test CA |
 /// | `server.pem`, `server.key` | server certificate for `localhost` and `127.0.0.1`, signed by the CA |
 /// | `server-chain.pem` | `server.pem` followed by `ca.pem` (a chain file, leaf first) |
+/// | `node.pem`, `node.key` | cluster node certificate for `localhost` and `127.0.0.1`, for server and client authentication (nodes present it to each other under mTLS), signed by the CA |
 /// | `client.pem`, `client.key` | client certificate (mTLS), signed by the CA |
 /// | `other-ca.pem` | a second, unrelated CA |
 /// | `other-client.pem`, `other-client.key` | client certificate signed by the unrelated CA |
@@ -85,7 +88,7 @@ impl TestPki {
         let (ca_cert, ca) = certificate_authority("LDLM test CA");
         pki.write(CA, &ca_cert.pem());
 
-        let (server_cert, server_key) = signed(&ca, "localhost", &SERVER_NAMES, ServerAuth);
+        let (server_cert, server_key) = signed(&ca, "localhost", &SERVER_NAMES, &[ServerAuth]);
         pki.write(SERVER_CERT, &server_cert.pem());
         pki.write(SERVER_KEY, &server_key.serialize_pem());
         pki.write(
@@ -93,7 +96,16 @@ impl TestPki {
             &format!("{}{}", server_cert.pem(), ca_cert.pem()),
         );
 
-        let (client_cert, client_key) = signed(&ca, "ldlm test client", &[], ClientAuth);
+        let (node_cert, node_key) = signed(
+            &ca,
+            "ldlm test node",
+            &SERVER_NAMES,
+            &[ServerAuth, ClientAuth],
+        );
+        pki.write(NODE_CERT, &node_cert.pem());
+        pki.write(NODE_KEY, &node_key.serialize_pem());
+
+        let (client_cert, client_key) = signed(&ca, "ldlm test client", &[], &[ClientAuth]);
         pki.write(CLIENT_CERT, &client_cert.pem());
         pki.write(CLIENT_KEY, &client_key.serialize_pem());
 
@@ -101,7 +113,7 @@ impl TestPki {
         // client of another deployment would present.
         let (other_ca_cert, other_ca) = certificate_authority("LDLM unrelated test CA");
         pki.write(OTHER_CA, &other_ca_cert.pem());
-        let (other_cert, other_key) = signed(&other_ca, "unrelated client", &[], ClientAuth);
+        let (other_cert, other_key) = signed(&other_ca, "unrelated client", &[], &[ClientAuth]);
         pki.write(OTHER_CLIENT_CERT, &other_cert.pem());
         pki.write(OTHER_CLIENT_KEY, &other_key.serialize_pem());
 
@@ -161,6 +173,17 @@ impl TestPki {
     /// `server-chain.pem`: the server certificate followed by the CA certificate.
     pub fn server_chain(&self) -> PathBuf {
         self.path(SERVER_CHAIN)
+    }
+
+    /// `node.pem`: a cluster node's certificate, for `localhost` and `127.0.0.1`, allowing both
+    /// server and client authentication (under mTLS nodes present it to each other).
+    pub fn node_cert(&self) -> PathBuf {
+        self.path(NODE_CERT)
+    }
+
+    /// `node.key`: the node certificate's private key (PKCS#8).
+    pub fn node_key(&self) -> PathBuf {
+        self.path(NODE_KEY)
     }
 
     /// `client.pem`: the client certificate for mTLS, signed by [`ca`](Self::ca).
@@ -231,14 +254,14 @@ fn signed(
     issuer: &Issuer<'_, KeyPair>,
     common_name: &str,
     sans: &[&str],
-    usage: ExtendedKeyUsagePurpose,
+    usages: &[ExtendedKeyUsagePurpose],
 ) -> (Certificate, KeyPair) {
     let key = KeyPair::generate().expect("generate a test certificate's key");
     let mut params = CertificateParams::new(names(sans)).expect("certificate names");
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
-    params.extended_key_usages = vec![usage];
+    params.extended_key_usages = usages.to_vec();
     let cert = params
         .signed_by(&key, issuer)
         .expect("sign a test certificate");
@@ -260,6 +283,7 @@ mod tests {
         for cert in [
             pki.ca(),
             pki.server_cert(),
+            pki.node_cert(),
             pki.client_cert(),
             pki.other_ca(),
             pki.other_client_cert(),
@@ -274,6 +298,7 @@ mod tests {
         }
         for key in [
             pki.server_key(),
+            pki.node_key(),
             pki.client_key(),
             pki.other_client_key(),
             pki.self_signed_key(),

@@ -126,6 +126,25 @@ pub enum TlsError {
         /// What went wrong while loading them (may be empty), prefixed with " (".
         detail: String,
     },
+    /// A cluster node's own certificate would be refused by its peers.
+    #[error(
+        "the tls_cert certificate {} would be refused by this node's peers as {} for {address} \
+         (this node's address in cluster_peers): {detail}. Nodes use the server's TLS settings \
+         with each other; {}",
+        cert.display(),
+        role.as_str(),
+        role.remedy()
+    )]
+    NodeCertificate {
+        /// The certificate file.
+        cert: PathBuf,
+        /// This node's address in `cluster_peers`.
+        address: String,
+        /// Whether it failed as a server or as a client certificate.
+        role: super::node::NodeRole,
+        /// Why the verifier refused it.
+        detail: String,
+    },
     /// The client certificate verifier could not be built.
     #[error("cannot set up client certificate verification: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),

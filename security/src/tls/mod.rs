@@ -19,8 +19,9 @@
 //!
 //! One concern per file: `server.rs` the listeners' configuration (TLS and mTLS), `client.rs`
 //! our clients' configuration and the name a server must carry, `connector.rs` the connector
-//! that dials with it, `pem.rs` reading certificates, keys and trust stores, `error.rs` what
-//! can go wrong.
+//! that dials with it, `node.rs` a cluster node's own certificate checked as its peers will
+//! check it, `pem.rs` reading certificates, keys and trust stores, `error.rs` what can go
+//! wrong.
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use rustls::crypto::CryptoProvider;
 mod client;
 mod connector;
 mod error;
+mod node;
 mod pem;
 mod server;
 #[cfg(test)]
@@ -37,6 +39,7 @@ mod tests;
 pub use client::{client_config, server_name};
 pub use connector::{TlsConnector, TlsIo};
 pub use error::TlsError;
+pub use node::{NodeRole, check_node_certificate};
 pub use server::{TlsOptions, server_config};
 
 /// The ring crypto provider, shared.

@@ -516,3 +516,83 @@ async fn tls12_client_is_accepted() {
     out.client.expect("client side");
     out.server.expect("server side");
 }
+
+/// mTLS options of a cluster node presenting `cert`/`key` and trusting `ca.pem`.
+fn node_options(pki: &Pki, cert: &str, key: &str) -> TlsOptions {
+    TlsOptions {
+        cert: Some(pki.path(cert)),
+        key: Some(pki.path(key)),
+        client_ca: Some(pki.path("ca.pem")),
+        client_cert_verify: false,
+    }
+}
+
+/// The start-up check agrees with what two nodes' handshake does: one node serving with the
+/// certificate, the other dialling with it as its client certificate, both trusting the CA.
+/// A certificate for both server and client authentication passes both; a server-only one
+/// fails both (the peer refuses it as a client certificate).
+#[tokio::test]
+async fn a_node_certificate_is_checked_as_its_peers_check_it() {
+    let pki = Pki::new();
+    for (cert, key, usable) in [
+        ("node.pem", "node.key", true),
+        ("server.pem", "server.key", false),
+    ] {
+        let opts = node_options(&pki, cert, key);
+        let checked = check_node_certificate(&opts, "localhost:7001");
+        let serving = server_config(&opts, &[b"h2"])
+            .expect("server config")
+            .expect("TLS on");
+        let dialling = client(&pki, Some("ca.pem"), Some((cert, key)), false, &[b"h2"]);
+        let out = exchange(serving, dialling).await;
+        let handshake = out.client.is_ok() && out.server.is_ok();
+        assert_eq!(handshake, usable, "handshake between two nodes with {cert}");
+        assert_eq!(checked.is_ok(), usable, "check of {cert}: {checked:?}");
+    }
+}
+
+/// A certificate the peers would refuse is an error that names the file, this node's address,
+/// the role it failed in and what to use instead.
+#[test]
+fn a_refused_node_certificate_says_what_to_do() {
+    let pki = Pki::new();
+    let message = |opts: &TlsOptions, address: &str| {
+        check_node_certificate(opts, address)
+            .expect_err("refused")
+            .to_string()
+    };
+
+    let server_only = message(
+        &node_options(&pki, "server.pem", "server.key"),
+        "127.0.0.1:7001",
+    );
+    for part in [
+        "server.pem",
+        "127.0.0.1:7001",
+        "as a client certificate",
+        "clientAuth",
+    ] {
+        assert!(server_only.contains(part), "{part:?} in {server_only}");
+    }
+
+    let elsewhere = message(&node_options(&pki, "node.pem", "node.key"), "10.9.8.7:7001");
+    for part in [
+        "node.pem",
+        "10.9.8.7:7001",
+        "as a server certificate",
+        "subject alternative name",
+    ] {
+        assert!(elsewhere.contains(part), "{part:?} in {elsewhere}");
+    }
+
+    let mut untrusted = node_options(&pki, "node.pem", "node.key");
+    untrusted.client_ca = Some(pki.path("other-ca.pem"));
+    let untrusted = message(&untrusted, "localhost:7001");
+    assert!(
+        untrusted.contains("as a server certificate") && untrusted.contains("client_ca"),
+        "{untrusted}"
+    );
+
+    // Without TLS there is nothing to check.
+    check_node_certificate(&TlsOptions::default(), "localhost:7001").expect("plaintext");
+}
