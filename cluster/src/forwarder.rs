@@ -55,6 +55,7 @@ use tonic::transport::Channel;
 
 use crate::command::GlobalOwner;
 use crate::forward::{Answer, Call, CallError, Via};
+use crate::identity::ClusterIdentity;
 use crate::node::PeerTls;
 use crate::peer::proto::peer_client::PeerClient;
 use crate::peer::{
@@ -110,6 +111,7 @@ pub enum Unanswered {
 pub struct Forwarder {
     routes: parking_lot::Mutex<HashMap<NodeId, Arc<Route>>>,
     credentials: Credentials,
+    identity: Arc<ClusterIdentity>,
     tls: Option<PeerTls>,
     /// Numbers the queued calls, so that a caller knows its own.
     tickets: AtomicU64,
@@ -124,6 +126,7 @@ struct Route {
     addr: String,
     client: PeerClient<Channel>,
     credentials: Credentials,
+    identity: Arc<ClusterIdentity>,
     unanswered: mpsc::UnboundedSender<Unanswered>,
     /// Calls waiting for the next message to this node.
     queue: parking_lot::Mutex<Vec<Queued>>,
@@ -141,15 +144,18 @@ struct Queued {
 }
 
 impl Forwarder {
-    /// A forwarder presenting `password` to the nodes it calls, dialling them with `tls`.
+    /// A forwarder presenting `password` and this node's cluster (`identity`) to the nodes it
+    /// calls, dialling them with `tls`.
     pub fn new(
         password: Option<&str>,
         tls: Option<PeerTls>,
+        identity: Arc<ClusterIdentity>,
     ) -> Result<Forwarder, crate::node::NodeError> {
         let (unanswered, receiver) = mpsc::unbounded_channel();
         Ok(Forwarder {
             routes: Default::default(),
             credentials: credentials(password)?,
+            identity,
             tls,
             tickets: AtomicU64::new(0),
             unanswered,
@@ -239,6 +245,7 @@ impl Forwarder {
             addr: addr.to_owned(),
             client: PeerClient::new(client),
             credentials: self.credentials.clone(),
+            identity: self.identity.clone(),
             unanswered: self.unanswered.clone(),
             queue: Default::default(),
             batches_refused: AtomicBool::new(false),
@@ -326,7 +333,7 @@ impl Route {
         timeout: Option<Duration>,
     ) -> Result<Reply, Status> {
         let payload = encode(request).map_err(|e| Status::internal(e.to_string()))?;
-        let message = message(kind, payload, timeout, &self.credentials);
+        let message = message(kind, payload, timeout, &self.credentials, &self.identity);
         let answer = self.client.clone().raft(message).await?;
         decode(&answer.into_inner().payload).map_err(|e| Status::internal(e.to_string()))
     }
@@ -582,7 +589,8 @@ mod tests {
     async fn grants_answered_to_callers_that_went_away_are_given_back() {
         let leader = SlowLeader::new(Duration::from_millis(300), grant_for);
         let (addr, server) = serve(leader.clone()).await;
-        let forwarder = Arc::new(Forwarder::new(None, None).unwrap());
+        let forwarder =
+            Arc::new(Forwarder::new(None, None, Arc::new(ClusterIdentity::for_tests())).unwrap());
         let mut unanswered = forwarder.take_unanswered().unwrap();
         assert!(forwarder.take_unanswered().is_none(), "given once");
 
@@ -665,7 +673,8 @@ mod tests {
         }
         let leader = SlowLeader::new(Duration::from_millis(200), busy_or_falling);
         let (addr, server) = serve(leader.clone()).await;
-        let forwarder = Arc::new(Forwarder::new(None, None).unwrap());
+        let forwarder =
+            Arc::new(Forwarder::new(None, None, Arc::new(ClusterIdentity::for_tests())).unwrap());
         let mut unanswered = forwarder.take_unanswered().unwrap();
         let calls: Vec<_> = (1..=20u64)
             .map(|seq| {
@@ -724,7 +733,8 @@ mod tests {
     async fn a_leader_that_refuses_batches_gets_the_calls_one_by_one() {
         let leader = Arc::new(OlderLeader::default());
         let (addr, server) = serve(leader.clone()).await;
-        let forwarder = Arc::new(Forwarder::new(None, None).unwrap());
+        let forwarder =
+            Arc::new(Forwarder::new(None, None, Arc::new(ClusterIdentity::for_tests())).unwrap());
 
         // Calls made at once are queued together and tried as a batch; refused, each is sent
         // alone and answered with its own answer.

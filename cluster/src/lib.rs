@@ -26,12 +26,14 @@
 //!   how they travel (alone, or several to a message under load);
 //! - [`service`]: the lock service of a node, which `ldlm-server` runs in cluster mode: each
 //!   call to the local leader or forwarded, re-sent (exactly once) as the leader changes;
+//! - [`identity`]: the cluster's id, so that nodes of different clusters refuse each other;
 //! - [`liveness`], [`owners`], [`released`]: contact with the other nodes, cluster-wide owner
 //!   ids, and the keys of recently released holds.
 
 pub mod command;
 pub mod forward;
 pub mod forwarder;
+pub mod identity;
 pub mod leader;
 pub mod liveness;
 pub mod node;

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::command::{Applied, Command};
+use crate::identity::ClusterIdentity;
 use crate::leader::Leader;
 use crate::liveness::Liveness;
 use crate::peer::{PeerNetwork, PeerService};
@@ -92,6 +93,7 @@ pub struct ClusterNode {
     /// read by the peer service for forwarded calls).
     leader: watch::Sender<Option<Arc<Leader>>>,
     liveness: Arc<Liveness>,
+    identity: Arc<ClusterIdentity>,
     session_grace: Duration,
     password: Option<String>,
     tls: Option<PeerTls>,
@@ -160,11 +162,19 @@ impl ClusterNode {
             state.last_log_id.is_none() && vote.is_none() && machine.last_applied().await.is_none()
         };
         let liveness = Arc::new(Liveness::default());
+        let identity = Arc::new(ClusterIdentity::open(&config.data_dir)?);
+        // Before the peer service answers anything.
+        if fresh && config.join {
+            identity.join();
+        } else if fresh {
+            identity.form(&config.peers)?;
+        }
         let raft = openraft::Raft::new(
             config.id,
             Arc::new(raft_config),
             PeerNetwork::new(
                 liveness.clone(),
+                identity.clone(),
                 config.password.as_deref(),
                 config.tls.clone(),
             )?,
@@ -187,6 +197,7 @@ impl ClusterNode {
                     raft.clone(),
                     leading,
                     liveness.clone(),
+                    identity.clone(),
                     config.password.as_deref(),
                 )
                 .into_server(),
@@ -222,6 +233,7 @@ impl ClusterNode {
             raft,
             leader,
             liveness,
+            identity,
             session_grace: config.session_grace,
             password: config.password.clone(),
             tls: config.tls.clone(),
@@ -262,6 +274,11 @@ impl ClusterNode {
     /// When this node last heard from each other node.
     pub fn liveness(&self) -> &Arc<Liveness> {
         &self.liveness
+    }
+
+    /// Which cluster this node belongs to.
+    pub fn identity(&self) -> &Arc<ClusterIdentity> {
+        &self.identity
     }
 
     /// TLS between nodes, if configured.

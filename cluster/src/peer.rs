@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use ldlm_security::password::Password;
 
 use crate::forward::{Answer, Call, CallError};
+use crate::identity::ClusterIdentity;
 use crate::leader::Leader;
 use crate::liveness::Liveness;
 use crate::node::PeerTls;
@@ -97,19 +98,26 @@ fn authorize<T>(request: &mut Request<T>, credentials: &Credentials) {
     }
 }
 
-/// A message of `kind` carrying `payload`, presenting `credentials`, to be answered within
-/// `timeout` (none: no limit).
+/// A message of `kind` carrying `payload`, presenting `credentials` and this node's
+/// `cluster`, to be answered within `timeout` (none: no limit).
 pub(crate) fn message(
     kind: u32,
     payload: Vec<u8>,
     timeout: Option<Duration>,
     credentials: &Credentials,
+    cluster: &ClusterIdentity,
 ) -> Request<PeerMessage> {
+    let cluster = cluster.id();
     let mut message = Request::new(PeerMessage {
         version: VERSION,
         group: GROUP,
         kind,
         payload,
+        cluster: if cluster.is_nil() {
+            Vec::new()
+        } else {
+            cluster.as_bytes().to_vec()
+        },
     });
     if let Some(timeout) = timeout {
         message.set_timeout(timeout);
@@ -138,9 +146,10 @@ pub(crate) fn channel(addr: &str, tls: Option<&PeerTls>) -> Result<Channel, Stri
 
 /// openraft's network: connections to the other nodes. Every answer from a peer counts as
 /// contact with it ([`Liveness`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PeerNetwork {
     liveness: Arc<Liveness>,
+    identity: Arc<ClusterIdentity>,
     credentials: Credentials,
     tls: Option<PeerTls>,
 }
@@ -150,11 +159,13 @@ impl PeerNetwork {
     /// them with `tls` (or plaintext).
     pub fn new(
         liveness: Arc<Liveness>,
+        identity: Arc<ClusterIdentity>,
         password: Option<&str>,
         tls: Option<PeerTls>,
     ) -> Result<PeerNetwork, crate::node::NodeError> {
         Ok(PeerNetwork {
             liveness,
+            identity,
             credentials: credentials(password)?,
             tls,
         })
@@ -167,6 +178,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
         PeerConnection {
             liveness: self.liveness.clone(),
+            identity: self.identity.clone(),
             credentials: self.credentials.clone(),
             target,
             client: channel(&node.addr, self.tls.as_ref()).map(PeerClient::new),
@@ -178,6 +190,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 #[derive(Debug)]
 pub struct PeerConnection {
     liveness: Arc<Liveness>,
+    identity: Arc<ClusterIdentity>,
     credentials: Credentials,
     target: NodeId,
     /// The client, or why the peer's address is unusable.
@@ -211,7 +224,13 @@ impl PeerConnection {
             .as_mut()
             .map_err(|e| RaftCallError::Unreachable(e.clone()))?;
         let payload = encode(request).map_err(|e| RaftCallError::Network(e.to_string()))?;
-        let message = message(kind, payload, Some(option.hard_ttl()), &self.credentials);
+        let message = message(
+            kind,
+            payload,
+            Some(option.hard_ttl()),
+            &self.credentials,
+            &self.identity,
+        );
         let answer = client.raft(message).await;
         if answer.is_ok() {
             // Any answer, even a refusal, is contact with the peer.
@@ -283,6 +302,7 @@ pub struct PeerService {
     raft: openraft::Raft<TypeConfig>,
     leading: watch::Receiver<Option<Arc<Leader>>>,
     liveness: Arc<Liveness>,
+    identity: Arc<ClusterIdentity>,
     password: Option<Arc<Password>>,
 }
 
@@ -292,12 +312,14 @@ impl PeerService {
         raft: openraft::Raft<TypeConfig>,
         leading: watch::Receiver<Option<Arc<Leader>>>,
         liveness: Arc<Liveness>,
+        identity: Arc<ClusterIdentity>,
         password: Option<&str>,
     ) -> PeerService {
         PeerService {
             raft,
             leading,
             liveness,
+            identity,
             password: password.and_then(Password::from_config).map(Arc::new),
         }
     }
@@ -352,6 +374,18 @@ impl proto::peer_server::Peer for PeerService {
                 message.group
             )));
         }
+        let cluster = match message.cluster.len() {
+            0 => uuid::Uuid::nil(),
+            _ => uuid::Uuid::from_slice(&message.cluster).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "peer message cluster id of {} bytes: expected 16",
+                    message.cluster.len()
+                ))
+            })?,
+        };
+        self.identity
+            .admit(cluster)
+            .map_err(Status::failed_precondition)?;
         let payload = match message.kind {
             APPEND_ENTRIES => {
                 let request: AppendEntriesRequest<TypeConfig> =
@@ -393,6 +427,7 @@ impl proto::peer_server::Peer for PeerService {
             group: GROUP,
             kind: message.kind,
             payload,
+            cluster: Vec::new(),
         }))
     }
 }

@@ -121,8 +121,12 @@ impl ClusterLockService {
         let service = Arc::new(ClusterLockService {
             router: Arc::new(Router {
                 node: node.clone(),
-                forwarder: Forwarder::new(node.password(), node.tls().cloned())
-                    .expect("the password was checked when the node started"),
+                forwarder: Forwarder::new(
+                    node.password(),
+                    node.tls().cloned(),
+                    node.identity().clone(),
+                )
+                .expect("the password was checked when the node started"),
                 shut_down: std::sync::atomic::AtomicBool::new(false),
                 cut_off: std::sync::atomic::AtomicBool::new(false),
                 resets: tokio::sync::watch::channel(0).0,

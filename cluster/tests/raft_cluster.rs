@@ -232,6 +232,7 @@ async fn peers_must_present_the_password() {
             group: 0,
             kind: 2,
             payload: Vec::new(),
+            cluster: Vec::new(),
         });
         if let Some(password) = password {
             message
@@ -278,6 +279,7 @@ async fn peers_talk_tls() {
                 group: 0,
                 kind: 2,
                 payload: Vec::new(),
+                cluster: Vec::new(),
             })
             .await
             .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
@@ -288,4 +290,92 @@ async fn peers_talk_tls() {
         "a plaintext peer was served: {refused:?}"
     );
     cluster.shutdown().await;
+}
+
+/// A node given a different `--cluster_peers` from the others (here: another port for one of
+/// them) forms a cluster of its own in their eyes. Its first log entry would carry the same log
+/// id as theirs with other members, which Raft would never correct; instead the nodes refuse
+/// each other's messages. The other two elect a leader and commit without it, it never
+/// follows their leader, and a message claiming yet another cluster is refused with an error
+/// that says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_formed_with_other_peers_is_refused() {
+    use ldlm_cluster::peer::proto::PeerMessage;
+    use ldlm_cluster::peer::proto::peer_client::PeerClient;
+
+    let mut listeners = BTreeMap::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        peers.insert(id, listener.local_addr().expect("addr").to_string());
+        listeners.insert(id, listener);
+    }
+    let mut wrong = peers.clone();
+    let spare = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    wrong.insert(2, spare.local_addr().expect("addr").to_string());
+    let dirs: BTreeMap<u64, tempfile::TempDir> = (1..=3)
+        .map(|id| (id, tempfile::tempdir().expect("tempdir")))
+        .collect();
+    let mut nodes = BTreeMap::new();
+    for (id, listener) in listeners {
+        let members = if id == 3 { &wrong } else { &peers };
+        let config = common::node_config(id, members, dirs[&id].path());
+        let node = ClusterNode::start(config, listener)
+            .await
+            .expect("node starts");
+        nodes.insert(id, node);
+    }
+
+    // Nodes 1 and 2 agree on a leader among themselves and commit.
+    let start = Instant::now();
+    let leader = loop {
+        let (one, two) = (nodes[&1].leader(), nodes[&2].leader());
+        if let Some(leader) = one.filter(|l| Some(*l) == two && *l != 3) {
+            break leader;
+        }
+        assert!(
+            start.elapsed() < SLACK,
+            "no leader of 1 and 2: {one:?} {two:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    nodes[&leader]
+        .write(Command::Events(Vec::new()))
+        .await
+        .expect("committed by 1 and 2");
+
+    // Node 3 never follows them: several election timeouts later it has no leader.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        nodes[&3].leader(),
+        None,
+        "node 3 followed a cluster it was not formed with"
+    );
+    assert_ne!(nodes[&1].identity().id(), nodes[&3].identity().id());
+    assert_eq!(nodes[&1].identity().id(), nodes[&2].identity().id());
+
+    let mut stranger = PeerClient::connect(format!("http://{}", peers[&leader]))
+        .await
+        .expect("connects");
+    let refused = stranger
+        .raft(PeerMessage {
+            version: 1,
+            group: 0,
+            kind: 2,
+            payload: Vec::new(),
+            cluster: nodes[&3].identity().id().as_bytes().to_vec(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("--cluster_peers"),
+        "{}",
+        refused.message()
+    );
+
+    drop(spare);
+    for (_, node) in nodes {
+        node.shutdown().await;
+    }
 }

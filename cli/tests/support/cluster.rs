@@ -136,9 +136,14 @@ impl Cluster {
             .to_owned()
     }
 
+    /// Node `id`'s `--cluster_data_dir`.
+    pub(crate) fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
     /// Starts node `id` (again, on its data directory).
     pub(crate) fn launch(&mut self, id: u64) {
-        let data = self.dir.path().join(format!("node-{id}"));
+        let data = self.data_dir(id);
         let node = self
             .nodes
             .iter_mut()
