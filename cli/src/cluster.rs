@@ -63,8 +63,9 @@ pub async fn start_node(
 /// client authentication too.
 ///
 /// The node's certificate is first checked as its peers will check it, for `own_address` (its
-/// entry in `--cluster_peers`): a certificate they would refuse is an error at start-up, not a
-/// cluster that never forms.
+/// entry in `--cluster_peers`): a certificate they would refuse wherever they dial it is an
+/// error at start-up, not a cluster that never forms; one that does not name `own_address` is
+/// a warning (the peers may dial another address: see `check_node_certificate`).
 fn peer_tls(config: &ServerConfig, own_address: Option<&str>) -> anyhow::Result<Option<PeerTls>> {
     let options = TlsOptions {
         cert: config.tls_cert.clone(),
@@ -76,7 +77,17 @@ fn peer_tls(config: &ServerConfig, own_address: Option<&str>) -> anyhow::Result<
         return Ok(None);
     };
     if let Some(address) = own_address {
-        tls::check_node_certificate(&options, address).context("cluster TLS")?;
+        match tls::check_node_certificate(&options, address) {
+            Ok(()) => {}
+            // The peers may reach this node at another address than its own entry says.
+            Err(
+                error @ tls::TlsError::NodeCertificate {
+                    role: tls::NodeRole::ServerName,
+                    ..
+                },
+            ) => warn!("cluster TLS: {error}"),
+            Err(error) => return Err(error).context("cluster TLS"),
+        }
     }
     let identity = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) if options.requires_client_cert() => {

@@ -9,16 +9,16 @@
 //! never agreed to be a cluster together.
 //!
 //! So a cluster has an id: a name-based UUID (v5) of the member list it was formed with,
-//! written to `cluster-id` in the data directory before the node sends anything. Every peer
-//! message carries the sender's id, and a node refuses a message from another cluster with an
-//! error that says what to do. A fresh node started with `--cluster_join` takes the id of the
+//! written to `cluster-id` in the data directory before the node sends or answers anything.
+//! Every peer request carries the sender's id, and a node refuses a request from another
+//! cluster with an error that says what to do. A fresh node started with `--cluster_join` takes the id of the
 //! cluster whose first message reaches it (the leader's, once it was added). A node whose
 //! data directory was made by a version without ids has none and checks nothing, as before;
 //! a message without an id (from such a node, or an older build) is accepted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use uuid::Uuid;
@@ -28,6 +28,7 @@ use crate::storage::{FileError, frame};
 
 const MAGIC: &[u8; 8] = b"LDLMCLID";
 const FILE: &str = "cluster-id";
+const RECORD: u8 = 1;
 /// The namespace of cluster ids (a random UUID, fixed forever).
 const NAMESPACE: Uuid = Uuid::from_u128(0x5c1d_0e2a_7b3f_4c8e_9a61_d2f0_b4e7_3a95);
 /// Refusals are logged at most this often (the refused node retries every heartbeat).
@@ -39,7 +40,7 @@ pub struct ClusterIdentity {
     path: PathBuf,
     id: Mutex<Uuid>,
     /// Without an id: take the first one a peer presents (a fresh node that joins).
-    adopt: std::sync::atomic::AtomicBool,
+    adopt: AtomicBool,
     started: std::time::Instant,
     /// When a refusal was last logged (ms since `started`, plus one; 0: never).
     last_logged: AtomicU64,
@@ -59,23 +60,18 @@ impl ClusterIdentity {
     /// The id kept in `dir`, if any (nil otherwise).
     pub fn open(dir: &Path) -> Result<ClusterIdentity, FileError> {
         let path = dir.join(FILE);
-        let id = match frame::read(&path)? {
-            None => Uuid::nil(),
-            Some(bytes) => {
-                let parsed = frame::parse(&path, MAGIC, &bytes)?;
-                match parsed.records.last() {
-                    Some(record) => Uuid::from_bytes(record.decode(&path)?),
-                    None => Uuid::nil(),
-                }
-            }
-        };
-        Ok(ClusterIdentity {
+        let id = frame::read_single(&path, MAGIC, RECORD)?.map_or(Uuid::nil(), Uuid::from_bytes);
+        Ok(ClusterIdentity::with_id(path, id))
+    }
+
+    fn with_id(path: PathBuf, id: Uuid) -> ClusterIdentity {
+        ClusterIdentity {
             path,
             id: Mutex::new(id),
-            adopt: std::sync::atomic::AtomicBool::new(false),
+            adopt: AtomicBool::new(false),
             started: std::time::Instant::now(),
             last_logged: AtomicU64::new(0),
-        })
+        }
     }
 
     /// This node's cluster id (nil: not known yet).
@@ -83,14 +79,14 @@ impl ClusterIdentity {
         *self.id.lock()
     }
 
-    /// This node forms a cluster of `members`: keeps its id, unless it has one already.
+    /// This fresh node forms a cluster of `members`: keeps that cluster's id (replacing one
+    /// left by an earlier start that ended before it formed anything, whose list may have
+    /// been corrected since). Called only on a fresh node: a node that formed or joined a
+    /// cluster keeps its id whatever `--cluster_peers` says later.
     pub fn form(&self, members: &BTreeMap<NodeId, String>) -> Result<(), FileError> {
-        let mut id = self.id.lock();
-        if id.is_nil() {
-            let formed = cluster_id(members);
-            self.store(formed)?;
-            *id = formed;
-        }
+        let formed = cluster_id(members);
+        self.store(formed)?;
+        *self.id.lock() = formed;
         Ok(())
     }
 
@@ -107,56 +103,65 @@ impl ClusterIdentity {
         if theirs.is_nil() {
             return Ok(());
         }
-        let mut ours = self.id.lock();
-        if *ours == theirs {
+        let ours = self.id();
+        if ours == theirs {
             return Ok(());
         }
         if ours.is_nil() {
             if !self.adopt.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            match self.store(theirs) {
-                Ok(()) => {
-                    tracing::info!(cluster = %theirs, "Joined cluster {theirs}");
-                    *ours = theirs;
-                    return Ok(());
-                }
-                Err(error) => return Err(format!("cannot keep the cluster's id: {error}")),
+            // Kept on disk before it is used (outside the lock: `id` is read by every message).
+            self.store(theirs)
+                .map_err(|error| format!("cannot keep the cluster's id: {error}"))?;
+            let mut id = self.id.lock();
+            if id.is_nil() {
+                *id = theirs;
+                tracing::info!(cluster = %theirs, "Joined cluster {theirs}");
             }
+            return if *id == theirs {
+                Ok(())
+            } else {
+                Err(self.refuse(*id, theirs))
+            };
         }
+        Err(self.refuse(ours, theirs))
+    }
+
+    /// The refusal of a message from cluster `theirs` at this node of cluster `ours`, logged
+    /// at most every [`LOG_EVERY_MS`].
+    fn refuse(&self, ours: Uuid, theirs: Uuid) -> String {
         let refusal = format!(
-            "a node of cluster {theirs} sent a message to this node of cluster {ours}: the two \
-             were formed with different --cluster_peers (or one's data directory is from \
-             another cluster). Every node forming a cluster must be given the same \
-             --cluster_peers (a node added later: --cluster_join, then `ldlm-lock cluster add`); \
-             to fix a node started with the wrong list, stop it, remove its data directory and \
-             start it again with the right one"
+            "a node of cluster {theirs} sent a message to this node of cluster {ours}, and nodes \
+             of different clusters do not talk: they were formed with different --cluster_peers \
+             (or one's data directory is from another cluster). A node that joins or replaces a \
+             member of a running cluster must start with --cluster_join and be added \
+             (`ldlm-lock cluster add`); nodes forming a new cluster must all be given the same \
+             --cluster_peers. To fix a node started the wrong way, stop it, remove its data \
+             directory and start it again"
         );
         let now = self.started.elapsed().as_millis() as u64 + 1;
         let last = self.last_logged.load(Ordering::Relaxed);
-        if last == 0 || now.saturating_sub(last) >= LOG_EVERY_MS {
-            self.last_logged.store(now, Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= LOG_EVERY_MS;
+        if due
+            && self
+                .last_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             tracing::error!(ours = %ours, theirs = %theirs, "Refused a peer of another cluster: {refusal}");
         }
-        Err(refusal)
+        refusal
     }
 
     /// An identity that knows no cluster and keeps nothing (for tests of senders).
     #[cfg(test)]
     pub(crate) fn for_tests() -> ClusterIdentity {
-        ClusterIdentity {
-            path: PathBuf::from("/nonexistent/cluster-id"),
-            id: Mutex::new(Uuid::nil()),
-            adopt: std::sync::atomic::AtomicBool::new(false),
-            started: std::time::Instant::now(),
-            last_logged: AtomicU64::new(0),
-        }
+        ClusterIdentity::with_id(PathBuf::from("/nonexistent/cluster-id"), Uuid::nil())
     }
 
     fn store(&self, id: Uuid) -> Result<(), FileError> {
-        let mut bytes = MAGIC.to_vec();
-        frame::encode(&mut bytes, 1, id.as_bytes());
-        frame::write_atomic(&self.path, &bytes)
+        frame::write_single(&self.path, MAGIC, RECORD, id.as_bytes())
     }
 }
 
@@ -196,20 +201,14 @@ mod tests {
         identity.form(&a).expect("form");
         assert_eq!(identity.id(), cluster_id(&a));
 
-        // Kept across restarts, and forming again (a restart with another list) changes nothing.
+        // Kept across restarts (a restarted node does not form again, whatever its list).
         let again = ClusterIdentity::open(dir.path()).expect("reopen");
-        assert_eq!(again.id(), cluster_id(&a));
-        again.form(&b).expect("form again");
         assert_eq!(again.id(), cluster_id(&a));
 
         again.admit(cluster_id(&a)).expect("same cluster");
         again.admit(Uuid::nil()).expect("a sender without an id");
         let refused = again.admit(cluster_id(&b)).expect_err("another cluster");
-        for part in [
-            "--cluster_peers",
-            "remove its data directory",
-            "--cluster_join",
-        ] {
+        for part in ["--cluster_peers", "remove its data", "--cluster_join"] {
             assert!(refused.contains(part), "{part:?} in {refused}");
         }
         assert_eq!(again.id(), cluster_id(&a), "a refusal changes nothing");
@@ -236,10 +235,48 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_node_started_again_with_a_corrected_list_forms_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wrong = members(&[(1, "a:1"), (2, "b:2")]);
+        let right = members(&[(1, "a:1"), (2, "b:1")]);
+        ClusterIdentity::open(dir.path())
+            .expect("open")
+            .form(&wrong)
+            .expect("form");
+        let again = ClusterIdentity::open(dir.path()).expect("reopen");
+        again.form(&right).expect("form again");
+        assert_eq!(again.id(), cluster_id(&right));
+        assert_eq!(
+            ClusterIdentity::open(dir.path()).expect("reopen").id(),
+            cluster_id(&right)
+        );
+    }
+
+    /// Any damage is an error naming the file, never an id silently lost (which would turn
+    /// the check off): a flipped bit, a cut file, a record of another kind.
+    #[test]
     fn a_damaged_id_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join(FILE), b"LDLMCLIDgarbage!").expect("write");
-        let error = ClusterIdentity::open(dir.path()).expect_err("damaged");
-        assert!(error.to_string().contains(FILE), "{error}");
+        let path = dir.path().join(FILE);
+        ClusterIdentity::open(dir.path())
+            .expect("open")
+            .form(&members(&[(1, "a:1")]))
+            .expect("form");
+        let good = std::fs::read(&path).expect("read");
+        let mut flipped = good.clone();
+        *flipped.last_mut().expect("bytes") ^= 1;
+        let mut other_kind = MAGIC.to_vec();
+        frame::encode(&mut other_kind, RECORD + 1, Uuid::nil().as_bytes());
+        for (what, bytes) in [
+            ("a flipped bit", flipped),
+            ("a cut file", good[..good.len() - 3].to_vec()),
+            ("only the magic", MAGIC.to_vec()),
+            ("another kind", other_kind),
+            ("garbage", b"LDLMCLIDgarbage!".to_vec()),
+        ] {
+            std::fs::write(&path, &bytes).expect("write");
+            let error = ClusterIdentity::open(dir.path()).expect_err(what);
+            assert!(error.to_string().contains(FILE), "{what}: {error}");
+        }
     }
 }

@@ -17,13 +17,7 @@ mod common;
 const SLACK: Duration = Duration::from_secs(10);
 
 async fn start_nodes(dirs: &BTreeMap<u64, tempfile::TempDir>) -> BTreeMap<u64, ClusterNode> {
-    let mut listeners = BTreeMap::new();
-    let mut peers = BTreeMap::new();
-    for &id in dirs.keys() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        peers.insert(id, listener.local_addr().expect("addr").to_string());
-        listeners.insert(id, listener);
-    }
+    let (listeners, peers) = common::peer_listeners(dirs.keys().copied()).await;
     let mut nodes = BTreeMap::new();
     for (id, listener) in listeners {
         nodes.insert(id, start_node(dirs, &peers, id, listener).await);

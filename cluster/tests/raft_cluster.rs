@@ -35,13 +35,7 @@ impl Cluster {
         password: Option<&str>,
         tls: Option<PeerTls>,
     ) -> Cluster {
-        let mut listeners = BTreeMap::new();
-        let mut peers = BTreeMap::new();
-        for id in 1..=3u64 {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            peers.insert(id, listener.local_addr().expect("addr").to_string());
-            listeners.insert(id, listener);
-        }
+        let (listeners, peers) = common::peer_listeners(1..=3).await;
         let mut cluster = Cluster {
             dirs: (1..=3)
                 .map(|id| (id, tempfile::tempdir().expect("tempdir")))
@@ -303,13 +297,7 @@ async fn a_node_formed_with_other_peers_is_refused() {
     use ldlm_cluster::peer::proto::PeerMessage;
     use ldlm_cluster::peer::proto::peer_client::PeerClient;
 
-    let mut listeners = BTreeMap::new();
-    let mut peers = BTreeMap::new();
-    for id in 1..=3u64 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        peers.insert(id, listener.local_addr().expect("addr").to_string());
-        listeners.insert(id, listener);
-    }
+    let (listeners, peers) = common::peer_listeners(1..=3).await;
     let mut wrong = peers.clone();
     let spare = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     wrong.insert(2, spare.local_addr().expect("addr").to_string());

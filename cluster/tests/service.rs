@@ -11,7 +11,6 @@ use ldlm_cluster::ClusterNode;
 use ldlm_cluster::service::ClusterLockService;
 use ldlm_engine::{EngineConfig, LockError, LockRequest};
 use ldlm_service::{Acquire, LocalOptions, LockService, ServiceError, Transport};
-use tokio::net::TcpListener;
 
 mod common;
 
@@ -26,13 +25,7 @@ impl Cluster {
     async fn start() -> Cluster {
         let dirs: Vec<tempfile::TempDir> =
             (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-        let mut listeners = BTreeMap::new();
-        let mut peers = BTreeMap::new();
-        for id in 1..=3u64 {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            peers.insert(id, listener.local_addr().expect("addr").to_string());
-            listeners.insert(id, listener);
-        }
+        let (listeners, peers) = common::peer_listeners(1..=3).await;
         let mut services = BTreeMap::new();
         for (id, listener) in listeners {
             let config = common::node_config(id, &peers, dirs[(id - 1) as usize].path());

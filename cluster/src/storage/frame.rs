@@ -185,6 +185,54 @@ pub fn parse<'a>(path: &Path, magic: &[u8; 8], bytes: &'a [u8]) -> Result<Record
     Ok(parsed)
 }
 
+/// Reads a small file that is only ever replaced as a whole ([`write_single`]) and holds one
+/// record of `kind`: `None` if there is no file. Since such a file is never appended to, a
+/// torn or empty one is damage, not a crash in the middle of a write.
+pub fn read_single<T: DeserializeOwned>(
+    path: &Path,
+    magic: &[u8; 8],
+    kind: u8,
+) -> Result<Option<T>, FileError> {
+    let Some(bytes) = read(path)? else {
+        return Ok(None);
+    };
+    let parsed = parse(path, magic, &bytes)?;
+    let damaged = |offset: u64, detail: &str| FileError::Damaged {
+        path: path.to_path_buf(),
+        offset,
+        detail: detail.to_owned(),
+    };
+    if let Some((offset, _)) = parsed.torn_tail {
+        return Err(damaged(
+            offset,
+            "the record is cut short or fails its checksum",
+        ));
+    }
+    let record = parsed
+        .records
+        .last()
+        .ok_or_else(|| damaged(magic.len() as u64, "no record"))?;
+    if record.kind != kind {
+        return Err(damaged(
+            record.offset,
+            &format!("a record of kind {} where {kind} was expected", record.kind),
+        ));
+    }
+    record.decode(path).map(Some)
+}
+
+/// Replaces `path`, atomically and durably, with a file holding one record of `kind`.
+pub fn write_single(
+    path: &Path,
+    magic: &[u8; 8],
+    kind: u8,
+    value: &impl Serialize,
+) -> Result<(), FileError> {
+    let mut bytes = magic.to_vec();
+    encode(&mut bytes, kind, value);
+    write_atomic(path, &bytes)
+}
+
 /// Reads a whole file; a missing file is `None`.
 pub fn read(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
     match std::fs::read(path) {

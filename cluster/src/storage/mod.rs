@@ -21,19 +21,8 @@ const INCARNATION_MAGIC: &[u8; 8] = b"LDLMINCA";
 pub fn next_incarnation(dir: &std::path::Path) -> Result<u64, FileError> {
     std::fs::create_dir_all(dir).map_err(|e| FileError::io(dir, e))?;
     let path = dir.join("incarnation");
-    let previous: u64 = match frame::read(&path)? {
-        None => 0,
-        Some(bytes) => {
-            let parsed = frame::parse(&path, INCARNATION_MAGIC, &bytes)?;
-            match parsed.records.last() {
-                Some(record) => record.decode(&path)?,
-                None => 0,
-            }
-        }
-    };
+    let previous: u64 = frame::read_single(&path, INCARNATION_MAGIC, 1)?.unwrap_or(0);
     let next = previous + 1;
-    let mut bytes = INCARNATION_MAGIC.to_vec();
-    frame::encode(&mut bytes, 1, &next);
-    frame::write_atomic(&path, &bytes)?;
+    frame::write_single(&path, INCARNATION_MAGIC, 1, &next)?;
     Ok(next)
 }

@@ -11,7 +11,7 @@ use rustls::sign::SingleCertAndKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::pem::{load_certified_key, roots_from_file, system_roots};
+use super::pem::{load_certified_key, trust_roots};
 use super::{TlsError, provider};
 
 /// Builds a client TLS configuration for our own tools and tests (`ldlm-bench`, integration
@@ -37,10 +37,7 @@ pub fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider.clone())))
     } else {
-        let roots = match ca {
-            Some(ca) => roots_from_file(ca, "CA certificate")?,
-            None => system_roots()?,
-        };
+        let roots = trust_roots(ca, "CA certificate")?;
         builder.with_root_certificates(roots)
     };
     let mut config = match client_cert {

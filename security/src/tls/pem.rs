@@ -129,3 +129,15 @@ pub(super) fn system_roots() -> Result<RootCertStore, TlsError> {
     }
     Ok(roots)
 }
+
+/// The CAs a peer's certificate is verified against: those in `ca` (named `what` in errors),
+/// else the operating system's trust store.
+pub(super) fn trust_roots(
+    ca: Option<&Path>,
+    what: &'static str,
+) -> Result<RootCertStore, TlsError> {
+    match ca {
+        Some(ca) => roots_from_file(ca, what),
+        None => system_roots(),
+    }
+}

@@ -585,13 +585,31 @@ fn a_refused_node_certificate_says_what_to_do() {
         assert!(elsewhere.contains(part), "{part:?} in {elsewhere}");
     }
 
+    assert!(
+        matches!(
+            check_node_certificate(&node_options(&pki, "node.pem", "node.key"), "10.9.8.7:7001"),
+            Err(TlsError::NodeCertificate {
+                role: NodeRole::ServerName,
+                ..
+            })
+        ),
+        "a name mismatch alone is told apart (the caller only warns)"
+    );
+
     let mut untrusted = node_options(&pki, "node.pem", "node.key");
     untrusted.client_ca = Some(pki.path("other-ca.pem"));
-    let untrusted = message(&untrusted, "localhost:7001");
+    let refused = check_node_certificate(&untrusted, "localhost:7001").expect_err("untrusted");
     assert!(
-        untrusted.contains("as a server certificate") && untrusted.contains("client_ca"),
-        "{untrusted}"
+        !matches!(
+            refused,
+            TlsError::NodeCertificate {
+                role: NodeRole::ServerName,
+                ..
+            }
+        ),
+        "an untrusted CA is not a name mismatch: {refused}"
     );
+    assert!(refused.to_string().contains("client_ca"), "{refused}");
 
     // Without TLS there is nothing to check.
     check_node_certificate(&TlsOptions::default(), "localhost:7001").expect("plaintext");
