@@ -41,6 +41,8 @@ pub struct ClusterIdentity {
     id: Mutex<Uuid>,
     /// Without an id: take the first one a peer presents (a fresh node that joins).
     adopt: AtomicBool,
+    /// Held while an id is taken, so that the file and `id` get the same one.
+    adopting: Mutex<()>,
     started: std::time::Instant,
     /// When a refusal was last logged (ms since `started`, plus one; 0: never).
     last_logged: AtomicU64,
@@ -69,6 +71,7 @@ impl ClusterIdentity {
             path,
             id: Mutex::new(id),
             adopt: AtomicBool::new(false),
+            adopting: Mutex::new(()),
             started: std::time::Instant::now(),
             last_logged: AtomicU64::new(0),
         }
@@ -111,18 +114,21 @@ impl ClusterIdentity {
             if !self.adopt.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            // Kept on disk before it is used (outside the lock: `id` is read by every message).
-            self.store(theirs)
-                .map_err(|error| format!("cannot keep the cluster's id: {error}"))?;
-            let mut id = self.id.lock();
-            if id.is_nil() {
-                *id = theirs;
+            // Kept on disk before it is used, under a lock of its own: `id` is read by every
+            // message and is not held across the fsync.
+            let _adopting = self.adopting.lock();
+            let current = self.id();
+            if current.is_nil() {
+                self.store(theirs)
+                    .map_err(|error| format!("cannot keep the cluster's id: {error}"))?;
+                *self.id.lock() = theirs;
                 tracing::info!(cluster = %theirs, "Joined cluster {theirs}");
+                return Ok(());
             }
-            return if *id == theirs {
+            return if current == theirs {
                 Ok(())
             } else {
-                Err(self.refuse(*id, theirs))
+                Err(self.refuse(current, theirs))
             };
         }
         Err(self.refuse(ours, theirs))
