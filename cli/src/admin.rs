@@ -89,7 +89,8 @@ pub enum Command {
 pub enum ClusterCommand {
     /// This node's id, the leader, the term, commit and applied index, and every member
     Status {
-        /// Print one JSON object (node_id, leader, term, commit_index, applied_index, members)
+        /// Print one JSON object (node_id, cluster_id, leader, term, commit_index, applied_index,
+        /// members)
         #[arg(long)]
         json: bool,
     },
@@ -262,6 +263,14 @@ fn print_cluster(out: &mut dyn Write, cluster: &ClusterEntry, json: bool) -> io:
     }
     let shown = |index: Option<u64>| index.map_or_else(|| "-".to_owned(), |i| i.to_string());
     writeln!(out, "node:    {}", cluster.node_id)?;
+    writeln!(
+        out,
+        "cluster: {}",
+        cluster
+            .cluster_id
+            .as_deref()
+            .unwrap_or("- (formed by a version without ids)")
+    )?;
     match cluster.leader {
         Some(leader) => writeln!(out, "leader:  {leader}")?,
         None => writeln!(out, "leader:  none (an election is running)")?,

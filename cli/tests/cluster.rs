@@ -369,12 +369,18 @@ async fn members_are_added_removed_and_replaced_while_a_lock_is_held() {
     assert!(out.contains(&held.key), "{out}");
     let mut at_five = client(&cluster.grpc(5)).await;
     assert!(!try_lock(&mut at_five, "kept", None).await.locked);
-    // The new members took the cluster's id from it, which nodes of other clusters lack.
+    // The new members took the cluster's id from it, which nodes of other clusters lack, and
+    // `cluster status` shows it at every node.
     let cluster_id = |node: u64| {
         std::fs::read(cluster.data_dir(node).join("cluster-id")).expect("a cluster id kept")
     };
     assert_eq!(cluster_id(4), cluster_id(1));
     assert_eq!(cluster_id(5), cluster_id(1));
+    let shown: Vec<_> = (1..=5)
+        .map(|node| cluster.status(node).expect("status")["cluster_id"].clone())
+        .collect();
+    assert!(shown[0].is_string(), "{shown:?}");
+    assert!(shown.iter().all(|id| *id == shown[0]), "{shown:?}");
 
     // Wrong requests say what is wrong and change nothing.
     let (code, _, err) = lock_cli(&cluster, 1, &["cluster", "remove", "9"]);

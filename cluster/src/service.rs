@@ -724,8 +724,10 @@ impl LockService for ClusterLockService {
                 },
             })
             .collect();
+        let cluster_id = node.identity().id();
         Some(ClusterStatus {
             node_id: node.id(),
+            cluster_id: (!cluster_id.is_nil()).then(|| cluster_id.to_string()),
             leader: metrics.current_leader,
             term: metrics.current_term,
             commit_index: node.committed().map(|id| id.index),

@@ -361,6 +361,22 @@ async fn a_node_formed_with_other_peers_is_refused() {
         "{}",
         refused.message()
     );
+    // An id that is not one is bad input, not another cluster.
+    let malformed = stranger
+        .raft(PeerMessage {
+            version: 1,
+            group: 0,
+            kind: 2,
+            payload: Vec::new(),
+            cluster: vec![1, 2, 3],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        malformed.code(),
+        tonic::Code::InvalidArgument,
+        "{malformed:?}"
+    );
 
     drop(spare);
     for (_, node) in nodes {

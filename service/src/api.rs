@@ -140,6 +140,9 @@ pub enum MembershipChange {
 pub struct ClusterStatus {
     /// This node's id.
     pub node_id: u64,
+    /// The cluster's id, from the member list it was formed with (`None`: formed by a version
+    /// without ids, or a joining node not reached yet).
+    pub cluster_id: Option<String>,
     /// The leader it knows of.
     pub leader: Option<u64>,
     /// The current term.

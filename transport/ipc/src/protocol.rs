@@ -84,6 +84,10 @@ pub struct MemberEntry {
 pub struct ClusterEntry {
     /// The answering node's id.
     pub node_id: u64,
+    /// The cluster's id (absent: a cluster formed by a version without ids, or a joining node
+    /// not reached yet). Every node of one cluster shows the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
     /// The leader it knows of (null: none, an election is running).
     pub leader: Option<u64>,
     /// The current term.

@@ -393,6 +393,7 @@ async fn membership<S: LockService>(service: &S, change: MembershipChange) -> Re
 fn cluster_entry(status: ClusterStatus) -> ClusterEntry {
     ClusterEntry {
         node_id: status.node_id,
+        cluster_id: status.cluster_id,
         leader: status.leader,
         term: status.term,
         commit_index: status.commit_index,
