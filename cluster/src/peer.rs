@@ -1,7 +1,9 @@
 //! The peer service: Raft's messages between nodes, over gRPC (`proto/peer.proto`).
 //!
 //! Each message is a postcard-encoded openraft request or answer inside a [`PeerMessage`]
-//! tagged with a format version and the Raft group. The client side ([`PeerNetwork`]) is
+//! tagged with a format version and the Raft group; a request also carries the sender's
+//! cluster id, and one from another cluster is refused before it reaches Raft
+//! ([`crate::identity`]). The client side ([`PeerNetwork`]) is
 //! openraft's network: one lazily connected channel per peer, each call bounded by openraft's
 //! own deadline. A peer that cannot be reached is reported as unreachable (openraft backs off);
 //! a peer that answers with an error is reported as that error.
