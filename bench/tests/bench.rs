@@ -382,12 +382,9 @@ async fn bad_usage_and_unreachable_servers_are_errors() {
         .await
         .expect_err("no blocking Lock over REST");
     assert!(error.is::<bench::UsageError>(), "{error:#}");
-    // Nothing listens on a port we just closed.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
-    let address = format!("127.0.0.1:{port}");
+    // A port nothing listens on: below the ephemeral range, where the other tests' servers on
+    // port 0 and their connections cannot take it meanwhile.
+    let address = format!("127.0.0.1:{}", ldlm_testkit::unused_port());
     let error = bench::run(&args(&["-q", "-a", &address, "-d", "100ms"]))
         .await
         .expect_err("nobody listens");

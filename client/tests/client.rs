@@ -417,11 +417,9 @@ async fn mutual_tls() {
 
 #[tokio::test]
 async fn connect_to_nothing_fails_after_retries() {
-    // A port that was just free.
-    let address = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().to_string()
-    };
+    // A port nothing listens on: below the ephemeral range, where the other tests' servers on
+    // port 0 and their connections cannot take it meanwhile.
+    let address = format!("127.0.0.1:{}", ldlm_testkit::unused_port());
     let started = Instant::now();
     let error = Client::connect(ClientConfig::new(address.clone()))
         .await
