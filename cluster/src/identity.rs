@@ -11,15 +11,17 @@
 //! So a cluster has an id: a name-based UUID (v5) of the member list it was formed with,
 //! written to `cluster-id` in the data directory before the node sends or answers anything.
 //! Every peer request carries the sender's id, and a node refuses a request from another
-//! cluster with an error that says what to do. A fresh node started with `--cluster_join` takes the id of the
-//! cluster whose first message reaches it (the leader's, once it was added). A node whose
-//! data directory was made by a version without ids has none and checks nothing, as before;
-//! a message without an id (from such a node, or an older build) is accepted.
+//! cluster with an error that says what to do. A fresh node started with `--cluster_join`
+//! takes the id of the cluster whose first request reaches it (the leader's, once it was
+//! added). A node whose data directory was made by a version without ids has none and checks
+//! nothing, as before; a request without an id (from such a node, or an older build) is
+//! accepted.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
+use ldlm_listener::RateLimited;
 use parking_lot::Mutex;
 use uuid::Uuid;
 
@@ -31,21 +33,33 @@ const FILE: &str = "cluster-id";
 const RECORD: u8 = 1;
 /// The namespace of cluster ids (a random UUID, fixed forever).
 const NAMESPACE: Uuid = Uuid::from_u128(0x5c1d_0e2a_7b3f_4c8e_9a61_d2f0_b4e7_3a95);
-/// Refusals are logged at most this often (the refused node retries every heartbeat).
-const LOG_EVERY_MS: u64 = 10_000;
 
-/// This node's cluster id, and where it is kept.
+/// How a node starts on its data directory, as far as its cluster id goes.
+#[derive(Debug)]
+pub enum Start<'a> {
+    /// A fresh node forming a cluster of these members: it keeps their id (replacing one left
+    /// by an earlier start that ended before it formed anything, whose list may have been
+    /// corrected since).
+    Form(&'a BTreeMap<NodeId, String>),
+    /// A fresh node waiting to be added (`--cluster_join`): it takes the id of the first
+    /// cluster that sends it a request.
+    Join,
+    /// A node that formed or joined before: it keeps its id whatever `--cluster_peers` says
+    /// (none, if an older build made its data directory).
+    Restart,
+}
+
+/// This node's cluster id, and where it is kept. The id is set at most once: at start, or
+/// by the first request a joining node admits. So every message reads it without a lock.
 #[derive(Debug)]
 pub struct ClusterIdentity {
     path: PathBuf,
-    id: Mutex<Uuid>,
-    /// Without an id: take the first one a peer presents (a fresh node that joins).
-    adopt: AtomicBool,
-    /// Held while an id is taken, so that the file and `id` get the same one.
+    id: OnceLock<Uuid>,
+    /// A fresh node that joins: without an id, it takes the first one a peer presents.
+    joining: bool,
+    /// Held while a joining node takes an id, so that the file and `id` get the same one.
     adopting: Mutex<()>,
-    started: std::time::Instant,
-    /// When a refusal was last logged (ms since `started`, plus one; 0: never).
-    last_logged: AtomicU64,
+    refusals: Mutex<RateLimited>,
 }
 
 /// The id of a cluster formed with `members` (id → peer address).
@@ -59,44 +73,40 @@ pub fn cluster_id(members: &BTreeMap<NodeId, String>) -> Uuid {
 }
 
 impl ClusterIdentity {
-    /// The id kept in `dir`, if any (nil otherwise).
-    pub fn open(dir: &Path) -> Result<ClusterIdentity, FileError> {
+    /// The identity of a node starting on `dir` as `start` says; the id is on disk before
+    /// this returns (before the node sends or answers anything).
+    pub fn open(dir: &Path, start: Start<'_>) -> Result<ClusterIdentity, FileError> {
         let path = dir.join(FILE);
-        let id = frame::read_single(&path, MAGIC, RECORD)?.map_or(Uuid::nil(), Uuid::from_bytes);
-        Ok(ClusterIdentity::with_id(path, id))
+        let identity = ClusterIdentity::unset(path, matches!(start, Start::Join));
+        let id = match start {
+            Start::Form(members) => {
+                let formed = cluster_id(members);
+                identity.store(formed)?;
+                Some(formed)
+            }
+            Start::Join | Start::Restart => {
+                frame::read_single(&identity.path, MAGIC, RECORD)?.map(Uuid::from_bytes)
+            }
+        };
+        if let Some(id) = id {
+            let _ = identity.id.set(id);
+        }
+        Ok(identity)
     }
 
-    fn with_id(path: PathBuf, id: Uuid) -> ClusterIdentity {
+    fn unset(path: PathBuf, joining: bool) -> ClusterIdentity {
         ClusterIdentity {
             path,
-            id: Mutex::new(id),
-            adopt: AtomicBool::new(false),
+            id: OnceLock::new(),
+            joining,
             adopting: Mutex::new(()),
-            started: std::time::Instant::now(),
-            last_logged: AtomicU64::new(0),
+            refusals: Mutex::new(RateLimited::default()),
         }
     }
 
     /// This node's cluster id (nil: not known yet).
     pub fn id(&self) -> Uuid {
-        *self.id.lock()
-    }
-
-    /// This fresh node forms a cluster of `members`: keeps that cluster's id (replacing one
-    /// left by an earlier start that ended before it formed anything, whose list may have
-    /// been corrected since). Called only on a fresh node: a node that formed or joined a
-    /// cluster keeps its id whatever `--cluster_peers` says later.
-    pub fn form(&self, members: &BTreeMap<NodeId, String>) -> Result<(), FileError> {
-        let formed = cluster_id(members);
-        self.store(formed)?;
-        *self.id.lock() = formed;
-        Ok(())
-    }
-
-    /// This fresh node waits to be added to a cluster: it takes the id of the first cluster
-    /// that sends it a message.
-    pub fn join(&self) {
-        self.adopt.store(true, Ordering::Relaxed);
+        self.id.get().copied().unwrap_or_else(Uuid::nil)
     }
 
     /// Whether a message from a node of cluster `theirs` (nil: unknown) may be handled. A
@@ -106,36 +116,30 @@ impl ClusterIdentity {
         if theirs.is_nil() {
             return Ok(());
         }
-        let ours = self.id();
+        let ours = match self.id.get() {
+            Some(&ours) => ours,
+            None if !self.joining => return Ok(()),
+            None => {
+                // Kept on disk before it is used.
+                let _adopting = self.adopting.lock();
+                if self.id.get().is_none() {
+                    self.store(theirs)
+                        .map_err(|error| format!("cannot keep the cluster's id: {error}"))?;
+                    let _ = self.id.set(theirs);
+                    tracing::info!(cluster = %theirs, "Joined cluster {theirs}");
+                }
+                self.id()
+            }
+        };
         if ours == theirs {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(self.refuse(ours, theirs))
         }
-        if ours.is_nil() {
-            if !self.adopt.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            // Kept on disk before it is used, under a lock of its own: `id` is read by every
-            // message and is not held across the fsync.
-            let _adopting = self.adopting.lock();
-            let current = self.id();
-            if current.is_nil() {
-                self.store(theirs)
-                    .map_err(|error| format!("cannot keep the cluster's id: {error}"))?;
-                *self.id.lock() = theirs;
-                tracing::info!(cluster = %theirs, "Joined cluster {theirs}");
-                return Ok(());
-            }
-            return if current == theirs {
-                Ok(())
-            } else {
-                Err(self.refuse(current, theirs))
-            };
-        }
-        Err(self.refuse(ours, theirs))
     }
 
     /// The refusal of a message from cluster `theirs` at this node of cluster `ours`, logged
-    /// at most every [`LOG_EVERY_MS`].
+    /// at most every [`ldlm_listener::WARN_EVERY`].
     fn refuse(&self, ours: Uuid, theirs: Uuid) -> String {
         let refusal = format!(
             "a node of cluster {theirs} sent a message to this node of cluster {ours}, and nodes \
@@ -146,16 +150,11 @@ impl ClusterIdentity {
              --cluster_peers. To fix a node started the wrong way, stop it, remove its data \
              directory and start it again"
         );
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        let last = self.last_logged.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= LOG_EVERY_MS;
-        if due
-            && self
-                .last_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::error!(ours = %ours, theirs = %theirs, "Refused a peer of another cluster: {refusal}");
+        if let Some(suppressed) = self.refusals.lock().due() {
+            tracing::error!(
+                ours = %ours, theirs = %theirs, suppressed,
+                "Refused a peer of another cluster: {refusal}"
+            );
         }
         refusal
     }
@@ -163,7 +162,7 @@ impl ClusterIdentity {
     /// An identity that knows no cluster and keeps nothing (for tests of senders).
     #[cfg(test)]
     pub(crate) fn for_tests() -> ClusterIdentity {
-        ClusterIdentity::with_id(PathBuf::from("/nonexistent/cluster-id"), Uuid::nil())
+        ClusterIdentity::unset(PathBuf::from("/nonexistent/cluster-id"), false)
     }
 
     fn store(&self, id: Uuid) -> Result<(), FileError> {
@@ -182,7 +181,6 @@ mod tests {
     #[test]
     fn the_id_is_the_member_list_s_and_nothing_else() {
         let a = members(&[(1, "a:1"), (2, "b:1"), (3, "c:1")]);
-        assert_eq!(cluster_id(&a), cluster_id(&a.clone()));
         // Stable across builds: nodes of different versions must agree.
         assert_eq!(
             cluster_id(&a).to_string(),
@@ -202,13 +200,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = members(&[(1, "a:1"), (2, "b:1"), (3, "c:1")]);
         let b = members(&[(1, "a:1"), (2, "b:2"), (3, "c:1")]);
-        let identity = ClusterIdentity::open(dir.path()).expect("open");
-        assert!(identity.id().is_nil());
-        identity.form(&a).expect("form");
+        let identity = ClusterIdentity::open(dir.path(), Start::Form(&a)).expect("form");
         assert_eq!(identity.id(), cluster_id(&a));
 
         // Kept across restarts (a restarted node does not form again, whatever its list).
-        let again = ClusterIdentity::open(dir.path()).expect("reopen");
+        let again = ClusterIdentity::open(dir.path(), Start::Restart).expect("reopen");
         assert_eq!(again.id(), cluster_id(&a));
 
         again.admit(cluster_id(&a)).expect("same cluster");
@@ -225,16 +221,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let a = cluster_id(&members(&[(1, "a:1")]));
         let b = cluster_id(&members(&[(1, "b:1")]));
-        let unknown = ClusterIdentity::open(dir.path()).expect("open");
+        let unknown = ClusterIdentity::open(dir.path(), Start::Restart).expect("open");
         unknown.admit(a).expect("checks nothing");
         unknown.admit(b).expect("checks nothing");
         assert!(unknown.id().is_nil(), "only a joining node takes an id");
 
-        let joining = ClusterIdentity::open(dir.path()).expect("open");
-        joining.join();
+        let joining = ClusterIdentity::open(dir.path(), Start::Join).expect("open");
         joining.admit(a).expect("taken");
         assert_eq!(joining.id(), a);
-        assert_eq!(ClusterIdentity::open(dir.path()).expect("reopen").id(), a);
+        assert_eq!(
+            ClusterIdentity::open(dir.path(), Start::Restart)
+                .expect("reopen")
+                .id(),
+            a
+        );
         joining
             .admit(b)
             .expect_err("another cluster, once it has one");
@@ -245,15 +245,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let wrong = members(&[(1, "a:1"), (2, "b:2")]);
         let right = members(&[(1, "a:1"), (2, "b:1")]);
-        ClusterIdentity::open(dir.path())
-            .expect("open")
-            .form(&wrong)
-            .expect("form");
-        let again = ClusterIdentity::open(dir.path()).expect("reopen");
-        again.form(&right).expect("form again");
+        ClusterIdentity::open(dir.path(), Start::Form(&wrong)).expect("form");
+        let again = ClusterIdentity::open(dir.path(), Start::Form(&right)).expect("form again");
         assert_eq!(again.id(), cluster_id(&right));
         assert_eq!(
-            ClusterIdentity::open(dir.path()).expect("reopen").id(),
+            ClusterIdentity::open(dir.path(), Start::Restart)
+                .expect("reopen")
+                .id(),
             cluster_id(&right)
         );
     }
@@ -264,10 +262,7 @@ mod tests {
     fn a_damaged_id_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(FILE);
-        ClusterIdentity::open(dir.path())
-            .expect("open")
-            .form(&members(&[(1, "a:1")]))
-            .expect("form");
+        ClusterIdentity::open(dir.path(), Start::Form(&members(&[(1, "a:1")]))).expect("form");
         let good = std::fs::read(&path).expect("read");
         let mut flipped = good.clone();
         *flipped.last_mut().expect("bytes") ^= 1;
@@ -281,7 +276,7 @@ mod tests {
             ("garbage", b"LDLMCLIDgarbage!".to_vec()),
         ] {
             std::fs::write(&path, &bytes).expect("write");
-            let error = ClusterIdentity::open(dir.path()).expect_err(what);
+            let error = ClusterIdentity::open(dir.path(), Start::Restart).expect_err(what);
             assert!(error.to_string().contains(FILE), "{what}: {error}");
         }
     }

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::command::{Applied, Command};
-use crate::identity::ClusterIdentity;
+use crate::identity::{ClusterIdentity, Start};
 use crate::leader::Leader;
 use crate::liveness::Liveness;
 use crate::peer::{PeerNetwork, PeerService};
@@ -162,13 +162,13 @@ impl ClusterNode {
             state.last_log_id.is_none() && vote.is_none() && machine.last_applied().await.is_none()
         };
         let liveness = Arc::new(Liveness::default());
-        let identity = Arc::new(ClusterIdentity::open(&config.data_dir)?);
         // Before the peer service answers anything.
-        if fresh && config.join {
-            identity.join();
-        } else if fresh {
-            identity.form(&config.peers)?;
-        }
+        let start = match (fresh, config.join) {
+            (true, true) => Start::Join,
+            (true, false) => Start::Form(&config.peers),
+            (false, _) => Start::Restart,
+        };
+        let identity = Arc::new(ClusterIdentity::open(&config.data_dir, start)?);
         let raft = openraft::Raft::new(
             config.id,
             Arc::new(raft_config),

@@ -245,16 +245,17 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-/// Logs a recurring condition at WARN at most every [`WARN_EVERY`].
-#[derive(Default)]
-struct RateLimited {
+/// Logs a recurring condition at WARN at most every [`WARN_EVERY`] (shared with the cluster's
+/// refusals of peers, which come back with every heartbeat).
+#[derive(Debug, Default)]
+pub struct RateLimited {
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl RateLimited {
     /// `Some(number suppressed since the last warning)` if a warning is due now.
-    fn due(&mut self) -> Option<u64> {
+    pub fn due(&mut self) -> Option<u64> {
         let now = Instant::now();
         match self.last {
             Some(last) if now.duration_since(last) < WARN_EVERY => {
