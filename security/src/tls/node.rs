@@ -54,7 +54,7 @@ pub fn check_node_certificate(opts: &TlsOptions, address: &str) -> Result<(), Tl
             .map_err(|e| refused(NodeRole::Client, e.to_string()))?;
     }
 
-    // The chain first, for a name the certificate has, so that a name mismatch is told apart.
+    // rustls reports a name mismatch as its own error, which is told apart from the rest.
     let name = server_name(address).ok_or_else(|| {
         refused(
             NodeRole::ServerName,
