@@ -92,6 +92,16 @@ impl Running {
         }
     }
 
+    /// Resolves if the server can no longer do its work and should stop: in cluster mode,
+    /// when the node's Raft core stopped on an error (its data directory could not be
+    /// written), with that error. Never for a single server.
+    pub async fn failed(&self) -> String {
+        match &self.served {
+            Served::Cluster { service } => service.node().failed().await,
+            Served::Local { .. } => std::future::pending().await,
+        }
+    }
+
     /// Graceful shutdown: keep held locks, stop accepting, let in-flight calls finish briefly.
     pub async fn shutdown(self) {
         match &self.served {

@@ -920,3 +920,123 @@ fn a_node_certificate_its_peers_would_refuse_stops_it_at_start() {
     };
     assert!(warned.contains(&format!("127.0.0.2:{port}")), "{warned}");
 }
+
+/// Attaches strace to `pid` so that each of its `fdatasync` calls fails with EIO, as on a
+/// failing disk: a real error from the kernel, not a hook in our code. Returns once strace
+/// has attached to every thread; strace ends when the process does.
+fn fail_every_fdatasync(pid: u32) -> std::process::Child {
+    use std::io::BufRead as _;
+    let mut strace = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-e",
+            "trace=fdatasync",
+            "-e",
+            "inject=fdatasync:error=EIO",
+        ])
+        .args(["-o", "/dev/null", "-p", &pid.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run strace ({e}): the disk-failure test needs strace (Debian: apt-get \
+                 install strace) and the right to trace its own child processes (root)"
+            )
+        });
+    let stderr = strace.stderr.take().expect("piped");
+    let (attached, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            // "Process N attached with K threads", or one line per thread.
+            if line.contains("attached") {
+                let _ = attached.send(());
+            }
+        }
+    });
+    wait.recv_timeout(SLACK)
+        .expect("strace attached to the node");
+    strace
+}
+
+/// The leader's disk fails: every `fdatasync` it makes returns EIO, so its next log write
+/// stops its Raft core. The others elect a leader without it and, after the session grace,
+/// release its clients' locks. The node must not stay up as if nothing had happened: its
+/// metrics still say it leads with a quorum, so it would never count itself cut off, and its
+/// clients would keep their connections — believing they still hold locks that another client
+/// is then granted. It exits with status 1 naming the error (its clients' connections close
+/// with it), and the lock goes to a client of another node only after the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_disk_fails_exits_and_its_clients_locks_move_on_only_after_the_grace() {
+    let mut cluster = Cluster::start_with(&["--cluster_session_grace=2s"]);
+    let failing = cluster.leader();
+    let other = (1..=3).find(|&id| id != failing).expect("another node");
+
+    let mut holder = client(&cluster.grpc(failing)).await;
+    let held = try_lock(&mut holder, "disk", None).await;
+    locked(&held, "disk");
+
+    let pid = cluster
+        .node(failing)
+        .process
+        .as_ref()
+        .expect("running")
+        .child
+        .id();
+    let mut strace = fail_every_fdatasync(pid);
+    // The next write at the failing node needs its log: it fails, and with it the core.
+    let failed_at = Instant::now();
+    let answer = try_lock_within(holder.clone(), "another", Some(SLACK)).await;
+    assert!(
+        !answer.as_ref().is_ok_and(|r| r.locked),
+        "a grant the node could not write: {answer:?}"
+    );
+
+    let mut process = cluster
+        .nodes
+        .iter_mut()
+        .find(|n| n.id == failing)
+        .expect("a node")
+        .process
+        .take()
+        .expect("running");
+    let code = process.wait(SLACK);
+    let _ = strace.kill();
+    let _ = strace.wait();
+    assert_eq!(code, Some(1), "exit status; log:\n{}", process.log_text());
+    let log = process.log_text();
+    assert!(
+        log.contains("The cluster node failed") && log.contains("Input/output error"),
+        "the log names the failure: {log}"
+    );
+
+    // Its client's connection is gone with it: the hold cannot be renewed there.
+    let renewed = holder
+        .renew(RenewRequest {
+            name: "disk".into(),
+            key: held.key.clone(),
+            lock_timeout_seconds: 10,
+        })
+        .await;
+    assert!(
+        renewed.as_ref().is_err() || renewed.as_ref().is_ok_and(|r| !r.get_ref().locked),
+        "the failed node still renews: {renewed:?}"
+    );
+
+    // The others release it after the grace, not before, with a higher token.
+    let mut elsewhere = client(&cluster.grpc(other)).await;
+    let taken = loop {
+        let answer = try_lock(&mut elsewhere, "disk", None).await;
+        if answer.locked {
+            break answer;
+        }
+        assert!(failed_at.elapsed() < 2 * SLACK, "disk was never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        failed_at.elapsed() >= Duration::from_millis(1500),
+        "released before the grace: {:?}",
+        failed_at.elapsed()
+    );
+    assert!(taken.fencing_token > held.fencing_token);
+}

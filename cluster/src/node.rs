@@ -322,6 +322,28 @@ impl ClusterNode {
         self.raft.metrics()
     }
 
+    /// Why this node's Raft core stopped on its own, if it did: its log or vote could not be
+    /// written or read (a failing or full disk). Such a node takes no further part in the
+    /// cluster, although its listeners still run. `None` while the core runs, and after a
+    /// shutdown that [`Self::shutdown`] asked for.
+    pub fn failure(&self) -> Option<String> {
+        failure_of(&self.raft.metrics().borrow())
+    }
+
+    /// Resolves with [`Self::failure`] once there is one (never, if there is none).
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        let failure = match metrics.wait_for(|m| failure_of(m).is_some()).await {
+            Ok(metrics) => failure_of(&metrics),
+            Err(_) => None,
+        };
+        match failure {
+            Some(failure) => failure,
+            // The core is gone without reporting an error: nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
     /// This node's role, vote (term), leader and membership, changed only when one of them
     /// changes: a task waiting for a new leader is not woken by every commit.
     pub fn roles(&self) -> watch::Receiver<RaftServerMetrics> {
@@ -473,5 +495,13 @@ impl tokio::io::AsyncWrite for PeerIo {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// The error a Raft core stopped with, unless it stopped because it was asked to.
+pub(crate) fn failure_of(metrics: &openraft::RaftMetrics<NodeId, Node>) -> Option<String> {
+    match &metrics.running_state {
+        Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+        Err(fatal) => Some(fatal.to_string()),
     }
 }

@@ -363,6 +363,14 @@ impl proto::peer_server::Peer for PeerService {
                 return Err(Status::unauthenticated(refused.to_string()));
             }
         }
+        // A node whose Raft core stopped on an error takes no part any more, and must not
+        // look alive: any answer counts as contact, and a leader keeps the locks of a node it
+        // is in contact with.
+        if let Some(failure) = crate::node::failure_of(&self.raft.metrics().borrow()) {
+            return Err(Status::unavailable(format!(
+                "this node's Raft core stopped: {failure}"
+            )));
+        }
         let message = request.into_inner();
         if message.version > VERSION {
             return Err(Status::failed_precondition(format!(

@@ -800,10 +800,23 @@ async fn watch_contact(router: Weak<Router>) {
         // were out of contact for that long, even if the leader is heard from again by now.
         let stalled = last_tick.elapsed();
         last_tick = Instant::now();
-        let cut_off = silence > limit;
+        // A Raft core that stopped on an error (its log could not be written) leaves its last
+        // metrics behind, as if nothing had happened: a leader's quorum contact stays as
+        // recent as it was. Meanwhile the others elect a leader without this node and, after
+        // the grace, release its clients' locks; so it is cut off for good.
+        let failure = crate::node::failure_of(&metrics);
+        let cut_off = silence > limit || failure.is_some();
         let lost_contact = cut_off || stalled > limit;
         let was_cut_off = router.cut_off.swap(cut_off, Ordering::AcqRel);
-        if lost_contact && !was_cut_off {
+        if let Some(failure) = failure.filter(|_| !was_cut_off) {
+            tracing::error!(
+                %failure,
+                "This node's Raft core stopped: closing client connections (their locks will \
+                 be released), answering UNAVAILABLE; restart the node once its data \
+                 directory can be written"
+            );
+            router.resets.send_modify(|epoch| *epoch += 1);
+        } else if lost_contact && !was_cut_off {
             tracing::warn!(
                 silence_ms = silence.max(stalled).as_millis() as u64,
                 "Out of contact with the cluster: closing client connections (their locks may \
@@ -836,7 +849,10 @@ async fn ping_leader(router: Weak<Router>) {
         };
         let node = &router.node;
         let limit = node.session_grace() / 2;
-        if let Some(leader) = node.leader().filter(|&id| id != node.id())
+        // A node whose Raft core stopped does not ping: it must look gone to the leader, which
+        // then releases its clients' locks after the grace.
+        if node.failure().is_none()
+            && let Some(leader) = node.leader().filter(|&id| id != node.id())
             && let Some(addr) = node.address_of(leader)
         {
             let sent = Instant::now();

@@ -50,10 +50,25 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        signals.wait().await;
-        tracing::warn!("Shutting down");
+        // A cluster node whose Raft core failed exits with an error, so that its clients
+        // move to other nodes at once and a supervisor (systemd) restarts it.
+        let failure = tokio::select! {
+            () = signals.wait() => None,
+            failure = running.failed() => Some(failure),
+        };
+        match &failure {
+            None => tracing::warn!("Shutting down"),
+            Some(failure) => {
+                tracing::error!(%failure, "The cluster node failed; shutting down");
+                eprintln!("ldlm-server: the cluster node failed: {failure}");
+            }
+        }
         running.shutdown().await;
         tracing::warn!("Shutdown complete");
-        ExitCode::SUCCESS
+        if failure.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
     })
 }
