@@ -992,14 +992,7 @@ async fn a_leader_whose_disk_fails_exits_and_its_clients_locks_move_on_only_afte
         "a grant the node could not write: {answer:?}"
     );
 
-    let mut process = cluster
-        .nodes
-        .iter_mut()
-        .find(|n| n.id == failing)
-        .expect("a node")
-        .process
-        .take()
-        .expect("running");
+    let mut process = cluster.take(failing);
     let code = process.wait(SLACK);
     let _ = strace.kill();
     let _ = strace.wait();

@@ -191,17 +191,22 @@ impl Cluster {
     /// to exit; the stopped process is returned (its log, its exit status). `launch` starts
     /// the node again.
     pub(crate) fn stop(&mut self, id: u64, signal: &str) -> Process {
-        let mut process = self
-            .nodes
+        let mut process = self.take(id);
+        process.signal(signal);
+        process.wait(SLACK);
+        process
+    }
+
+    /// Node `id`'s process, which must be running, taken out of the cluster (for a test that
+    /// waits for it to exit by itself); `launch` starts the node again.
+    pub(crate) fn take(&mut self, id: u64) -> Process {
+        self.nodes
             .iter_mut()
             .find(|n| n.id == id)
             .expect("a node of this cluster")
             .process
             .take()
-            .expect("running");
-        process.signal(signal);
-        process.wait(SLACK);
-        process
+            .expect("running")
     }
 
     /// Sends `signal` (`"STOP"`, `"CONT"`, ...) to node `id`, which must be running.
