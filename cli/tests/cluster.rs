@@ -921,44 +921,6 @@ fn a_node_certificate_its_peers_would_refuse_stops_it_at_start() {
     assert!(warned.contains(&format!("127.0.0.2:{port}")), "{warned}");
 }
 
-/// Attaches strace to `pid` so that each of its `fdatasync` calls fails with EIO, as on a
-/// failing disk: a real error from the kernel, not a hook in our code. Returns once strace
-/// has attached to every thread; strace ends when the process does.
-fn fail_every_fdatasync(pid: u32) -> std::process::Child {
-    use std::io::BufRead as _;
-    let mut strace = std::process::Command::new("strace")
-        .args([
-            "-f",
-            "-e",
-            "trace=fdatasync",
-            "-e",
-            "inject=fdatasync:error=EIO",
-        ])
-        .args(["-o", "/dev/null", "-p", &pid.to_string()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run strace ({e}): the disk-failure test needs strace (Debian: apt-get \
-                 install strace) and the right to trace its own child processes (root)"
-            )
-        });
-    let stderr = strace.stderr.take().expect("piped");
-    let (attached, wait) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            // "Process N attached with K threads", or one line per thread.
-            if line.contains("attached") {
-                let _ = attached.send(());
-            }
-        }
-    });
-    wait.recv_timeout(SLACK)
-        .expect("strace attached to the node");
-    strace
-}
-
 /// The leader's disk fails: every `fdatasync` it makes returns EIO, so its next log write
 /// stops its Raft core. The others elect a leader without it and, after the session grace,
 /// release its clients' locks. The node must not stay up as if nothing had happened: its
@@ -983,7 +945,7 @@ async fn a_leader_whose_disk_fails_exits_and_its_clients_locks_move_on_only_afte
         .expect("running")
         .child
         .id();
-    let mut strace = fail_every_fdatasync(pid);
+    let mut strace = support::fail_every_fdatasync(pid);
     // The next write at the failing node needs its log: it fails, and with it the core.
     let failed_at = Instant::now();
     let answer = try_lock_within(holder.clone(), "another", Some(SLACK)).await;

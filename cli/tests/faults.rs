@@ -8,7 +8,10 @@
 //! - pauses a node with SIGSTOP past or within the session grace, then SIGCONT;
 //! - isolates a node from the other nodes (its clients still reach it), then heals;
 //! - splits a 5-node cluster 2 / 3, then heals;
-//! - drops what one node sends another (the leader and a follower, either way), then heals.
+//! - drops what one node sends another (the leader and a follower, either way), then heals;
+//! - fails a node's disk (the leader or another node: every `fdatasync` it makes returns EIO,
+//!   injected with strace), so that the node's next log write stops its Raft core and the
+//!   process exits; then restarts it on its data directory.
 //!
 //! Every client records what it was told; the checker (`support/history.rs`) then asks whether
 //! any promise was broken: exclusion, fencing tokens, and — after the final heal — that every
@@ -73,6 +76,7 @@ enum Fault {
     Isolate,
     Split,
     OneWay,
+    DiskFails,
 }
 
 /// Every fault kind; a 2/3 split (last) needs 5 nodes.
@@ -82,6 +86,7 @@ const EVERY_FAULT: &[Fault] = &[
     Fault::Pause,
     Fault::Isolate,
     Fault::OneWay,
+    Fault::DiskFails,
     Fault::Split,
 ];
 
@@ -121,7 +126,7 @@ static ONE_RUN_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_promise_is_broken_in_a_3_node_cluster_under_kills_pauses_and_isolation() {
-    let plan = Plan::new(3, &EVERY_FAULT[..5], 35, 0x5EED_0003);
+    let plan = Plan::new(3, &EVERY_FAULT[..6], 35, 0x5EED_0003);
     let report = run(&plan).await;
     assert_clean(&plan, &report);
 }
@@ -277,6 +282,54 @@ async fn run(plan: &Plan) -> Report {
                 tokio::time::sleep(Duration::from_millis(down)).await;
                 cluster.launch(victim);
             }
+            Fault::DiskFails => {
+                let victim = match leader {
+                    Some(leader) if rng.below(2) == 0 => leader,
+                    _ => pick(&mut rng, None),
+                };
+                let down = 300 + rng.below(1_200);
+                eprintln!(
+                    "[{} ms] DiskFails: node {victim} (leader {leader:?}), restart {down} ms after it exits",
+                    ms(t0)
+                );
+                let pid = cluster
+                    .node(victim)
+                    .process
+                    .as_ref()
+                    .expect("running")
+                    .child
+                    .id();
+                let mut strace = support::fail_every_fdatasync(pid);
+                let mut process = cluster.take(victim);
+                // The clients keep every node writing its log, so the node fails at its next
+                // write and exits; it may not, if it writes nothing for that long.
+                let exited = exits_within(&mut process, Duration::from_secs(5)).await;
+                let _ = strace.kill();
+                let _ = strace.wait();
+                match exited {
+                    // A node whose log cannot be written says so and exits with status 1.
+                    Some(code) => assert_eq!(
+                        code,
+                        Some(1),
+                        "node {victim} after its disk failed; log:\n{}",
+                        process.log_text()
+                    ),
+                    None => {
+                        eprintln!(
+                            "[{} ms] node {victim} wrote nothing for 5 s; stopping it",
+                            ms(t0)
+                        );
+                        process.signal("KILL");
+                        process.wait(Duration::from_secs(5));
+                    }
+                }
+                logs.push((
+                    format!("node-{victim}-until-{}ms", ms(t0)),
+                    process.log_text(),
+                ));
+                tokio::time::sleep(Duration::from_millis(down)).await;
+                cluster.launch(victim);
+            }
             Fault::Pause => {
                 let victim = pick(&mut rng, None);
                 let pause = 500 + rng.below(2_500);
@@ -414,6 +467,19 @@ async fn run(plan: &Plan) -> Report {
 }
 
 /// How many times `process` caught up from the leader's snapshot.
+/// How `process` exits by itself within `timeout`: `Some(status code)`, or `None` if it is
+/// still running (a code of `None` inside is a signal).
+async fn exits_within(process: &mut support::Process, timeout: Duration) -> Option<Option<i32>> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = process.child.try_wait().expect("try_wait") {
+            return Some(status.code());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
 fn snapshots_installed(process: &support::Process) -> usize {
     process
         .log_text()

@@ -169,3 +169,40 @@ pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Attaches strace to `pid` so that each of its `fdatasync` calls fails with EIO, as on a
+/// failing disk: a real error from the kernel, not a hook in our code. Returns once strace
+/// has attached to every thread; strace ends when the process does.
+pub(crate) fn fail_every_fdatasync(pid: u32) -> Child {
+    let mut strace = Command::new("strace")
+        .args([
+            "-f",
+            "-e",
+            "trace=fdatasync",
+            "-e",
+            "inject=fdatasync:error=EIO",
+        ])
+        .args(["-o", "/dev/null", "-p", &pid.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run strace ({e}): the disk-failure tests need strace (Debian: apt-get \
+                 install strace) and the right to trace its own child processes (root)"
+            )
+        });
+    let stderr = strace.stderr.take().expect("piped");
+    let (attached, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            // "Process N attached with K threads", or one line per thread.
+            if line.contains("attached") {
+                let _ = attached.send(());
+            }
+        }
+    });
+    wait.recv_timeout(Duration::from_secs(15))
+        .expect("strace attached to the node");
+    strace
+}
