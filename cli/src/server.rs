@@ -97,7 +97,7 @@ impl Running {
     /// written), with that error. Never for a single server.
     pub async fn failed(&self) -> String {
         match &self.served {
-            Served::Cluster { service } => service.node().failed().await,
+            Served::Cluster { service } => service.failed().await,
             Served::Local { .. } => std::future::pending().await,
         }
     }

@@ -323,24 +323,28 @@ impl ClusterNode {
     }
 
     /// Why this node's Raft core stopped on its own, if it did: its log or vote could not be
-    /// written or read (a failing or full disk). Such a node takes no further part in the
-    /// cluster, although its listeners still run. `None` while the core runs, and after a
-    /// shutdown that [`Self::shutdown`] asked for.
+    /// written or read (a failing or full disk), or it panicked. Such a node takes no further
+    /// part in the cluster, although its listeners still run. `None` while the core runs, and
+    /// after a shutdown that [`Self::shutdown`] asked for.
     pub fn failure(&self) -> Option<String> {
-        failure_of(&self.raft.metrics().borrow())
+        core_failure(&self.raft.metrics())
     }
 
     /// Resolves with [`Self::failure`] once there is one (never, if there is none).
     pub async fn failed(&self) -> String {
         let mut metrics = self.raft.metrics();
-        let failure = match metrics.wait_for(|m| failure_of(m).is_some()).await {
-            Ok(metrics) => failure_of(&metrics),
-            Err(_) => None,
-        };
-        match failure {
-            Some(failure) => failure,
-            // The core is gone without reporting an error: nothing more will come.
-            None => std::future::pending().await,
+        loop {
+            if let Some(failure) = core_failure(&metrics) {
+                return failure;
+            }
+            if metrics.changed().await.is_err() {
+                // The core is gone: either it said why (above, next time round) or it was
+                // asked to stop, and then nothing more will come.
+                return match core_failure(&metrics) {
+                    Some(failure) => failure,
+                    None => std::future::pending().await,
+                };
+            }
         }
     }
 
@@ -498,10 +502,52 @@ impl tokio::io::AsyncWrite for PeerIo {
     }
 }
 
-/// The error a Raft core stopped with, unless it stopped because it was asked to.
-pub(crate) fn failure_of(metrics: &openraft::RaftMetrics<NodeId, Node>) -> Option<String> {
-    match &metrics.running_state {
-        Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+/// Why a Raft core stopped, unless it stopped because it was asked to; read from its metrics.
+/// openraft reports an error as the core's last metrics (`running_state`), but a core that
+/// panicked reports nothing: its metrics end, still saying it runs.
+pub(crate) fn core_failure(
+    metrics: &watch::Receiver<openraft::RaftMetrics<NodeId, Node>>,
+) -> Option<String> {
+    let ended = metrics.has_changed().is_err();
+    match &metrics.borrow().running_state {
+        Err(openraft::error::Fatal::Stopped) => None,
         Err(fatal) => Some(fatal.to_string()),
+        Ok(()) if ended => Some("the Raft core ended without saying why (a panic)".into()),
+        Ok(()) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::RaftMetrics;
+    use openraft::error::Fatal;
+    use tokio::sync::watch;
+
+    use super::core_failure;
+    use crate::raft::{ErrorSubject, ErrorVerb, storage_error};
+
+    #[test]
+    fn a_core_failure_is_an_error_or_a_core_gone_silent_but_not_a_requested_stop() {
+        let (report, metrics) = watch::channel(RaftMetrics::new_initial(1));
+        assert_eq!(core_failure(&metrics), None, "running");
+
+        report.send_modify(|m| {
+            m.running_state = Err(Fatal::StorageError(storage_error(
+                ErrorSubject::Logs,
+                ErrorVerb::Write,
+                std::io::Error::other("Input/output error"),
+            )))
+        });
+        let failure = core_failure(&metrics).expect("a storage error is a failure");
+        assert!(failure.contains("Input/output error"), "{failure}");
+
+        report.send_modify(|m| m.running_state = Err(Fatal::Stopped));
+        drop(report);
+        assert_eq!(core_failure(&metrics), None, "a requested stop");
+
+        let (report, metrics) = watch::channel(RaftMetrics::new_initial(1));
+        drop(report);
+        let failure = core_failure(&metrics).expect("a core gone without a word");
+        assert!(failure.contains("panic"), "{failure}");
     }
 }

@@ -366,7 +366,7 @@ impl proto::peer_server::Peer for PeerService {
         // A node whose Raft core stopped on an error takes no part any more, and must not
         // look alive: any answer counts as contact, and a leader keeps the locks of a node it
         // is in contact with.
-        if let Some(failure) = crate::node::failure_of(&self.raft.metrics().borrow()) {
+        if let Some(failure) = crate::node::core_failure(&self.raft.metrics()) {
             return Err(Status::unavailable(format!(
                 "this node's Raft core stopped: {failure}"
             )));

@@ -173,6 +173,17 @@ impl ClusterLockService {
         &self.router.node
     }
 
+    /// Resolves once the node's Raft core has stopped on its own (see
+    /// [`ClusterNode::failure`]), with why, after cutting the node off for good: every client
+    /// connection closed, every call answered `UNAVAILABLE`. A server that stops then must not
+    /// keep its clients for a graceful shutdown's grace: the leader's session grace for them
+    /// started when the core stopped.
+    pub async fn failed(&self) -> String {
+        let failure = self.node().failed().await;
+        self.router.fail(&failure);
+        failure
+    }
+
     async fn call(&self, call: Call, deadline: Option<Instant>) -> Result<Answer, ServiceError> {
         self.router.call(call, deadline).await
     }
@@ -183,6 +194,24 @@ impl ClusterLockService {
 }
 
 impl Router {
+    /// Cuts this node off for good: its Raft core stopped (`failure`). See [`watch_contact`].
+    fn fail(&self, failure: &str) {
+        if !self.cut_off.swap(true, Ordering::AcqRel) {
+            self.report_failure(failure);
+        }
+    }
+
+    /// Logs a failed core and closes every client connection (the node was just cut off).
+    fn report_failure(&self, failure: &str) {
+        tracing::error!(
+            %failure,
+            "This node's Raft core stopped: closing client connections (their locks will be \
+             released), answering UNAVAILABLE; restart the node once its data directory can \
+             be written"
+        );
+        self.resets.send_modify(|epoch| *epoch += 1);
+    }
+
     fn millis_since_start(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -804,18 +833,12 @@ async fn watch_contact(router: Weak<Router>) {
         // metrics behind, as if nothing had happened: a leader's quorum contact stays as
         // recent as it was. Meanwhile the others elect a leader without this node and, after
         // the grace, release its clients' locks; so it is cut off for good.
-        let failure = crate::node::failure_of(&metrics);
+        let failure = node.failure();
         let cut_off = silence > limit || failure.is_some();
         let lost_contact = cut_off || stalled > limit;
         let was_cut_off = router.cut_off.swap(cut_off, Ordering::AcqRel);
         if let Some(failure) = failure.filter(|_| !was_cut_off) {
-            tracing::error!(
-                %failure,
-                "This node's Raft core stopped: closing client connections (their locks will \
-                 be released), answering UNAVAILABLE; restart the node once its data \
-                 directory can be written"
-            );
-            router.resets.send_modify(|epoch| *epoch += 1);
+            router.report_failure(&failure);
         } else if lost_contact && !was_cut_off {
             tracing::warn!(
                 silence_ms = silence.max(stalled).as_millis() as u64,

@@ -192,17 +192,26 @@ pub(crate) fn fail_every_fdatasync(pid: u32) -> Child {
             )
         });
     let stderr = strace.stderr.take().expect("piped");
-    let (attached, wait) = std::sync::mpsc::channel();
+    let (said, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            // "Process N attached with K threads", or one line per thread.
-            if line.contains("attached") {
-                let _ = attached.send(());
-            }
+            let _ = said.send(line);
         }
     });
-    wait.recv_timeout(Duration::from_secs(15))
-        .expect("strace attached to the node");
-    strace
+    // "Process N attached with K threads"; anything else it says first is why it could not.
+    let mut before = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("attached") => return strace,
+            Ok(line) => before.push(line),
+            Err(_) => panic!(
+                "strace did not attach to process {pid}: {before:?}; the disk-failure tests \
+                 need the right to trace their own child processes (root, or \
+                 /proc/sys/kernel/yama/ptrace_scope at 0)"
+            ),
+        }
+    }
 }
