@@ -938,14 +938,7 @@ async fn a_leader_whose_disk_fails_exits_and_its_clients_locks_move_on_only_afte
     let held = try_lock(&mut holder, "disk", None).await;
     locked(&held, "disk");
 
-    let pid = cluster
-        .node(failing)
-        .process
-        .as_ref()
-        .expect("running")
-        .child
-        .id();
-    let mut strace = support::fail_every_fdatasync(pid);
+    let mut strace = cluster.fail_disk(failing);
     // The next write at the failing node needs its log: it fails, and with it the core.
     let failed_at = Instant::now();
     let answer = try_lock_within(holder.clone(), "another", Some(SLACK)).await;

@@ -294,14 +294,7 @@ async fn run(plan: &Plan) -> Report {
                     "[{} ms] DiskFails: node {victim} (leader {leader:?}), restart {down} ms after it exits",
                     ms(t0)
                 );
-                let pid = cluster
-                    .node(victim)
-                    .process
-                    .as_ref()
-                    .expect("running")
-                    .child
-                    .id();
-                let mut strace = support::fail_every_fdatasync(pid);
+                let mut strace = cluster.fail_disk(victim);
                 let mut process = cluster.take(victim);
                 // The clients keep every node writing its log, so the node fails at its next
                 // write and exits; it may not, if it writes nothing for that long.

@@ -197,6 +197,13 @@ impl Cluster {
         process
     }
 
+    /// Fails node `id`'s disk: every `fdatasync` it makes from now on returns EIO (see
+    /// [`super::fail_every_fdatasync`]). Returns the strace process doing it.
+    pub(crate) fn fail_disk(&self, id: u64) -> std::process::Child {
+        let pid = self.node(id).process.as_ref().expect("running").child.id();
+        super::fail_every_fdatasync(pid)
+    }
+
     /// Node `id`'s process, which must be running, taken out of the cluster (for a test that
     /// waits for it to exit by itself); `launch` starts the node again.
     pub(crate) fn take(&mut self, id: u64) -> Process {
